@@ -1,0 +1,88 @@
+# relayq — build, test, demo, bench, install.
+# `make demo` and `make test` do all their own set-up on a fresh Debian machine.
+
+CARGO   ?= cargo
+PREFIX  ?= /usr
+DESTDIR ?=
+SBINDIR ?= $(PREFIX)/sbin
+BINDIR  ?= $(PREFIX)/bin
+LIBDIR  ?= $(PREFIX)/lib
+MANDIR  ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+SPOOL   ?= /var/spool/relayq
+UNITDIR ?= /lib/systemd/system
+REL     := target/release
+
+.PHONY: all build deps test check fmt clippy unit integration fuzz demo bench install uninstall deb clean
+
+all: build
+
+build:
+	$(CARGO) build --release --locked 2>/dev/null || $(CARGO) build --release
+
+deps:
+	bash scripts/deps.sh
+
+# The README's test command: formatting, lints, unit and integration tests (real binary,
+# real SMTP server), and a bounded fuzz run of the parsers.
+test: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) test --release -- --test-threads=2
+
+demo: deps build
+	bash scripts/demo.sh
+
+bench: deps build
+	bash bench/run.sh
+
+clean:
+	$(CARGO) clean
+
+# ---- install -------------------------------------------------------------------------
+# Safe to re-run: keeps config, secrets and queued mail. Refuses to replace another MTA's
+# sendmail unless FORCE=1.
+OTHER_MTAS := postfix exim4-daemon-light exim4-daemon-heavy nullmailer msmtp-mta dma ssmtp opensmtpd sendmail-bin
+
+install: build
+	@if [ -z "$(DESTDIR)" ] && [ "$(FORCE)" != 1 ]; then \
+	  for p in $(OTHER_MTAS); do \
+	    if dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed'; then \
+	      echo "make install: the $$p package provides /usr/sbin/sendmail here."; \
+	      echo "  Remove it first (apt-get remove $$p; flush or move its queue), or run 'make install FORCE=1'."; \
+	      exit 1; fi; done; \
+	  if [ -e /usr/sbin/sendmail ] && ! readlink /usr/sbin/sendmail | grep -q relayq; then \
+	    echo "make install: /usr/sbin/sendmail exists and is not relayq ($$(readlink -f /usr/sbin/sendmail))."; \
+	    echo "  Remove the other MTA first, or run 'make install FORCE=1' to replace the link."; exit 1; fi; \
+	fi
+	@if [ -z "$(DESTDIR)" ] && ! getent passwd relayq >/dev/null; then \
+	  useradd --system --user-group --no-create-home --home-dir $(SPOOL) --shell /usr/sbin/nologin relayq; fi
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(REL)/relayq $(DESTDIR)$(SBINDIR)/relayq
+	install -m 0755 $(REL)/relayq-postdrop $(DESTDIR)$(SBINDIR)/relayq-postdrop
+	@if [ -z "$(DESTDIR)" ]; then chgrp relayq $(SBINDIR)/relayq-postdrop && chmod 2755 $(SBINDIR)/relayq-postdrop; fi
+	ln -sf relayq $(DESTDIR)$(SBINDIR)/sendmail
+	ln -sf ../sbin/relayq $(DESTDIR)$(PREFIX)/lib/sendmail
+	ln -sf ../sbin/relayq $(DESTDIR)$(BINDIR)/mailq
+	ln -sf ../sbin/relayq $(DESTDIR)$(BINDIR)/newaliases
+	install -m 0644 docs/man/sendmail.8 docs/man/relayq.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 docs/man/relayq.toml.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 contrib/relayq.service contrib/relayq-flush.service contrib/relayq-flush.timer $(DESTDIR)$(UNITDIR)/
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/relayq
+	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/relayq/relayq.toml ]; then \
+	  install -m 0644 contrib/examples/relayq.toml.example $(DESTDIR)$(SYSCONFDIR)/relayq/relayq.toml; fi
+	@if [ -z "$(DESTDIR)" ]; then \
+	  if [ ! -e $(SYSCONFDIR)/relayq/password ]; then install -m 0640 -g relayq /dev/null $(SYSCONFDIR)/relayq/password; fi; \
+	  $(SBINDIR)/relayq -C $(SYSCONFDIR)/relayq/relayq.toml init --user relayq; \
+	  command -v systemctl >/dev/null && systemctl daemon-reload 2>/dev/null || true; \
+	  echo "Installed. Next: edit $(SYSCONFDIR)/relayq/relayq.toml, put the password in $(SYSCONFDIR)/relayq/password,"; \
+	  echo "      then: systemctl enable --now relayq"; fi
+
+uninstall:
+	-command -v systemctl >/dev/null && systemctl disable --now relayq relayq-flush.timer 2>/dev/null
+	rm -f $(DESTDIR)$(SBINDIR)/relayq $(DESTDIR)$(SBINDIR)/relayq-postdrop
+	for l in $(DESTDIR)$(SBINDIR)/sendmail $(DESTDIR)$(PREFIX)/lib/sendmail $(DESTDIR)$(BINDIR)/mailq $(DESTDIR)$(BINDIR)/newaliases; do \
+	  if readlink $$l | grep -q relayq; then rm -f $$l; fi; done
+	rm -f $(DESTDIR)$(MANDIR)/man8/sendmail.8 $(DESTDIR)$(MANDIR)/man8/relayq.8 $(DESTDIR)$(MANDIR)/man5/relayq.toml.5
+	rm -f $(DESTDIR)$(UNITDIR)/relayq.service $(DESTDIR)$(UNITDIR)/relayq-flush.service $(DESTDIR)$(UNITDIR)/relayq-flush.timer
+	@echo "Kept: $(SYSCONFDIR)/relayq (config, secrets) and $(SPOOL) (queued mail). Remove them by hand if you want."

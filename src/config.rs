@@ -1,0 +1,433 @@
+//! The configuration file (`/etc/relayq/relayq.toml`, `-C FILE`, `$RELAYQ_CONFIG`): its schema,
+//! defaults and validation. Holds no secrets: passwords live in `password_file` or come from
+//! `password_command`, read only by the daemon.
+
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_PATH: &str = "/etc/relayq/relayq.toml";
+pub const DEFAULT_SPOOL: &str = "/var/spool/relayq";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_spool")]
+    pub spool_dir: PathBuf,
+    /// Largest message `sendmail` accepts, in bytes (suffixes K, M, G allowed).
+    #[serde(default = "default_max_size", deserialize_with = "de_size")]
+    pub max_message_size: u64,
+    #[serde(default)]
+    pub relay: Option<Relay>,
+    /// Further relays tried in order when the ones before are unreachable.
+    #[serde(default)]
+    pub fallback_relay: Vec<Relay>,
+    #[serde(default)]
+    pub address: Address,
+    #[serde(default)]
+    pub queue: Queue,
+    #[serde(default)]
+    pub log: Log,
+    /// Where this file was read from (not a key).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Relay {
+    /// `smtps://host:465` (implicit TLS) or `smtp://host:587` (STARTTLS required).
+    pub url: Option<String>,
+    /// A provider preset that fills in the URL: smtp2go, ses:<region>, sendgrid, mailgun,
+    /// postmark, gmail, office365, fastmail.
+    pub provider: Option<String>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// A command (run with `sh -c`) whose first output line is the password or OAuth2 token.
+    pub password_command: Option<String>,
+    /// auto (PLAIN, else LOGIN), plain, login, xoauth2.
+    #[serde(default)]
+    pub auth: AuthKind,
+    /// Extra PEM trust anchor(s), added to the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Trust only `ca_file`, not the system roots.
+    #[serde(default)]
+    pub ca_only: bool,
+    /// SHA-256 (hex) of the relay's leaf certificate (DER).
+    pub pin_sha256: Option<String>,
+    /// Allow `smtp://` without TLS; honoured only for a loopback relay.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    pub ehlo_name: Option<String>,
+    #[serde(default = "d_30s", deserialize_with = "de_dur")]
+    pub connect_timeout: Duration,
+    #[serde(default = "d_5m", deserialize_with = "de_dur")]
+    pub command_timeout: Duration,
+    #[serde(default = "d_10m", deserialize_with = "de_dur")]
+    pub data_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    #[default]
+    Auto,
+    Plain,
+    Login,
+    Xoauth2,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Address {
+    /// Where mail for local accounts (root, www-data, cron's MAILTO=user) goes.
+    pub admin: Option<String>,
+    /// Envelope and header sender for mail from local accounts (a sender the relay accepts).
+    pub sender: Option<String>,
+    /// Domain used to qualify bare names that are not local accounts.
+    pub domain: Option<String>,
+    /// An /etc/aliases-format file; missing file = no aliases.
+    #[serde(default = "default_aliases")]
+    pub aliases: PathBuf,
+    /// Extra domains treated as this host (besides localhost, the host name and FQDN).
+    #[serde(default)]
+    pub local_domains: Vec<String>,
+    /// Rewrite a header From that names a local account to `sender` (default true).
+    #[serde(default = "yes")]
+    pub rewrite_from: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Queue {
+    /// Parallel connections to the relay.
+    #[serde(default = "d_conns")]
+    pub connections: usize,
+    #[serde(default = "d_1m", deserialize_with = "de_dur")]
+    pub retry_min: Duration,
+    #[serde(default = "d_1h", deserialize_with = "de_dur")]
+    pub retry_max: Duration,
+    /// After this long in the queue a message is bounced.
+    #[serde(default = "d_5d", deserialize_with = "de_dur")]
+    pub lifetime: Duration,
+    /// Send a delay warning to the sender after this long (unset = never).
+    #[serde(default, deserialize_with = "de_opt_dur")]
+    pub warn_after: Option<Duration>,
+    /// How long bounced originals stay in failed/.
+    #[serde(default = "d_7d", deserialize_with = "de_dur")]
+    pub keep_failed: Duration,
+    /// How long an idle relay connection is kept open for reuse.
+    #[serde(default = "d_5s", deserialize_with = "de_dur")]
+    pub idle_timeout: Duration,
+    /// Send bounces (DSNs) to senders at all.
+    #[serde(default = "yes")]
+    pub bounces: bool,
+}
+
+impl Default for Address {
+    fn default() -> Self {
+        toml::from_str("").expect("empty address table has defaults")
+    }
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        toml::from_str("").expect("empty queue table has defaults")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    #[serde(default = "yes")]
+    pub syslog: bool,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log { syslog: true }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_spool() -> PathBuf {
+    PathBuf::from(DEFAULT_SPOOL)
+}
+fn default_aliases() -> PathBuf {
+    PathBuf::from("/etc/aliases")
+}
+fn default_max_size() -> u64 {
+    50 * 1024 * 1024
+}
+fn d_conns() -> usize {
+    2
+}
+fn d_5s() -> Duration {
+    Duration::from_secs(5)
+}
+fn d_30s() -> Duration {
+    Duration::from_secs(30)
+}
+fn d_1m() -> Duration {
+    Duration::from_secs(60)
+}
+fn d_5m() -> Duration {
+    Duration::from_secs(300)
+}
+fn d_10m() -> Duration {
+    Duration::from_secs(600)
+}
+fn d_1h() -> Duration {
+    Duration::from_secs(3600)
+}
+fn d_5d() -> Duration {
+    Duration::from_secs(5 * 86400)
+}
+fn d_7d() -> Duration {
+    Duration::from_secs(7 * 86400)
+}
+
+/// Parse "90", "90s", "5m", "1h", "5d" into a duration.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last()? {
+        (i, 's') => (&s[..i], 1),
+        (i, 'm') => (&s[..i], 60),
+        (i, 'h') => (&s[..i], 3600),
+        (i, 'd') => (&s[..i], 86400),
+        _ => (s, 1),
+    };
+    let n: u64 = num.trim().parse().ok()?;
+    n.checked_mul(mult).map(Duration::from_secs)
+}
+
+/// Parse "1048576", "512K", "50M", "1G" into bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last()? {
+        (i, 'K' | 'k') => (&s[..i], 1024),
+        (i, 'M' | 'm') => (&s[..i], 1024 * 1024),
+        (i, 'G' | 'g') => (&s[..i], 1024 * 1024 * 1024),
+        _ => (s, 1),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(mult)
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumOrStr {
+    Num(u64),
+    Str(String),
+}
+
+fn de_dur<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
+    match NumOrStr::deserialize(d)? {
+        NumOrStr::Num(n) => Ok(Duration::from_secs(n)),
+        NumOrStr::Str(s) => parse_duration(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid duration {s:?} (use e.g. 90s, 5m, 1h, 5d)"))
+        }),
+    }
+}
+
+fn de_opt_dur<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Duration>, D::Error> {
+    de_dur(d).map(Some)
+}
+
+fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    match NumOrStr::deserialize(d)? {
+        NumOrStr::Num(n) => Ok(n),
+        NumOrStr::Str(s) => parse_size(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid size {s:?} (use e.g. 52428800 or 50M)"))
+        }),
+    }
+}
+
+/// Which config file to read: `-C FILE`, else `$RELAYQ_CONFIG`, else the default.
+pub fn choose_path(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match std::env::var_os("RELAYQ_CONFIG") {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from(DEFAULT_PATH),
+    }
+}
+
+impl Config {
+    /// Read and validate the config. A missing default file gives the built-in defaults (so
+    /// `sendmail` works before setup, queueing mail until a relay is configured); a missing
+    /// explicitly named file is an error.
+    pub fn load(flag: Option<&Path>) -> Result<Config> {
+        let path = choose_path(flag);
+        let explicit = flag.is_some() || std::env::var_os("RELAYQ_CONFIG").is_some();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => String::new(),
+            Err(e) => {
+                return Err(Error::config(format!(
+                    "cannot read config {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        Config::parse(&text, &path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
+            let msg = e.message().trim().to_string();
+            let at = e
+                .span()
+                .map(|s| {
+                    let start = s.start.min(text.len());
+                    let line = text[..start].matches('\n').count() + 1;
+                    let src = text.lines().nth(line - 1).unwrap_or("").trim();
+                    format!(" at line {line} ({src})")
+                })
+                .unwrap_or_default();
+            Error::config(format!("config {}{at}: {msg}", path.display()))
+        })?;
+        cfg.path = path.to_path_buf();
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn bad(&self, key: &str, why: impl std::fmt::Display) -> Error {
+        Error::config(format!("config {}: {key}: {why}", self.path.display()))
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !self.spool_dir.is_absolute() {
+            return Err(self.bad("spool_dir", "must be an absolute path"));
+        }
+        if self.max_message_size < 1024 {
+            return Err(self.bad("max_message_size", "must be at least 1024 bytes"));
+        }
+        for (key, v) in [
+            ("address.admin", &self.address.admin),
+            ("address.sender", &self.address.sender),
+        ] {
+            if let Some(a) = v
+                && !crate::address::is_valid_mailbox(a)
+            {
+                return Err(self.bad(
+                    key,
+                    format!("{a:?} is not an address like user@example.com"),
+                ));
+            }
+        }
+        if let Some(d) = &self.address.domain
+            && !crate::address::is_valid_domain(d)
+        {
+            return Err(self.bad("address.domain", format!("{d:?} is not a domain name")));
+        }
+        let q = &self.queue;
+        if q.connections == 0 || q.connections > 100 {
+            return Err(self.bad("queue.connections", "must be between 1 and 100"));
+        }
+        if q.retry_min.is_zero() || q.retry_max < q.retry_min {
+            return Err(self.bad("queue.retry_max", "must be at least queue.retry_min (> 0)"));
+        }
+        for (i, r) in self
+            .relay
+            .iter()
+            .chain(self.fallback_relay.iter())
+            .enumerate()
+        {
+            let key = if i == 0 {
+                "relay".to_string()
+            } else {
+                format!("fallback_relay[{}]", i - 1)
+            };
+            crate::provider::endpoint(r).map_err(|why| self.bad(&key, why))?;
+            if r.password_file.is_some() && r.password_command.is_some() {
+                return Err(self.bad(&key, "set password_file or password_command, not both"));
+            }
+        }
+        Ok(())
+    }
+
+    /// All relays in order of preference.
+    pub fn relays(&self) -> Vec<&Relay> {
+        self.relay
+            .iter()
+            .chain(self.fallback_relay.iter())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Config> {
+        Config::parse(s, Path::new("/t.toml"))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = p("").unwrap();
+        assert_eq!(c.spool_dir, PathBuf::from(DEFAULT_SPOOL));
+        assert_eq!(c.queue.connections, 2);
+        assert_eq!(c.queue.lifetime, Duration::from_secs(5 * 86400));
+        assert!(c.address.rewrite_from);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let e = p("spool_dir = \"/x\"\n[relay]\nurll = \"smtps://a:465\"\n").unwrap_err();
+        assert_eq!(e.code(), 78);
+        assert!(
+            e.msg.contains("urll") && e.msg.contains("/t.toml") && e.msg.contains("line 3"),
+            "{}",
+            e.msg
+        );
+    }
+
+    #[test]
+    fn bad_values() {
+        assert!(
+            p("spool_dir = \"rel\"")
+                .unwrap_err()
+                .msg
+                .contains("spool_dir")
+        );
+        assert!(
+            p("[address]\nadmin = \"not an address\"")
+                .unwrap_err()
+                .msg
+                .contains("address.admin")
+        );
+        assert!(
+            p("[queue]\nretry_min = \"soon\"")
+                .unwrap_err()
+                .msg
+                .contains("retry_min")
+        );
+        assert!(
+            p("[relay]\nurl = \"http://x\"")
+                .unwrap_err()
+                .msg
+                .contains("relay")
+        );
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("x"), None);
+        assert_eq!(parse_size("50M"), Some(50 << 20));
+        assert_eq!(parse_size("10"), Some(10));
+        let c =
+            p("max_message_size = \"1M\"\n[queue]\nretry_min = 30\nretry_max = \"2h\"").unwrap();
+        assert_eq!(c.max_message_size, 1 << 20);
+        assert_eq!(c.queue.retry_max, Duration::from_secs(7200));
+    }
+}

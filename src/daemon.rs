@@ -1,0 +1,1724 @@
+//! The flush daemon: picks up new mail (inotify on `new/`, no polling), schedules it, and
+//! drains it through the relay with a small pool of reused connections. Owns retries with
+//! backoff, the relay-wide outage state (detected once, probed, not retried per message),
+//! queue lifetime, bounces and the local submission socket. `relayq flush` is one pass of
+//! the same machinery.
+//!
+//! Commit rule: after the relay's final 250 a worker records the result (or unlinks the
+//! message) before it does anything else, so a crash can at worst resend that one message.
+
+use crate::bounce::{Dsn, Failed};
+use crate::config::{AuthKind, Config};
+use crate::error::{Class, Error, Result};
+use crate::provider::{self, Tls};
+use crate::relay::{
+    self, Auth, AuthMech, OutEnvelope, OutRcpt, Session, SessionError, Target, Timeouts,
+};
+use crate::spool::{self, Draft, Envelope, Layout, Rcpt};
+use crate::state::{self, Event, Journal, RcptState, State};
+use log::{error, info, warn};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// How a relay's password or token is obtained.
+#[derive(Clone)]
+enum Secret {
+    None,
+    Static(String),
+    Command(String),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Secret::None => "none",
+            Secret::Static(_) => "static(..)",
+            Secret::Command(_) => "command(..)",
+        })
+    }
+}
+
+fn run_secret_command(cmd: &str) -> std::result::Result<String, String> {
+    let out = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run password_command: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("password_command failed ({})", out.status));
+    }
+    let s = String::from_utf8_lossy(&out.stdout);
+    let first = s.lines().next().unwrap_or("").trim().to_string();
+    if first.is_empty() {
+        return Err("password_command printed nothing".into());
+    }
+    Ok(first)
+}
+
+/// Read a password file, refusing one that other users can read (as ssh does for keys).
+pub fn read_password_file(p: &Path) -> Result<String> {
+    let m = fs::metadata(p)
+        .map_err(|e| Error::config(format!("password_file {}: {e}", p.display())))?;
+    if m.mode() & 0o007 != 0 {
+        return Err(Error::config(format!(
+            "password_file {} is readable by other users (mode {:o}): chmod 600 (or 640 root:relayq)",
+            p.display(),
+            m.mode() & 0o777
+        )));
+    }
+    let text = fs::read_to_string(p)
+        .map_err(|e| Error::config(format!("password_file {}: {e}", p.display())))?;
+    let pw = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('\r')
+        .to_string();
+    if pw.is_empty() {
+        return Err(Error::config(format!(
+            "password_file {} is empty",
+            p.display()
+        )));
+    }
+    Ok(pw)
+}
+
+/// One configured relay: how to reach it, and whether it is currently usable.
+struct Slot {
+    name: String,
+    target: Target,
+    secret: Secret,
+    /// None = up; Some = down until then.
+    down_until: Option<Instant>,
+    down_since: Option<Instant>,
+    failures: u32,
+    probing: bool,
+    config_problem: bool,
+    /// Consecutive transactions refused with 4xx at MAIL (a relay-wide refusal).
+    mail_tempfails: u32,
+}
+
+impl Slot {
+    fn usable(&self, now: Instant) -> bool {
+        match self.down_until {
+            None => true,
+            Some(t) => t <= now && !self.probing,
+        }
+    }
+
+    /// Probe interval while down: every 10 s for the first 10 minutes (at most 6 attempts a
+    /// minute), then every minute, then every 5 minutes after an hour. Configuration
+    /// problems (wrong password, bad certificate) back off faster: they need a human.
+    fn interval(&self) -> Duration {
+        let down_for = self.down_since.map(|s| s.elapsed()).unwrap_or_default();
+        let secs = if self.config_problem {
+            (60u64 << self.failures.min(3)).min(600)
+        } else if down_for < Duration::from_secs(600) {
+            10
+        } else if down_for < Duration::from_secs(3600) {
+            60
+        } else {
+            300
+        };
+        Duration::from_secs(secs)
+    }
+
+    fn mark_down(&mut self, config_problem: bool) {
+        let now = Instant::now();
+        self.failures += 1;
+        self.config_problem = config_problem;
+        self.down_since.get_or_insert(now);
+        self.down_until = Some(now + self.interval());
+        self.probing = false;
+    }
+
+    fn mark_up(&mut self) -> bool {
+        let was_down = self.down_until.is_some();
+        self.down_until = None;
+        self.down_since = None;
+        self.failures = 0;
+        self.probing = false;
+        self.config_problem = false;
+        was_down
+    }
+}
+
+fn build_slots(cfg: &Config) -> Result<Vec<Slot>> {
+    let mut out = Vec::new();
+    let ehlo_default = crate::submit::host_names().1;
+    for r in cfg.relays() {
+        let ep = provider::endpoint(r)
+            .map_err(|e| Error::config(format!("config {}: relay: {e}", cfg.path.display())))?;
+        let tls_config = if ep.tls == Tls::Plain {
+            None
+        } else {
+            Some(
+                relay::build_tls_config(r.ca_file.as_deref(), r.ca_only)
+                    .map_err(|e| Error::config(format!("TLS setup for {}: {e}", ep.host)))?,
+            )
+        };
+        let secret = if let Some(p) = &r.password_file {
+            Secret::Static(read_password_file(p)?)
+        } else if let Some(c) = &r.password_command {
+            Secret::Command(c.clone())
+        } else {
+            Secret::None
+        };
+        let mech = match r.auth {
+            AuthKind::Auto => Some(None),
+            AuthKind::Plain => Some(Some(AuthMech::Plain)),
+            AuthKind::Login => Some(Some(AuthMech::Login)),
+            AuthKind::Xoauth2 => Some(Some(AuthMech::Xoauth2)),
+            AuthKind::None => None,
+        };
+        let auth = match (&r.username, mech) {
+            (Some(u), Some(m)) => Some(Auth {
+                mech: m,
+                username: u.clone(),
+                secret: String::new(),
+            }),
+            _ => None,
+        };
+        if auth.is_some() && matches!(secret, Secret::None) {
+            return Err(Error::config(format!(
+                "config {}: relay {}: username is set but neither password_file nor password_command",
+                cfg.path.display(),
+                ep.host
+            )));
+        }
+        let target = Target {
+            host: ep.host.clone(),
+            port: ep.port,
+            tls: match ep.tls {
+                Tls::Implicit => relay::TlsMode::Implicit,
+                Tls::StartTls => relay::TlsMode::StartTls,
+                Tls::Plain => relay::TlsMode::Plain,
+            },
+            ehlo_name: r.ehlo_name.clone().unwrap_or_else(|| ehlo_default.clone()),
+            auth,
+            timeouts: Timeouts {
+                connect: r.connect_timeout,
+                command: r.command_timeout,
+                data_end: r.data_timeout,
+            },
+            tls_config,
+            pin_sha256: r.pin_sha256.clone(),
+        };
+        out.push(Slot {
+            name: ep.to_string(),
+            target,
+            secret,
+            down_until: None,
+            down_since: None,
+            failures: 0,
+            probing: false,
+            config_problem: false,
+            mail_tempfails: 0,
+        });
+    }
+    if out.is_empty() {
+        return Err(Error::config(format!(
+            "config {}: no [relay] configured: set [relay] url or provider (see relayq.toml(5))",
+            cfg.path.display()
+        )));
+    }
+    Ok(out)
+}
+
+/// A unit of work for a worker: one message's pending recipients.
+#[derive(Clone)]
+struct Job {
+    id: String,
+    path: PathBuf,
+    env: Arc<Envelope>,
+    body_offset: u64,
+    pending: Vec<usize>,
+    arrival: u64,
+}
+
+struct Shared {
+    ready: VecDeque<Job>,
+    slots: Vec<Slot>,
+    stop: bool,
+    /// One pass only (flush): workers leave instead of waiting for a relay to come back.
+    once: bool,
+    idle_timeout: Duration,
+}
+
+impl Shared {
+    fn any_usable(&self, now: Instant) -> bool {
+        self.slots.iter().any(|s| s.usable(now))
+    }
+    fn all_down(&self) -> bool {
+        self.slots.iter().all(|s| s.down_until.is_some())
+    }
+    fn earliest_probe(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .filter(|s| !s.probing)
+            .filter_map(|s| s.down_until)
+            .min()
+    }
+}
+
+/// What a worker tells the main thread after a job.
+enum Outcome {
+    /// The transaction ran; results are journaled. `message_deferral`: the message as a
+    /// whole should back off (4xx at MAIL/DATA/dot, or a dropped connection mid-way).
+    Done { message_deferral: bool },
+    /// No relay could be reached: the job is back in the ready queue.
+    Blocked,
+    /// The message file vanished or is unreadable (deleted by an admin?).
+    Gone(String),
+}
+
+struct Report {
+    id: String,
+    outcome: Outcome,
+}
+
+struct Ctx {
+    shared: Mutex<Shared>,
+    cv: Condvar,
+    layout: Layout,
+    reports: Mutex<mpsc::Sender<Report>>,
+    wake: UnixStream,
+}
+
+impl Ctx {
+    fn report(&self, r: Report) {
+        if let Ok(tx) = self.reports.lock() {
+            let _ = tx.send(r);
+        }
+        let _ = (&self.wake).write(&[1]);
+    }
+}
+
+/// A live connection and which slot it belongs to.
+struct Conn {
+    session: Session,
+    slot: usize,
+    last_used: Instant,
+    reused: bool,
+}
+
+fn connect_slot(ctx: &Ctx, i: usize) -> std::result::Result<Session, (SessionError, bool, String)> {
+    let (mut target, secret, name) = {
+        let g = ctx.shared.lock().expect("lock");
+        (
+            g.slots[i].target.clone(),
+            g.slots[i].secret.clone(),
+            g.slots[i].name.clone(),
+        )
+    };
+    if let Some(a) = target.auth.as_mut() {
+        a.secret = match secret {
+            Secret::Static(s) => s,
+            Secret::Command(c) => match run_secret_command(&c) {
+                Ok(s) => s,
+                Err(e) => return Err((SessionError::local(&e), true, name)),
+            },
+            Secret::None => String::new(),
+        };
+    }
+    Session::connect(&target).map_err(|e| {
+        let cp = e.is_config_problem();
+        (e, cp, name)
+    })
+}
+
+/// Connect to the first usable relay, in order (failover). None if none can be reached.
+fn connect_any(ctx: &Ctx) -> Option<Conn> {
+    let n = ctx.shared.lock().expect("lock").slots.len();
+    for i in 0..n {
+        {
+            let mut g = ctx.shared.lock().expect("lock");
+            let now = Instant::now();
+            if !g.slots[i].usable(now) {
+                continue;
+            }
+            if g.slots[i].down_until.is_some() {
+                g.slots[i].probing = true;
+            }
+        }
+        match connect_slot(ctx, i) {
+            Ok(session) => {
+                let mut g = ctx.shared.lock().expect("lock");
+                if g.slots[i].mark_up() {
+                    info!(
+                        "relay {} is reachable again ({})",
+                        g.slots[i].name,
+                        session.peer()
+                    );
+                }
+                return Some(Conn {
+                    session,
+                    slot: i,
+                    last_used: Instant::now(),
+                    reused: false,
+                });
+            }
+            Err((e, config_problem, name)) => {
+                let mut g = ctx.shared.lock().expect("lock");
+                g.slots[i].mark_down(config_problem);
+                let retry = g.slots[i].interval().as_secs();
+                if config_problem {
+                    error!(
+                        "relay {name}: {e} -- this is a configuration problem: mail stays queued; fix the config and run `systemctl reload relayq` (retrying in {retry}s)"
+                    );
+                } else {
+                    warn!(
+                        "relay {name} unreachable: {e} (mail stays queued; probing again in {retry}s)"
+                    );
+                }
+                ctx.cv.notify_all();
+            }
+        }
+    }
+    None
+}
+
+fn worker(ctx: Arc<Ctx>) {
+    enum Next {
+        Job(Job),
+        CloseIdle,
+        Exit,
+    }
+    let mut conn: Option<Conn> = None;
+    loop {
+        let next = {
+            let mut g = ctx.shared.lock().expect("lock");
+            loop {
+                let now = Instant::now();
+                if g.stop {
+                    break Next::Exit;
+                }
+                if !g.ready.is_empty() && (conn.is_some() || g.any_usable(now)) {
+                    match g.ready.pop_front() {
+                        Some(j) => break Next::Job(j),
+                        None => continue,
+                    }
+                }
+                if g.once && (g.ready.is_empty() || (conn.is_none() && g.all_down())) {
+                    break Next::Exit;
+                }
+                let deadline = match &conn {
+                    Some(c) => Some(c.last_used + g.idle_timeout),
+                    None if !g.ready.is_empty() => g.earliest_probe(),
+                    None => None,
+                };
+                g = match deadline {
+                    Some(d) if d <= now && conn.is_some() => break Next::CloseIdle,
+                    // Another worker is probing: look again shortly.
+                    Some(d) if d <= now => {
+                        ctx.cv
+                            .wait_timeout(g, Duration::from_millis(100))
+                            .expect("lock")
+                            .0
+                    }
+                    Some(d) => ctx.cv.wait_timeout(g, d - now).expect("lock").0,
+                    None => ctx.cv.wait(g).expect("lock"),
+                };
+            }
+        };
+        match next {
+            Next::Exit => {
+                if let Some(c) = conn.take() {
+                    c.session.quit();
+                }
+                return;
+            }
+            Next::CloseIdle => {
+                if let Some(c) = conn.take() {
+                    c.session.quit();
+                }
+            }
+            Next::Job(job) => {
+                let outcome = run_job(&ctx, &mut conn, &job);
+                ctx.report(Report {
+                    id: job.id.clone(),
+                    outcome,
+                });
+            }
+        }
+    }
+}
+
+/// Deliver one job on the current connection (connecting first if needed).
+fn run_job(ctx: &Ctx, conn: &mut Option<Conn>, job: &Job) -> Outcome {
+    for _attempt in 0..2 {
+        if conn.is_none() {
+            *conn = connect_any(ctx);
+        }
+        let Some(c) = conn.as_mut() else {
+            ctx.shared
+                .lock()
+                .expect("lock")
+                .ready
+                .push_front(job.clone());
+            return Outcome::Blocked;
+        };
+        let file = match File::open(&job.path) {
+            Ok(f) => f,
+            Err(e) => return Outcome::Gone(e.to_string()),
+        };
+        let size = file
+            .metadata()
+            .map(|m| m.len())
+            .unwrap_or(0)
+            .saturating_sub(job.body_offset);
+        let mut body = BufReader::with_capacity(64 * 1024, file);
+        if body.seek(SeekFrom::Start(job.body_offset)).is_err() {
+            return Outcome::Gone("cannot seek".into());
+        }
+        let env = &job.env;
+        let out = OutEnvelope {
+            sender: env.sender.clone(),
+            rcpts: job
+                .pending
+                .iter()
+                .map(|&i| OutRcpt {
+                    addr: env.rcpts[i].addr.clone(),
+                    notify: env.rcpts[i].notify.clone(),
+                    orcpt: env.rcpts[i].orcpt.clone(),
+                })
+                .collect(),
+            envid: env.envid.clone(),
+            ret: env.ret.clone(),
+            body_8bit: env.body.as_deref() != Some("7BIT"),
+            smtputf8: false,
+        };
+        let started = Instant::now();
+        let res = c.session.send(&out, &mut body, size);
+        let peer = c.session.peer().to_string();
+        let slot = c.slot;
+        let reused = c.reused;
+        c.reused = true;
+        c.last_used = Instant::now();
+        match res {
+            Ok(tx) => {
+                let deferral = record_tx(ctx, job, &tx, &peer, started);
+                let mut g = ctx.shared.lock().expect("lock");
+                let mail_refused = tx.rcpt.is_empty();
+                if !mail_refused {
+                    g.slots[slot].mail_tempfails = 0;
+                }
+                return Outcome::Done {
+                    message_deferral: deferral,
+                };
+            }
+            Err(e) => {
+                let broken = conn.take();
+                // A reused connection that the relay closed while idle: reconnect once.
+                if reused && e.stage_is_before_data() && e.is_network() {
+                    continue;
+                }
+                if let Some(b) = broken
+                    && !e.is_network()
+                {
+                    b.session.quit();
+                }
+                let reply = e.to_string();
+                let perm = e.is_permanent();
+                let now_s = now();
+                let events: Vec<Event> = job
+                    .pending
+                    .iter()
+                    .map(|&i| {
+                        if perm {
+                            Event::Failed(i, now_s, reply.clone())
+                        } else {
+                            Event::Deferred(i, now_s, reply.clone())
+                        }
+                    })
+                    .collect();
+                let mut st = State::load(&state::path_for(&job.path), job.env.rcpts.len());
+                if let Err(err) = Journal::open(&state::path_for(&job.path))
+                    .and_then(|mut j| j.record(&mut st, &events))
+                {
+                    error!("{}: cannot record delivery state: {err}", job.id);
+                }
+                let status = if perm { "bounced" } else { "deferred" };
+                for &i in &job.pending {
+                    info!(
+                        "{}: to=<{}>, relay={peer}, delay={:.1}, status={status} ({reply})",
+                        job.id,
+                        job.env.rcpts[i].addr,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                if e.is_mail_tempfail() {
+                    let mut g = ctx.shared.lock().expect("lock");
+                    g.slots[slot].mail_tempfails += 1;
+                    if g.slots[slot].mail_tempfails >= 5 {
+                        g.slots[slot].mail_tempfails = 0;
+                        g.slots[slot].mark_down(false);
+                        warn!(
+                            "relay {} refuses every transaction ({reply}): treating it as down, probing every {}s",
+                            g.slots[slot].name,
+                            g.slots[slot].interval().as_secs()
+                        );
+                    }
+                }
+                return Outcome::Done {
+                    message_deferral: !perm,
+                };
+            }
+        }
+    }
+    ctx.shared
+        .lock()
+        .expect("lock")
+        .ready
+        .push_front(job.clone());
+    Outcome::Blocked
+}
+
+/// Record a finished transaction at once (commit), then log. Returns whether the message
+/// should back off as a whole.
+fn record_tx(ctx: &Ctx, job: &Job, tx: &relay::TxResult, peer: &str, started: Instant) -> bool {
+    let t = now();
+    let mut events = Vec::new();
+    let mut lines = Vec::new();
+    let mut any_temp = false;
+    for (k, &i) in job.pending.iter().enumerate() {
+        let rcpt = tx.rcpt.get(k);
+        let (ev, status, reply) = match (rcpt, &tx.data) {
+            (Some(Ok(_)), Some(Ok(r))) => {
+                (Event::Delivered(i, t, r.to_string()), "sent", r.to_string())
+            }
+            (Some(Ok(_)), Some(Err(r))) | (Some(Err(r)), _) => {
+                if r.is_perm() {
+                    (Event::Failed(i, t, r.to_string()), "bounced", r.to_string())
+                } else {
+                    any_temp = true;
+                    (
+                        Event::Deferred(i, t, r.to_string()),
+                        "deferred",
+                        r.to_string(),
+                    )
+                }
+            }
+            _ => {
+                any_temp = true;
+                let r = "transaction incomplete".to_string();
+                (Event::Deferred(i, t, r.clone()), "deferred", r)
+            }
+        };
+        events.push(ev);
+        lines.push((i, status, reply));
+    }
+    let st_path = state::path_for(&job.path);
+    let mut st = State::load(&st_path, job.env.rcpts.len());
+    let all_sent = events.iter().all(|e| matches!(e, Event::Delivered(..)));
+    let prior_all_delivered = st
+        .rcpts
+        .iter()
+        .enumerate()
+        .all(|(i, r)| job.pending.contains(&i) || matches!(r, RcptState::Delivered(..)));
+    if all_sent && prior_all_delivered {
+        // Everything delivered: the commit is removing the message.
+        let _ = fs::remove_file(&job.path);
+        let _ = fs::remove_file(&st_path);
+        if let Err(e) = File::open(ctx.layout.dir("queue")).and_then(|d| d.sync_all()) {
+            error!("{}: cannot fsync queue directory: {e}", job.id);
+        }
+    } else if let Err(e) = Journal::open(&st_path).and_then(|mut j| j.record(&mut st, &events)) {
+        error!("{}: cannot record delivery state: {e}", job.id);
+    }
+    let delay = started.elapsed().as_secs_f64();
+    let total = t.saturating_sub(job.arrival);
+    for (i, status, reply) in lines {
+        info!(
+            "{}: to=<{}>, relay={peer}, delay={total}, delays={delay:.2}, status={status} ({reply})",
+            job.id, job.env.rcpts[i].addr
+        );
+    }
+    if all_sent && prior_all_delivered {
+        info!("{}: removed", job.id);
+    }
+    any_temp
+}
+
+/// A queued message as the main thread tracks it.
+struct Msg {
+    path: PathBuf,
+    env: Arc<Envelope>,
+    body_offset: u64,
+    arrival: u64,
+    state: State,
+    in_flight: bool,
+}
+
+impl Msg {
+    fn job(&self, id: &str) -> Job {
+        Job {
+            id: id.to_string(),
+            path: self.path.clone(),
+            env: self.env.clone(),
+            body_offset: self.body_offset,
+            pending: self.state.pending().collect(),
+            arrival: self.arrival,
+        }
+    }
+}
+
+/// Read the envelope of a queue file (without trusting it). Returns the envelope and the
+/// offset of the message.
+pub fn read_envelope(path: &Path) -> std::result::Result<(Envelope, u64, fs::Metadata), String> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags_nofollow()
+        .open(path)
+        .map_err(|e| format!("cannot open: {e}"))?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut r = BufReader::new(f);
+    let env = Envelope::read_from(&mut r)?;
+    let off = r.stream_position().map_err(|e| e.to_string())?;
+    Ok((env, off, meta))
+}
+
+trait NoFollow {
+    fn custom_flags_nofollow(&mut self) -> &mut Self;
+}
+impl NoFollow for fs::OpenOptions {
+    fn custom_flags_nofollow(&mut self) -> &mut Self {
+        std::os::unix::fs::OpenOptionsExt::custom_flags(self, libc::O_NOFOLLOW | libc::O_NONBLOCK)
+    }
+}
+
+pub struct Daemon {
+    cfg: Config,
+    cfg_flag: Option<PathBuf>,
+    ctx: Arc<Ctx>,
+    msgs: HashMap<String, Msg>,
+    timers: BTreeSet<(u64, String)>,
+    reports: mpsc::Receiver<Report>,
+    wake_rx: UnixStream,
+    spool_owner: u32,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    stats: Stats,
+    once: bool,
+    fqdn: String,
+}
+
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub delivered: u64,
+    pub deferred: u64,
+    pub bounced: u64,
+}
+
+/// Take the spool's daemon lock; Err if another daemon or flush holds it.
+fn take_lock(layout: &Layout) -> Result<File> {
+    let p = layout.dir("run").join("daemon.lock");
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .read(true)
+        .open(&p)
+        .map_err(|e| Error::temp(format!("cannot open {}: {e}", p.display())))?;
+    match f.try_lock() {
+        Ok(()) => {
+            let _ = f.set_len(0);
+            let _ = (&f).write_all(format!("{}\n", std::process::id()).as_bytes());
+            Ok(f)
+        }
+        Err(fs::TryLockError::WouldBlock) => Err(Error::new(
+            Class::Temp,
+            "another relayq daemon or flush is running on this spool",
+        )),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(Error::temp(format!("cannot lock {}: {e}", p.display())))
+        }
+    }
+}
+
+/// If root, become the spool's owner (the daemon's user), so every file we create stays
+/// readable and writable by the daemon later.
+fn drop_to_spool_owner(layout: &Layout) -> Result<u32> {
+    let m = fs::metadata(layout.dir("queue")).map_err(|e| {
+        Error::temp(format!(
+            "spool {}: {e}: run `relayq init`",
+            layout.root.display()
+        ))
+    })?;
+    let (uid, gid) = (m.uid(), m.gid());
+    let me = nix::unistd::geteuid().as_raw();
+    if me == 0 && uid != 0 {
+        let g = nix::unistd::Gid::from_raw(gid);
+        nix::unistd::setgroups(&[g]).map_err(|e| Error::software(format!("setgroups: {e}")))?;
+        nix::unistd::setgid(g).map_err(|e| Error::software(format!("setgid: {e}")))?;
+        nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))
+            .map_err(|e| Error::software(format!("setuid: {e}")))?;
+    } else if me != 0 && me != uid {
+        return Err(Error::noperm(format!(
+            "the spool {} belongs to uid {uid}: run as root or as that user",
+            layout.root.display()
+        )));
+    }
+    Ok(uid)
+}
+
+/// Check the spool's owners and modes before trusting it.
+pub fn check_spool(layout: &Layout) -> Result<()> {
+    let owner = fs::metadata(layout.dir("queue"))
+        .map_err(|e| {
+            Error::temp(format!(
+                "spool {}: {e}: run `relayq init`",
+                layout.root.display()
+            ))
+        })?
+        .uid();
+    for (name, mode) in spool::DIRS {
+        let p = layout.dir(name);
+        let m = fs::symlink_metadata(&p)
+            .map_err(|e| Error::temp(format!("{}: {e}: run `relayq init`", p.display())))?;
+        if !m.is_dir() {
+            return Err(Error::config(format!("{} is not a directory", p.display())));
+        }
+        if m.uid() != owner {
+            return Err(Error::config(format!(
+                "{} is owned by uid {}, not the spool owner {owner}: run `relayq init`",
+                p.display(),
+                m.uid()
+            )));
+        }
+        if m.mode() & 0o7777 != *mode {
+            return Err(Error::config(format!(
+                "{} has mode {:o}, want {:o}: run `relayq init`",
+                p.display(),
+                m.mode() & 0o7777,
+                mode
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Daemon {
+    pub fn new(cfg: Config, cfg_flag: Option<PathBuf>, once: bool) -> Result<Daemon> {
+        let layout = Layout::new(&cfg.spool_dir);
+        check_spool(&layout)?;
+        // Secrets are read (as root if need be) before privileges are dropped.
+        let slots = build_slots(&cfg)?;
+        let spool_owner = drop_to_spool_owner(&layout)?;
+        let (tx, rx) = mpsc::channel();
+        let (wake_tx, wake_rx) = UnixStream::pair().map_err(|e| Error::software(e.to_string()))?;
+        wake_rx.set_nonblocking(true).ok();
+        wake_tx.set_nonblocking(true).ok();
+        let ctx = Arc::new(Ctx {
+            shared: Mutex::new(Shared {
+                ready: VecDeque::new(),
+                slots,
+                stop: false,
+                once,
+                idle_timeout: cfg.queue.idle_timeout,
+            }),
+            cv: Condvar::new(),
+            layout,
+            reports: Mutex::new(tx),
+            wake: wake_tx,
+        });
+        Ok(Daemon {
+            cfg,
+            cfg_flag,
+            ctx,
+            msgs: HashMap::new(),
+            timers: BTreeSet::new(),
+            reports: rx,
+            wake_rx,
+            spool_owner,
+            workers: Vec::new(),
+            stats: Stats::default(),
+            once,
+            fqdn: crate::submit::host_names().1,
+        })
+    }
+
+    fn layout(&self) -> &Layout {
+        &self.ctx.layout
+    }
+
+    fn spawn_workers(&mut self) {
+        for _ in 0..self.cfg.queue.connections {
+            let c = self.ctx.clone();
+            self.workers.push(std::thread::spawn(move || worker(c)));
+        }
+    }
+
+    /// Load everything in queue/ (after a restart).
+    fn load_queue(&mut self) {
+        let dir = self.layout().dir("queue");
+        let Ok(rd) = fs::read_dir(&dir) else { return };
+        let mut names: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        for name in names {
+            if let Some(id) = name.strip_suffix(".st") {
+                if !dir.join(id).exists() {
+                    let _ = fs::remove_file(dir.join(&name));
+                }
+                continue;
+            }
+            self.admit(&name, dir.join(&name), false);
+        }
+    }
+
+    /// Move new arrivals from new/ into queue/ and admit them.
+    fn pickup(&mut self) -> usize {
+        let new_dir = self.layout().dir("new");
+        let q = self.layout().dir("queue");
+        let Ok(rd) = fs::read_dir(&new_dir) else {
+            return 0;
+        };
+        let mut names: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        let mut n = 0;
+        for name in names {
+            let src = new_dir.join(&name);
+            if !spool::is_id(&name) || self.msgs.contains_key(&name) {
+                self.corrupt(&src, &name, "bad queue file name");
+                continue;
+            }
+            let dst = q.join(&name);
+            if let Err(e) = spool::rename_noreplace(&src, &dst) {
+                error!("{name}: cannot move into queue/: {e}");
+                continue;
+            }
+            if self.admit(&name, dst, true) {
+                n += 1;
+            }
+        }
+        if n > 0 {
+            let _ = File::open(&q).and_then(|d| d.sync_all());
+        }
+        n
+    }
+
+    fn corrupt(&self, path: &Path, name: &str, why: &str) {
+        let safe: String = name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
+            .take(64)
+            .collect();
+        let dst = self
+            .layout()
+            .dir("corrupt")
+            .join(format!("{}-{safe}", spool::new_id()));
+        match fs::rename(path, &dst) {
+            Ok(()) => warn!("{name}: moved to corrupt/: {why}"),
+            Err(e) => error!("{name}: {why}, and cannot move it to corrupt/: {e}"),
+        }
+        let st = state::path_for(path);
+        if st.exists() {
+            let _ = fs::rename(&st, state::path_for(&dst));
+        }
+    }
+
+    /// Validate and start tracking a queue file. False if it was set aside.
+    fn admit(&mut self, id: &str, path: PathBuf, fresh: bool) -> bool {
+        if self.msgs.contains_key(id) {
+            return true;
+        }
+        let (env, off, meta) = match read_envelope(&path) {
+            Ok(x) => x,
+            Err(why) => {
+                self.corrupt(&path, id, &why);
+                return false;
+            }
+        };
+        let limit = self.cfg.max_message_size + spool::MAX_ENVELOPE_BYTES as u64 + 1024 * 1024;
+        if meta.len() > limit {
+            self.corrupt(
+                &path,
+                id,
+                &format!("larger than max_message_size ({} bytes)", meta.len()),
+            );
+            return false;
+        }
+        let uid = env.submitter(meta.uid(), self.spool_owner);
+        let mtime = meta.mtime().max(0) as u64;
+        let arrival = env
+            .time
+            .clamp(mtime.saturating_sub(86400), now().max(mtime));
+        let st = State::load(&state::path_for(&path), env.rcpts.len());
+        if fresh {
+            info!(
+                "{id}: from=<{}>, size={}, nrcpt={}, uid={uid}{}",
+                env.sender,
+                meta.len() - off,
+                env.rcpts.len(),
+                env.message_id
+                    .as_deref()
+                    .map(|m| format!(", message-id={m}"))
+                    .unwrap_or_default()
+            );
+        }
+        let next = st.next;
+        let msg = Msg {
+            path,
+            env: Arc::new(env),
+            body_offset: off,
+            arrival,
+            state: st,
+            in_flight: false,
+        };
+        self.msgs.insert(id.to_string(), msg);
+        if self.msgs[id].state.all_done() {
+            self.finish(id);
+            return true;
+        }
+        if next > now() && !self.once {
+            self.timers.insert((next, id.to_string()));
+        } else {
+            self.enqueue(id);
+        }
+        true
+    }
+
+    fn enqueue(&mut self, id: &str) {
+        let Some(m) = self.msgs.get_mut(id) else {
+            return;
+        };
+        if m.in_flight || m.state.held {
+            return;
+        }
+        m.in_flight = true;
+        let job = m.job(id);
+        self.ctx.shared.lock().expect("lock").ready.push_back(job);
+        self.ctx.cv.notify_one();
+    }
+
+    /// Everything due now goes to the ready queue.
+    fn run_timers(&mut self) {
+        let t = now();
+        while let Some((due, id)) = self.timers.first().cloned() {
+            if due > t {
+                break;
+            }
+            self.timers.pop_first();
+            self.enqueue(&id);
+        }
+    }
+
+    /// Messages past their lifetime: give up on their pending recipients.
+    fn expire(&mut self) {
+        let t = now();
+        let life = self.cfg.queue.lifetime.as_secs();
+        let expired: Vec<String> = self
+            .msgs
+            .iter()
+            .filter(|(_, m)| !m.in_flight && !m.state.all_done() && m.arrival + life <= t)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            let m = &self.msgs[&id];
+            let days = self.cfg.queue.lifetime.as_secs_f64() / 86400.0;
+            let events: Vec<Event> = m
+                .state
+                .rcpts
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| !r.is_done())
+                .map(|(i, r)| {
+                    let last = match r {
+                        RcptState::Deferred(_, reply) => format!(" (last reply: {reply})"),
+                        _ => String::new(),
+                    };
+                    Event::Failed(
+                        i,
+                        t,
+                        format!("message expired: undeliverable for {days:.1} days{last}"),
+                    )
+                })
+                .collect();
+            let path = m.path.clone();
+            let m = self.msgs.get_mut(&id).expect("present");
+            if let Err(e) = Journal::open(&state::path_for(&path))
+                .and_then(|mut j| j.record(&mut m.state, &events))
+            {
+                error!("{id}: cannot record expiry: {e}");
+                continue;
+            }
+            for e in &events {
+                if let Event::Failed(i, _, r) = e {
+                    info!("{id}: to=<{}>, status=expired ({r})", m.env.rcpts[*i].addr);
+                }
+            }
+            self.timers.retain(|(_, x)| *x != id);
+            self.finish(&id);
+        }
+    }
+
+    /// A worker finished a job.
+    fn handle(&mut self, r: Report) {
+        let Some(m) = self.msgs.get_mut(&r.id) else {
+            return;
+        };
+        m.in_flight = false;
+        match r.outcome {
+            Outcome::Blocked => {
+                // The job sits in the ready queue again; keep it marked in flight.
+                m.in_flight = true;
+            }
+            Outcome::Gone(why) => {
+                warn!("{}: queue file disappeared ({why}); forgetting it", r.id);
+                self.msgs.remove(&r.id);
+            }
+            Outcome::Done { message_deferral } => {
+                if !m.path.exists() {
+                    self.stats.delivered += m.state.pending().count() as u64;
+                    self.msgs.remove(&r.id);
+                    return;
+                }
+                let before: Vec<bool> = m
+                    .state
+                    .rcpts
+                    .iter()
+                    .map(|x| matches!(x, RcptState::Delivered(..)))
+                    .collect();
+                m.state = State::load(&state::path_for(&m.path), m.env.rcpts.len());
+                self.stats.delivered += m
+                    .state
+                    .rcpts
+                    .iter()
+                    .zip(before)
+                    .filter(|(x, b)| matches!(x, RcptState::Delivered(..)) && !b)
+                    .count() as u64;
+                if m.state.all_done() {
+                    self.finish(&r.id);
+                    return;
+                }
+                let t = now();
+                let attempts = m.state.attempts + u32::from(message_deferral);
+                let delay = if message_deferral {
+                    backoff(&self.cfg, attempts)
+                } else {
+                    0
+                };
+                let next = t + delay;
+                let path = m.path.clone();
+                if let Err(e) = Journal::open(&state::path_for(&path))
+                    .and_then(|mut j| j.record(&mut m.state, &[Event::Next(next, attempts)]))
+                {
+                    error!("{}: cannot record next attempt: {e}", r.id);
+                }
+                self.stats.deferred += 1;
+                if self.once {
+                    // One pass only: the next run (or the daemon) picks it up.
+                } else if delay == 0 {
+                    self.enqueue(&r.id);
+                } else {
+                    self.timers.insert((next, r.id.clone()));
+                }
+            }
+        }
+    }
+
+    /// All recipients are done: bounce the failed ones (once), then retire the message.
+    fn finish(&mut self, id: &str) {
+        let Some(m) = self.msgs.get(id) else { return };
+        let failed: Vec<usize> = m
+            .state
+            .rcpts
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r, RcptState::Failed(..)))
+            .map(|(i, _)| i)
+            .collect();
+        let path = m.path.clone();
+        if failed.is_empty() {
+            let _ = fs::remove_file(&path);
+            let _ = fs::remove_file(state::path_for(&path));
+            info!("{id}: removed");
+            self.msgs.remove(id);
+            return;
+        }
+        if !m.state.bounced {
+            match self.bounce(id, &failed) {
+                Ok(Some(bid)) => info!("{id}: sender non-delivery notification: {bid}"),
+                Ok(None) => {}
+                Err(e) => {
+                    error!("{id}: cannot create bounce: {e}; will try again later");
+                    self.timers.insert((now() + 300, id.to_string()));
+                    return;
+                }
+            }
+            let m = self.msgs.get_mut(id).expect("present");
+            let _ = Journal::open(&state::path_for(&path))
+                .and_then(|mut j| j.record(&mut m.state, &[Event::Bounced]));
+            self.stats.bounced += failed.len() as u64;
+        }
+        let dst = self.layout().dir("failed").join(id);
+        if fs::rename(&path, &dst).is_ok() {
+            let _ = fs::rename(state::path_for(&path), state::path_for(&dst));
+            info!(
+                "{id}: moved to failed/ (kept {} days)",
+                self.cfg.queue.keep_failed.as_secs() / 86400
+            );
+        }
+        self.msgs.remove(id);
+    }
+
+    /// Queue a DSN for `failed` recipients. None when no bounce is due (null sender, a
+    /// bounce itself, or bounces disabled).
+    fn bounce(&self, id: &str, failed: &[usize]) -> Result<Option<String>> {
+        let m = &self.msgs[id];
+        let env = &m.env;
+        if env.sender.is_empty() || env.is_bounce || !self.cfg.queue.bounces {
+            info!(
+                "{id}: no bounce for {} (null sender or a bounce itself)",
+                if env.sender.is_empty() {
+                    "<>"
+                } else {
+                    &env.sender
+                }
+            );
+            return Ok(None);
+        }
+        // Mail from local accounts went out as the configured sender; its bounces belong to the admin.
+        let to = match (&self.cfg.address.sender, &self.cfg.address.admin) {
+            (Some(s), Some(a)) if s.eq_ignore_ascii_case(&env.sender) => a.clone(),
+            _ => env.sender.clone(),
+        };
+        let domain = self
+            .cfg
+            .address
+            .domain
+            .clone()
+            .unwrap_or_else(|| self.fqdn.clone());
+        let from = self
+            .cfg
+            .address
+            .sender
+            .clone()
+            .unwrap_or_else(|| format!("MAILER-DAEMON@{domain}"));
+        let mut headers = Vec::new();
+        if let Ok(f) = File::open(&m.path) {
+            let mut r = BufReader::new(f);
+            let _ = r.seek(SeekFrom::Start(m.body_offset));
+            let mut line = Vec::new();
+            while headers.len() < 64 * 1024 {
+                line.clear();
+                if r.by_ref()
+                    .take(4096)
+                    .read_until(b'\n', &mut line)
+                    .unwrap_or(0)
+                    == 0
+                    || line == b"\r\n"
+                {
+                    break;
+                }
+                headers.extend_from_slice(&line);
+            }
+        }
+        let replies: Vec<(String, String, Option<String>)> = failed
+            .iter()
+            .map(|&i| {
+                let reply = match &m.state.rcpts[i] {
+                    RcptState::Failed(_, r) => r.clone(),
+                    _ => String::new(),
+                };
+                (env.rcpts[i].addr.clone(), reply, env.rcpts[i].orcpt.clone())
+            })
+            .collect();
+        let remote = self
+            .ctx
+            .shared
+            .lock()
+            .expect("lock")
+            .slots
+            .first()
+            .map(|s| s.target.host.clone());
+        let dsn = Dsn {
+            reporting_host: &self.fqdn,
+            from: &from,
+            to: &to,
+            queue_id: id,
+            arrival: m.arrival,
+            now: now(),
+            envid: env.envid.as_deref(),
+            failed: replies
+                .iter()
+                .map(|(r, reply, o)| Failed {
+                    rcpt: r,
+                    orcpt: o.as_deref(),
+                    reply,
+                    remote: remote.as_deref(),
+                })
+                .collect(),
+            original_headers: &headers,
+            warning: false,
+        };
+        let bid = spool::new_id();
+        let message_id = format!("<{bid}.bounce@{domain}>");
+        let body = dsn.build(&format!("{bid}/{}", self.fqdn), &message_id);
+        let benv = Envelope {
+            sender: from.clone(),
+            rcpts: vec![Rcpt {
+                addr: to,
+                ..Rcpt::default()
+            }],
+            time: now(),
+            uid: nix::unistd::geteuid().as_raw(),
+            user: "MAILER-DAEMON".into(),
+            message_id: Some(message_id),
+            is_bounce: true,
+            ..Envelope::default()
+        };
+        let mut d = Draft::create(self.layout())?;
+        benv.write_to(d.writer())?;
+        d.writer()
+            .write_all(&body)
+            .map_err(|e| Error::spool_io("cannot write bounce", &e))?;
+        d.commit().map(Some)
+    }
+
+    /// Remove failed/ entries older than keep_failed, and stale tmp/ files (36 h, as
+    /// maildir readers do). Returns when the next removal is due.
+    fn cleanup(&self) -> Option<u64> {
+        let t = now();
+        let mut next: Option<u64> = None;
+        for (dir, keep) in [
+            ("failed", self.cfg.queue.keep_failed.as_secs()),
+            ("tmp", 36 * 3600),
+            ("corrupt", self.cfg.queue.keep_failed.as_secs()),
+        ] {
+            let Ok(rd) = fs::read_dir(self.layout().dir(dir)) else {
+                continue;
+            };
+            for e in rd.filter_map(|e| e.ok()) {
+                let Ok(md) = e.metadata() else { continue };
+                let due = (md.mtime().max(0) as u64) + keep;
+                if due <= t {
+                    let _ = fs::remove_file(e.path());
+                } else {
+                    next = Some(next.map_or(due, |n| n.min(due)));
+                }
+            }
+        }
+        next
+    }
+
+    fn reload(&mut self) {
+        match Config::load(self.cfg_flag.as_deref()).and_then(|c| build_slots(&c).map(|s| (c, s))) {
+            Ok((c, slots)) => {
+                let mut g = self.ctx.shared.lock().expect("lock");
+                g.slots = slots;
+                g.idle_timeout = c.queue.idle_timeout;
+                drop(g);
+                self.cfg = c;
+                self.ctx.cv.notify_all();
+                info!("configuration reloaded");
+            }
+            Err(e) => error!("reload failed, keeping the old configuration: {e}"),
+        }
+    }
+
+    /// Every message now, ignoring backoff (flush).
+    fn flush_all(&mut self) {
+        let ids: Vec<String> = self.timers.iter().map(|(_, id)| id.clone()).collect();
+        self.timers.clear();
+        for id in ids {
+            self.enqueue(&id);
+        }
+        let mut g = self.ctx.shared.lock().expect("lock");
+        for s in g.slots.iter_mut() {
+            if s.down_until.is_some() {
+                s.down_until = Some(Instant::now());
+            }
+        }
+        drop(g);
+        self.ctx.cv.notify_all();
+    }
+
+    fn drain_reports(&mut self) {
+        let mut b = [0u8; 256];
+        while (&self.wake_rx).read(&mut b).map(|n| n > 0).unwrap_or(false) {}
+        while let Ok(r) = self.reports.try_recv() {
+            self.handle(r);
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.msgs.values().filter(|m| m.in_flight).count()
+    }
+
+    /// One pass (flush): deliver what can be delivered now, then return.
+    pub fn run_once(mut self, ids: &[String]) -> Result<Stats> {
+        let _lock = take_lock(self.layout())?;
+        self.load_queue();
+        self.pickup();
+        if !ids.is_empty() {
+            let keep: Vec<String> = ids.to_vec();
+            let drop_ids: Vec<String> = self
+                .msgs
+                .keys()
+                .filter(|k| !keep.contains(k))
+                .cloned()
+                .collect();
+            let mut g = self.ctx.shared.lock().expect("lock");
+            g.ready.retain(|j| keep.contains(&j.id));
+            drop(g);
+            for id in drop_ids {
+                self.msgs.remove(&id);
+            }
+        }
+        self.expire();
+        self.spawn_workers();
+        loop {
+            let workers_alive = self.workers.iter().any(|w| !w.is_finished());
+            self.drain_reports();
+            if !workers_alive {
+                self.drain_reports();
+                break;
+            }
+            let mut fds = [nix::poll::PollFd::new(
+                self.wake_rx.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16));
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        self.cleanup();
+        Ok(self.stats)
+    }
+
+    /// Run until SIGTERM/SIGINT.
+    pub fn run(mut self) -> Result<()> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        use nix::sys::signal::{SigSet, Signal};
+        use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+        let _lock = take_lock(self.layout())?;
+        let mut mask = SigSet::empty();
+        for s in [
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGUSR1,
+        ] {
+            mask.add(s);
+        }
+        mask.thread_block()
+            .map_err(|e| Error::software(format!("sigprocmask: {e}")))?;
+        let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| Error::software(format!("signalfd: {e}")))?;
+        let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .map_err(|e| Error::software(format!("inotify: {e}")))?;
+        ino.add_watch(
+            &self.layout().dir("new"),
+            AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
+        )
+        .map_err(|e| Error::software(format!("inotify watch: {e}")))?;
+        let listener = listen(self.layout())?;
+        let accept_ctx = self.ctx.clone();
+        let max_size = self.cfg.max_message_size;
+        let flush_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ff = flush_flag.clone();
+        std::thread::spawn(move || serve_socket(listener, accept_ctx, max_size, ff));
+
+        self.spawn_workers();
+        self.load_queue();
+        self.pickup();
+        let mut next_cleanup = self.cleanup();
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        info!(
+            "daemon started: {} queued, {} connection(s) to {}",
+            self.msgs.len(),
+            self.cfg.queue.connections,
+            self.ctx
+                .shared
+                .lock()
+                .expect("lock")
+                .slots
+                .iter()
+                .map(|s| s.name.clone())
+                .collect::<Vec<_>>()
+                .join(", then ")
+        );
+        let mut stopping: Option<Instant> = None;
+        loop {
+            self.drain_reports();
+            if flush_flag.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                self.flush_all();
+            }
+            if let Some(since) = stopping {
+                if self.in_flight_busy() == 0 || since.elapsed() > Duration::from_secs(30) {
+                    break;
+                }
+            } else {
+                self.run_timers();
+                self.expire();
+                if next_cleanup.is_some_and(|t| t <= now()) {
+                    next_cleanup = self.cleanup();
+                }
+            }
+            // Sleep until something happens or the next timer is due: no wake-ups when idle.
+            let mut due: Option<u64> = self.timers.first().map(|(t, _)| *t);
+            let life = self.cfg.queue.lifetime.as_secs();
+            if let Some(exp) = self
+                .msgs
+                .values()
+                .filter(|m| !m.in_flight)
+                .map(|m| m.arrival + life)
+                .min()
+            {
+                due = Some(due.map_or(exp, |d| d.min(exp)));
+            }
+            if let Some(c) = next_cleanup {
+                due = Some(due.map_or(c, |d| d.min(c)));
+            }
+            let timeout = if stopping.is_some() {
+                nix::poll::PollTimeout::from(100u16)
+            } else {
+                match due {
+                    Some(d) => {
+                        let ms = d
+                            .saturating_sub(now())
+                            .saturating_mul(1000)
+                            .clamp(0, 3_600_000) as i32;
+                        nix::poll::PollTimeout::try_from(ms.max(0))
+                            .unwrap_or(nix::poll::PollTimeout::MAX)
+                    }
+                    None => nix::poll::PollTimeout::NONE,
+                }
+            };
+            let mut fds = [
+                nix::poll::PollFd::new(sfd.as_fd(), nix::poll::PollFlags::POLLIN),
+                nix::poll::PollFd::new(ino.as_fd(), nix::poll::PollFlags::POLLIN),
+                nix::poll::PollFd::new(self.wake_rx.as_fd(), nix::poll::PollFlags::POLLIN),
+            ];
+            match nix::poll::poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(Error::software(format!("poll: {e}"))),
+            }
+            let sig_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+            let ino_ready = fds[1].revents().is_some_and(|r| !r.is_empty());
+            if sig_ready {
+                while let Ok(Some(si)) = sfd.read_signal() {
+                    match Signal::try_from(si.ssi_signo as i32) {
+                        Ok(Signal::SIGTERM | Signal::SIGINT) if stopping.is_none() => {
+                            info!("stopping: finishing transactions in flight");
+                            stopping = Some(Instant::now());
+                            let mut g = self.ctx.shared.lock().expect("lock");
+                            g.stop = true;
+                            g.ready.clear();
+                            drop(g);
+                            self.ctx.cv.notify_all();
+                        }
+                        Ok(Signal::SIGHUP) => self.reload(),
+                        Ok(Signal::SIGUSR1) => self.flush_all(),
+                        _ => {}
+                    }
+                }
+            }
+            if ino_ready {
+                while let Ok(ev) = ino.read_events() {
+                    if ev.is_empty() {
+                        break;
+                    }
+                }
+                if stopping.is_none() {
+                    self.pickup();
+                }
+            }
+        }
+        let mut g = self.ctx.shared.lock().expect("lock");
+        g.stop = true;
+        drop(g);
+        self.ctx.cv.notify_all();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for w in self.workers.drain(..) {
+            while !w.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if w.is_finished() {
+                let _ = w.join();
+            }
+        }
+        let _ = fs::remove_file(self.layout().socket());
+        info!("stopped");
+        Ok(())
+    }
+
+    /// Jobs a worker is actually working on (not waiting in the ready queue).
+    fn in_flight_busy(&self) -> usize {
+        let queued = self.ctx.shared.lock().expect("lock").ready.len();
+        self.in_flight().saturating_sub(queued)
+    }
+}
+
+fn backoff(cfg: &Config, attempts: u32) -> u64 {
+    let min = cfg.queue.retry_min.as_secs().max(1);
+    let max = cfg.queue.retry_max.as_secs().max(min);
+    let base = min
+        .saturating_mul(1u64 << attempts.saturating_sub(1).min(30))
+        .min(max);
+    // ±10% jitter so a burst of deferrals does not come back as one burst.
+    let mut r = [0u8; 2];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
+    let j = u16::from_le_bytes(r) as u64 % (base / 5 + 1);
+    (base - base / 10 + j).max(1)
+}
+
+fn listen(layout: &Layout) -> Result<UnixListener> {
+    let p = layout.socket();
+    let _ = fs::remove_file(&p);
+    let l = UnixListener::bind(&p)
+        .map_err(|e| Error::temp(format!("cannot listen on {}: {e}", p.display())))?;
+    let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o666));
+    Ok(l)
+}
+
+/// The local socket: submissions from processes that cannot use setgid postdrop
+/// (NoNewPrivileges), and flush requests. The submitter's uid comes from SO_PEERCRED.
+fn serve_socket(
+    l: UnixListener,
+    ctx: Arc<Ctx>,
+    max_size: u64,
+    flush: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for s in l.incoming() {
+        let Ok(s) = s else { continue };
+        if active.load(std::sync::atomic::Ordering::SeqCst) >= 64 {
+            let _ = (&s).write_all(b"ERR busy, try again\n");
+            continue;
+        }
+        let ctx = ctx.clone();
+        let active = active.clone();
+        let flush = flush.clone();
+        active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::thread::spawn(move || {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(300)));
+            let reply = match handle_client(&s, &ctx, max_size, &flush) {
+                Ok(r) => r,
+                Err(e) => format!("ERR {}", e.replace('\n', " ")),
+            };
+            let _ = (&s).write_all(format!("{reply}\n").as_bytes());
+            active.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
+}
+
+fn handle_client(
+    s: &UnixStream,
+    ctx: &Ctx,
+    max_size: u64,
+    flush: &std::sync::atomic::AtomicBool,
+) -> std::result::Result<String, String> {
+    let cred = nix::sys::socket::getsockopt(&s.as_fd(), nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| e.to_string())?;
+    let mut verb = [0u8; 4];
+    (&*s).read_exact(&mut verb).map_err(|e| e.to_string())?;
+    match &verb {
+        b"LIST" | b"LSTJ" => {
+            let entries = crate::queue::scan(&ctx.layout, (cred.uid() != 0).then_some(cred.uid()));
+            let text = if &verb == b"LIST" {
+                crate::queue::render(&entries)
+            } else {
+                crate::queue::json(&entries)
+            };
+            Ok(format!("OK\n{}", text.trim_end_matches('\n')))
+        }
+        b"FLSH" => {
+            flush.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = (&ctx.wake).write(&[1]);
+            Ok("OK flushing".into())
+        }
+        b"SUBM" => {
+            let mut r = BufReader::new(crate::sink::ChunkReader::new(s));
+            let mut env =
+                Envelope::read_from(&mut r).map_err(|e| format!("bad queue file: {e}"))?;
+            env.uid = cred.uid();
+            env.user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(cred.uid()))
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_else(|| format!("uid{}", cred.uid()));
+            let mut d = Draft::create(&ctx.layout).map_err(|e| e.msg)?;
+            env.write_to(d.writer()).map_err(|e| e.msg)?;
+            let n = std::io::copy(&mut r.by_ref().take(max_size + 1), d.writer())
+                .map_err(|e| e.to_string())?;
+            if n > max_size {
+                return Err(format!(
+                    "message larger than the maximum size of {max_size} bytes"
+                ));
+            }
+            if !r.get_ref().complete() {
+                return Err("message incomplete".into());
+            }
+            d.commit().map(|id| format!("OK {id}")).map_err(|e| e.msg)
+        }
+        _ => Err("unknown request".into()),
+    }
+}
+
+/// `relayq flush` / `sendmail -q`: ask a running daemon to flush, or do one pass here.
+pub fn flush(cfg: Config, cfg_flag: Option<PathBuf>, ids: &[String]) -> Result<i32> {
+    let layout = Layout::new(&cfg.spool_dir);
+    if ids.is_empty()
+        && let Ok(mut s) = UnixStream::connect(layout.socket())
+    {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        if s.write_all(b"FLSH").is_ok() {
+            let mut reply = String::new();
+            let _ = BufReader::new(&s).read_line(&mut reply);
+            if reply.starts_with("OK") {
+                println!("relayq: the daemon is flushing the queue");
+                return Ok(0);
+            }
+        }
+    }
+    crate::log::init(cfg.log.syslog, true, false);
+    let d = Daemon::new(cfg, cfg_flag, true)?;
+    let stats = d.run_once(ids)?;
+    let remaining = fs::read_dir(layout.dir("queue"))
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .filter(|e| !e.file_name().to_string_lossy().ends_with(".st"))
+                .count()
+        })
+        .unwrap_or(0);
+    println!(
+        "relayq: flush done: {} delivered, {} deferred, {} bounced; {remaining} message(s) still queued",
+        stats.delivered, stats.deferred, stats.bounced
+    );
+    Ok(0)
+}
+
+pub fn daemon(cfg: Config, cfg_flag: Option<PathBuf>, foreground: bool) -> Result<i32> {
+    crate::log::init(cfg.log.syslog, foreground, false);
+    let d = Daemon::new(cfg, cfg_flag, false)?;
+    d.run()?;
+    Ok(0)
+}

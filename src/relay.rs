@@ -1,0 +1,1187 @@
+//! One SMTP session with the smarthost: TCP connect, implicit TLS or required STARTTLS
+//! (rustls, ring, verified certificates, optional SHA-256 pin), EHLO capabilities, AUTH
+//! (PLAIN, LOGIN, XOAUTH2), and transactions that are pipelined (RFC 2920) when the relay
+//! offers it, with a result per recipient. lettre's `SmtpConnection` cannot pipeline and
+//! aborts on the first rejected RCPT, so the dialogue is ours; lettre supplies the AUTH
+//! encodings. Nothing here logs, and no error text ever contains a credential.
+
+use base64::Engine;
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    Implicit,
+    StartTls,
+    Plain,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMech {
+    Plain,
+    Login,
+    Xoauth2,
+}
+
+#[derive(Clone)]
+pub struct Auth {
+    /// None = PLAIN if offered, else LOGIN.
+    pub mech: Option<AuthMech>,
+    pub username: String,
+    /// Password or OAuth2 access token.
+    pub secret: String,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Auth {{ mech: {:?}, username: {:?}, secret: <hidden> }}",
+            self.mech, self.username
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub command: Duration,
+    pub data_end: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(30),
+            command: Duration::from_secs(300),
+            data_end: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub ehlo_name: String,
+    pub auth: Option<Auth>,
+    pub timeouts: Timeouts,
+    pub tls_config: Option<Arc<rustls::ClientConfig>>,
+    pub pin_sha256: Option<String>,
+}
+
+/// A reply from the relay, e.g. code 550, text "550 5.1.1 no such user".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn is_temp(&self) -> bool {
+        (400..500).contains(&self.code)
+    }
+    pub fn is_perm(&self) -> bool {
+        self.code >= 500
+    }
+    pub fn is_ok(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Connect,
+    Greeting,
+    Ehlo,
+    StartTls,
+    Tls,
+    Auth,
+    Mail,
+    Rcpt,
+    Data,
+    Dot,
+    Rset,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// Connection refused or reset, DNS failure, EOF: temporary.
+    Network(String),
+    Timeout,
+    /// A TLS failure that is not about the certificate: temporary.
+    Tls(String),
+    /// Certificate or host name verification failed, or the pin did not match: configuration.
+    Certificate(String),
+    /// STARTTLS required but not offered: configuration (never fall back).
+    NoStartTls,
+    /// Credentials refused: configuration.
+    AuthFailed(Reply),
+    /// AUTH not offered, or no common mechanism: configuration.
+    AuthUnavailable(String),
+    /// A local configuration problem (e.g. the password command failed).
+    Config(String),
+    /// A negative reply at a stage.
+    Reply(Reply),
+    Protocol(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionError {
+    pub stage: Stage,
+    pub kind: Kind,
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = format!("{:?}", self.stage).to_ascii_uppercase();
+        match &self.kind {
+            Kind::Network(e) => write!(f, "connection problem at {st}: {e}"),
+            Kind::Timeout => write!(f, "timed out at {st}"),
+            Kind::Tls(e) => write!(f, "TLS failure: {e}"),
+            Kind::Certificate(e) => write!(f, "TLS certificate verification failed: {e}"),
+            Kind::NoStartTls => write!(
+                f,
+                "the relay does not offer STARTTLS, which this smtp:// URL requires (use smtps:// for port 465)"
+            ),
+            Kind::AuthFailed(r) => write!(f, "authentication failed: {r}"),
+            Kind::AuthUnavailable(e) => write!(f, "cannot authenticate: {e}"),
+            Kind::Config(e) => write!(f, "{e}"),
+            Kind::Reply(r) => write!(f, "{r} (in reply to {st})"),
+            Kind::Protocol(e) => write!(f, "protocol error at {st}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SessionError {}
+
+impl SessionError {
+    fn new(stage: Stage, kind: Kind) -> Self {
+        SessionError { stage, kind }
+    }
+    /// A local configuration failure (before any network I/O).
+    pub fn local(msg: &str) -> Self {
+        SessionError::new(Stage::Connect, Kind::Config(msg.to_string()))
+    }
+    pub fn is_config_problem(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Certificate(_)
+                | Kind::NoStartTls
+                | Kind::AuthFailed(_)
+                | Kind::AuthUnavailable(_)
+                | Kind::Config(_)
+        )
+    }
+    pub fn is_permanent(&self) -> bool {
+        matches!(&self.kind, Kind::Reply(r) if r.is_perm())
+    }
+    pub fn is_temporary(&self) -> bool {
+        !self.is_permanent() && !self.is_config_problem()
+    }
+    pub fn is_network(&self) -> bool {
+        matches!(self.kind, Kind::Network(_) | Kind::Timeout | Kind::Tls(_))
+    }
+    pub fn stage_is_before_data(&self) -> bool {
+        matches!(
+            self.stage,
+            Stage::Mail | Stage::Rcpt | Stage::Data | Stage::Rset
+        )
+    }
+    pub fn is_mail_tempfail(&self) -> bool {
+        self.stage == Stage::Mail && matches!(&self.kind, Kind::Reply(r) if r.is_temp())
+    }
+    fn io(stage: Stage, e: &io::Error) -> Self {
+        if matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ) {
+            return SessionError::new(stage, Kind::Timeout);
+        }
+        if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            return tls_error(inner);
+        }
+        SessionError::new(stage, Kind::Network(e.to_string()))
+    }
+}
+
+fn tls_error(e: &rustls::Error) -> SessionError {
+    match e {
+        rustls::Error::InvalidCertificate(c) => {
+            SessionError::new(Stage::Tls, Kind::Certificate(format!("{c:?}")))
+        }
+        other => SessionError::new(Stage::Tls, Kind::Tls(other.to_string())),
+    }
+}
+
+/// Root store: the system's CAs (unless `only_ca_file`) plus `ca_file`.
+pub fn build_tls_config(
+    ca_file: Option<&Path>,
+    only_ca_file: bool,
+) -> Result<Arc<rustls::ClientConfig>, SessionError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    if !only_ca_file {
+        for c in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(c);
+        }
+    }
+    if let Some(p) = ca_file {
+        let certs = CertificateDer::pem_file_iter(p)
+            .map_err(|e| SessionError::local(&format!("ca_file {}: {e}", p.display())))?;
+        for c in certs {
+            let c = c.map_err(|e| SessionError::local(&format!("ca_file {}: {e}", p.display())))?;
+            roots
+                .add(c)
+                .map_err(|e| SessionError::local(&format!("ca_file {}: {e}", p.display())))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(SessionError::local(
+            "no trusted CA certificates (install ca-certificates or set ca_file)",
+        ));
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| SessionError::local(&e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(b),
+            Stream::Tls(t) => t.read(b),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(b),
+            Stream::Tls(t) => t.write(b),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Capabilities {
+    pub pipelining: bool,
+    pub size: Option<u64>,
+    pub eightbitmime: bool,
+    pub smtputf8: bool,
+    pub dsn: bool,
+    pub starttls: bool,
+    pub auth: Vec<String>,
+    pub raw: Vec<String>,
+}
+
+impl Capabilities {
+    pub fn parse(reply: &Reply) -> Capabilities {
+        let mut c = Capabilities::default();
+        for line in reply.text.lines().skip(1) {
+            let kw = line.get(4..).unwrap_or("").trim();
+            c.raw.push(kw.to_string());
+            let mut it = kw.split_whitespace();
+            let word = it.next().unwrap_or("").to_ascii_uppercase();
+            match word.as_str() {
+                "PIPELINING" => c.pipelining = true,
+                "SIZE" => c.size = Some(it.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
+                "8BITMIME" => c.eightbitmime = true,
+                "SMTPUTF8" => c.smtputf8 = true,
+                "DSN" => c.dsn = true,
+                "STARTTLS" => c.starttls = true,
+                "AUTH" => c.auth.extend(it.map(|m| m.to_ascii_uppercase())),
+                _ if word.starts_with("AUTH=") => c
+                    .auth
+                    .extend(word[5..].split_whitespace().map(str::to_string)),
+                _ => {}
+            }
+        }
+        c.auth.dedup();
+        c
+    }
+}
+
+/// TLS facts for diagnostics.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    pub version: String,
+    pub cipher: String,
+    pub peer_cert_der: Vec<u8>,
+}
+
+pub struct OutRcpt {
+    pub addr: String,
+    pub notify: Option<String>,
+    pub orcpt: Option<String>,
+}
+
+pub struct OutEnvelope {
+    /// "" = null sender.
+    pub sender: String,
+    pub rcpts: Vec<OutRcpt>,
+    pub envid: Option<String>,
+    pub ret: Option<String>,
+    pub body_8bit: bool,
+    pub smtputf8: bool,
+}
+
+/// Per recipient (in order): Ok = RCPT accepted, Err = rejected. `data`: the final reply
+/// (None when the body was never sent). A recipient is delivered iff accepted and
+/// `data == Some(Ok(_))`.
+#[derive(Debug)]
+pub struct TxResult {
+    pub rcpt: Vec<Result<Reply, Reply>>,
+    pub data: Option<Result<Reply, Reply>>,
+}
+
+const MAX_REPLY: usize = 64 * 1024;
+
+pub struct Session {
+    io: BufReader<Stream>,
+    wbuf: Vec<u8>,
+    caps: Capabilities,
+    peer: String,
+    timeouts: Timeouts,
+    broken: bool,
+    tls: Option<TlsInfo>,
+}
+
+fn xtext(s: &str) -> String {
+    let mut o = String::new();
+    for b in s.bytes() {
+        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
+            o.push(b as char);
+        } else {
+            o.push_str(&format!("+{b:02X}"));
+        }
+    }
+    o
+}
+
+impl Session {
+    pub fn connect(t: &Target) -> Result<Session, SessionError> {
+        let addrs: Vec<_> = (t.host.as_str(), t.port)
+            .to_socket_addrs()
+            .map_err(|e| {
+                SessionError::new(
+                    Stage::Connect,
+                    Kind::Network(format!("cannot resolve {}: {e}", t.host)),
+                )
+            })?
+            .collect();
+        let mut last = None;
+        let mut tcp = None;
+        for a in &addrs {
+            match TcpStream::connect_timeout(a, t.timeouts.connect) {
+                Ok(s) => {
+                    tcp = Some((s, *a));
+                    break;
+                }
+                Err(e) => last = Some(SessionError::io(Stage::Connect, &e)),
+            }
+        }
+        let Some((tcp, addr)) = tcp else {
+            return Err(last.unwrap_or_else(|| {
+                SessionError::new(
+                    Stage::Connect,
+                    Kind::Network(format!("{} has no address", t.host)),
+                )
+            }));
+        };
+        let _ = tcp.set_nodelay(true);
+        let _ = tcp.set_read_timeout(Some(t.timeouts.command));
+        let _ = tcp.set_write_timeout(Some(t.timeouts.command));
+        let peer = format!("{}[{}]:{}", t.host, addr.ip(), addr.port());
+        let stream = if t.tls == TlsMode::Implicit {
+            Stream::Tls(Box::new(tls_wrap(t, tcp)?))
+        } else {
+            Stream::Plain(tcp)
+        };
+        let mut s = Session {
+            io: BufReader::with_capacity(16 * 1024, stream),
+            wbuf: Vec::with_capacity(8192),
+            caps: Capabilities::default(),
+            peer,
+            timeouts: t.timeouts,
+            broken: false,
+            tls: None,
+        };
+        if t.tls == TlsMode::Implicit {
+            s.note_tls();
+            s.check_pin(t)?;
+        }
+        let g = s.read_reply(Stage::Greeting)?;
+        if g.code != 220 {
+            return Err(SessionError::new(Stage::Greeting, Kind::Reply(g)));
+        }
+        s.ehlo(t)?;
+        if t.tls == TlsMode::StartTls {
+            if !s.caps.starttls {
+                return Err(SessionError::new(Stage::StartTls, Kind::NoStartTls));
+            }
+            let r = s.command("STARTTLS", Stage::StartTls)?;
+            if r.code != 220 {
+                return Err(SessionError::new(Stage::StartTls, Kind::Reply(r)));
+            }
+            if !s.io.buffer().is_empty() {
+                // Bytes after 220 before the handshake: a STARTTLS injection attempt.
+                return Err(SessionError::new(
+                    Stage::StartTls,
+                    Kind::Protocol("data received before the TLS handshake".into()),
+                ));
+            }
+            let tcp = match s.io.into_inner() {
+                Stream::Plain(tcp) => tcp,
+                Stream::Tls(_) => {
+                    return Err(SessionError::new(
+                        Stage::StartTls,
+                        Kind::Protocol("already TLS".into()),
+                    ));
+                }
+            };
+            s.io = BufReader::with_capacity(16 * 1024, Stream::Tls(Box::new(tls_wrap(t, tcp)?)));
+            s.note_tls();
+            s.check_pin(t)?;
+            s.ehlo(t)?;
+        }
+        if let Some(a) = &t.auth {
+            s.auth(a)?;
+        }
+        Ok(s)
+    }
+
+    fn note_tls(&mut self) {
+        if let Stream::Tls(t) = self.io.get_ref() {
+            let c = &t.conn;
+            self.tls = Some(TlsInfo {
+                version: c
+                    .protocol_version()
+                    .map(|v| format!("{v:?}"))
+                    .unwrap_or_default(),
+                cipher: c
+                    .negotiated_cipher_suite()
+                    .map(|s| format!("{:?}", s.suite()))
+                    .unwrap_or_default(),
+                peer_cert_der: c
+                    .peer_certificates()
+                    .and_then(|v| v.first())
+                    .map(|d| d.as_ref().to_vec())
+                    .unwrap_or_default(),
+            });
+        }
+    }
+
+    fn check_pin(&self, t: &Target) -> Result<(), SessionError> {
+        let Some(pin) = &t.pin_sha256 else {
+            return Ok(());
+        };
+        let der = self
+            .tls
+            .as_ref()
+            .map(|i| i.peer_cert_der.clone())
+            .unwrap_or_default();
+        let got: String = ring::digest::digest(&ring::digest::SHA256, &der)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let want: String = pin
+            .chars()
+            .filter(|c| c.is_ascii_hexdigit())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if got != want {
+            return Err(SessionError::new(
+                Stage::Tls,
+                Kind::Certificate(format!(
+                    "certificate SHA-256 {got} does not match pin_sha256"
+                )),
+            ));
+        }
+        Ok(())
+    }
+
+    fn ehlo(&mut self, t: &Target) -> Result<(), SessionError> {
+        let r = self.command(&format!("EHLO {}", t.ehlo_name), Stage::Ehlo)?;
+        if r.code != 250 {
+            return Err(SessionError::new(Stage::Ehlo, Kind::Reply(r)));
+        }
+        self.caps = Capabilities::parse(&r);
+        Ok(())
+    }
+
+    fn auth(&mut self, a: &Auth) -> Result<(), SessionError> {
+        use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+        let offered = &self.caps.auth;
+        if offered.is_empty() {
+            return Err(SessionError::new(
+                Stage::Auth,
+                Kind::AuthUnavailable(
+                    "the relay does not offer AUTH (on this port, or before TLS)".into(),
+                ),
+            ));
+        }
+        let mech = match a.mech {
+            Some(m) => m,
+            None if offered.iter().any(|m| m == "PLAIN") => AuthMech::Plain,
+            None if offered.iter().any(|m| m == "LOGIN") => AuthMech::Login,
+            None => {
+                return Err(SessionError::new(
+                    Stage::Auth,
+                    Kind::AuthUnavailable(format!(
+                        "no common mechanism (relay offers {})",
+                        offered.join(" ")
+                    )),
+                ));
+            }
+        };
+        let creds = Credentials::new(a.username.clone(), a.secret.clone());
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+        let fail = |r: Reply| {
+            if r.is_temp() {
+                SessionError::new(Stage::Auth, Kind::Reply(r))
+            } else {
+                SessionError::new(Stage::Auth, Kind::AuthFailed(r))
+            }
+        };
+        let resp = |m: Mechanism, ch: Option<&str>| {
+            m.response(&creds, ch).map_err(|_| {
+                SessionError::new(
+                    Stage::Auth,
+                    Kind::Protocol("cannot encode AUTH response".into()),
+                )
+            })
+        };
+        let r = match mech {
+            AuthMech::Plain => {
+                let ir = resp(Mechanism::Plain, None)?;
+                self.command(&format!("AUTH PLAIN {}", b64(&ir)), Stage::Auth)?
+            }
+            AuthMech::Xoauth2 => {
+                let ir = resp(Mechanism::Xoauth2, None)?;
+                let r = self.command(&format!("AUTH XOAUTH2 {}", b64(&ir)), Stage::Auth)?;
+                if r.code == 334 {
+                    // An error challenge: answer empty to get the final failure.
+                    self.command("", Stage::Auth)?
+                } else {
+                    r
+                }
+            }
+            AuthMech::Login => {
+                let r = self.command("AUTH LOGIN", Stage::Auth)?;
+                if r.code != 334 {
+                    return Err(fail(r));
+                }
+                let r = self.command(&b64(&a.username), Stage::Auth)?;
+                if r.code != 334 {
+                    return Err(fail(r));
+                }
+                self.command(&b64(&a.secret), Stage::Auth)?
+            }
+        };
+        if r.code != 235 {
+            return Err(fail(r));
+        }
+        Ok(())
+    }
+
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+    pub fn tls_info(&self) -> Option<&TlsInfo> {
+        self.tls.as_ref()
+    }
+
+    fn fail<T>(&mut self, e: SessionError) -> Result<T, SessionError> {
+        if e.is_network() || matches!(e.kind, Kind::Protocol(_)) {
+            self.broken = true;
+        }
+        Err(e)
+    }
+
+    fn flush_out(&mut self, stage: Stage) -> Result<(), SessionError> {
+        let buf = std::mem::take(&mut self.wbuf);
+        let r = self
+            .io
+            .get_mut()
+            .write_all(&buf)
+            .and_then(|_| self.io.get_mut().flush());
+        self.wbuf = buf;
+        self.wbuf.clear();
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) => self.fail(SessionError::io(stage, &e)),
+        }
+    }
+
+    fn queue_line(&mut self, line: &str) {
+        self.wbuf.extend_from_slice(line.as_bytes());
+        self.wbuf.extend_from_slice(b"\r\n");
+    }
+
+    fn command(&mut self, line: &str, stage: Stage) -> Result<Reply, SessionError> {
+        self.queue_line(line);
+        self.flush_out(stage)?;
+        self.read_reply(stage)
+    }
+
+    fn read_reply(&mut self, stage: Stage) -> Result<Reply, SessionError> {
+        match read_reply(&mut self.io) {
+            Ok(r) => Ok(r),
+            Err(e) => self.fail(SessionError { stage, kind: e }),
+        }
+    }
+
+    /// One transaction; see [`TxResult`].
+    pub fn send(
+        &mut self,
+        env: &OutEnvelope,
+        body: &mut dyn Read,
+        size: u64,
+    ) -> Result<TxResult, SessionError> {
+        if self.broken {
+            return Err(SessionError::new(
+                Stage::Mail,
+                Kind::Network("connection already broken".into()),
+            ));
+        }
+        if let Some(max) = self.caps.size.filter(|&m| m > 0)
+            && size > max
+        {
+            return Err(SessionError::new(
+                Stage::Mail,
+                Kind::Reply(Reply {
+                    code: 552,
+                    text: format!(
+                        "552 5.3.4 message size {size} exceeds the relay's fixed maximum message size of {max} bytes"
+                    ),
+                }),
+            ));
+        }
+        let mut mail = format!("MAIL FROM:<{}>", env.sender);
+        if self.caps.size.is_some() {
+            mail.push_str(&format!(" SIZE={size}"));
+        }
+        if env.body_8bit && self.caps.eightbitmime {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if env.smtputf8 && self.caps.smtputf8 {
+            mail.push_str(" SMTPUTF8");
+        }
+        if self.caps.dsn {
+            if let Some(r) = &env.ret {
+                mail.push_str(&format!(" RET={r}"));
+            }
+            if let Some(e) = &env.envid {
+                mail.push_str(&format!(" ENVID={}", xtext(e)));
+            }
+        }
+        let rcpt_lines: Vec<String> = env
+            .rcpts
+            .iter()
+            .map(|r| {
+                let mut l = format!("RCPT TO:<{}>", r.addr);
+                if self.caps.dsn {
+                    if let Some(n) = &r.notify {
+                        l.push_str(&format!(" NOTIFY={n}"));
+                    }
+                    if let Some(o) = &r.orcpt {
+                        l.push_str(&format!(" ORCPT={}", xtext(o)));
+                    }
+                }
+                l
+            })
+            .collect();
+        let pipe = self.caps.pipelining;
+        let mut results = Vec::with_capacity(env.rcpts.len());
+        let data_reply = if pipe {
+            self.queue_line(&mail);
+            for l in &rcpt_lines {
+                self.queue_line(l);
+            }
+            self.queue_line("DATA");
+            self.flush_out(Stage::Mail)?;
+            let m = self.read_reply(Stage::Mail)?;
+            for _ in &rcpt_lines {
+                let r = self.read_reply(Stage::Rcpt)?;
+                results.push(if r.is_ok() { Ok(r) } else { Err(r) });
+            }
+            let d = self.read_reply(Stage::Data)?;
+            let any = results.iter().any(|r| r.is_ok());
+            if d.code == 354 && (!m.is_ok() || !any) {
+                // The relay opened DATA although nothing can be delivered: end it empty.
+                self.queue_line(".");
+                self.flush_out(Stage::Dot)?;
+                let _ = self.read_reply(Stage::Dot)?;
+            }
+            if !m.is_ok() {
+                self.rset_quiet();
+                return Err(SessionError::new(Stage::Mail, Kind::Reply(m)));
+            }
+            if !any {
+                self.rset_quiet();
+                return Ok(TxResult {
+                    rcpt: results,
+                    data: None,
+                });
+            }
+            d
+        } else {
+            let m = self.command(&mail, Stage::Mail)?;
+            if !m.is_ok() {
+                self.rset_quiet();
+                return Err(SessionError::new(Stage::Mail, Kind::Reply(m)));
+            }
+            for l in &rcpt_lines {
+                let r = self.command(l, Stage::Rcpt)?;
+                results.push(if r.is_ok() { Ok(r) } else { Err(r) });
+            }
+            if !results.iter().any(|r| r.is_ok()) {
+                self.rset_quiet();
+                return Ok(TxResult {
+                    rcpt: results,
+                    data: None,
+                });
+            }
+            self.command("DATA", Stage::Data)?
+        };
+        if data_reply.code != 354 {
+            self.rset_quiet();
+            return Ok(TxResult {
+                rcpt: results,
+                data: Some(Err(data_reply)),
+            });
+        }
+        self.write_body(body)?;
+        let _ = self
+            .io
+            .get_ref()
+            .tcp()
+            .set_read_timeout(Some(self.timeouts.data_end));
+        let r = self.read_reply(Stage::Dot);
+        let _ = self
+            .io
+            .get_ref()
+            .tcp()
+            .set_read_timeout(Some(self.timeouts.command));
+        let r = r?;
+        Ok(TxResult {
+            rcpt: results,
+            data: Some(if r.is_ok() { Ok(r) } else { Err(r) }),
+        })
+    }
+
+    /// Stream the (CRLF) message with dot-stuffing, ending with CRLF . CRLF.
+    fn write_body(&mut self, body: &mut dyn Read) -> Result<(), SessionError> {
+        let mut inb = vec![0u8; 64 * 1024];
+        let mut out = Vec::with_capacity(66 * 1024);
+        let mut at_start = true;
+        let mut last2 = [b'\r', b'\n'];
+        let mut empty = true;
+        loop {
+            let n = match body.read(&mut inb) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return self.fail(SessionError::new(
+                        Stage::Dot,
+                        Kind::Network(format!("cannot read the queued message: {e}")),
+                    ));
+                }
+            };
+            empty = false;
+            out.clear();
+            dot_stuff(&inb[..n], &mut at_start, &mut out);
+            if n >= 2 {
+                last2 = [inb[n - 2], inb[n - 1]];
+            } else {
+                last2 = [last2[1], inb[0]];
+            }
+            if let Err(e) = self.io.get_mut().write_all(&out) {
+                return self.fail(SessionError::io(Stage::Dot, &e));
+            }
+        }
+        let tail: &[u8] = if empty || last2 == [b'\r', b'\n'] {
+            b".\r\n"
+        } else {
+            b"\r\n.\r\n"
+        };
+        if let Err(e) = self
+            .io
+            .get_mut()
+            .write_all(tail)
+            .and_then(|_| self.io.get_mut().flush())
+        {
+            return self.fail(SessionError::io(Stage::Dot, &e));
+        }
+        Ok(())
+    }
+
+    fn rset_quiet(&mut self) {
+        if self.rset().is_err() {
+            self.broken = true;
+        }
+    }
+
+    pub fn rset(&mut self) -> Result<(), SessionError> {
+        let r = self.command("RSET", Stage::Rset)?;
+        if r.code != 250 {
+            self.broken = true;
+            return Err(SessionError::new(Stage::Rset, Kind::Reply(r)));
+        }
+        Ok(())
+    }
+
+    pub fn noop_ok(&mut self) -> bool {
+        !self.broken && matches!(self.command("NOOP", Stage::Rset), Ok(r) if r.code == 250)
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Best-effort QUIT, bounded by a short timeout.
+    pub fn quit(mut self) {
+        if self.broken {
+            return;
+        }
+        let _ = self
+            .io
+            .get_ref()
+            .tcp()
+            .set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = self
+            .io
+            .get_ref()
+            .tcp()
+            .set_write_timeout(Some(Duration::from_secs(5)));
+        let _ = self.command("QUIT", Stage::Rset);
+        if let Stream::Tls(t) = self.io.get_mut() {
+            t.conn.send_close_notify();
+            let _ = t.flush();
+        }
+    }
+}
+
+fn tls_wrap(
+    t: &Target,
+    tcp: TcpStream,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, SessionError> {
+    let cfg = t
+        .tls_config
+        .clone()
+        .ok_or_else(|| SessionError::local("TLS required but no TLS configuration"))?;
+    let name = rustls_pki_types::ServerName::try_from(t.host.clone()).map_err(|_| {
+        SessionError::new(
+            Stage::Tls,
+            Kind::Certificate(format!("{} is not a valid TLS server name", t.host)),
+        )
+    })?;
+    let conn = rustls::ClientConnection::new(cfg, name).map_err(|e| tls_error(&e))?;
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        if let Err(e) = s.conn.complete_io(&mut s.sock) {
+            return Err(SessionError::io(Stage::Tls, &e));
+        }
+    }
+    Ok(s)
+}
+
+/// Insert a '.' before every '.' that starts a line; `at_start` carries across calls.
+pub fn dot_stuff(data: &[u8], at_start: &mut bool, out: &mut Vec<u8>) {
+    for &b in data {
+        if *at_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        *at_start = b == b'\n';
+    }
+}
+
+/// Read one (possibly multi-line) reply.
+fn read_reply(r: &mut dyn BufRead) -> Result<Reply, Kind> {
+    let mut text = String::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = r.take(4096).read_until(b'\n', &mut line).map_err(|e| {
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) {
+                Kind::Timeout
+            } else {
+                SessionError::io(Stage::Connect, &e).kind
+            }
+        })?;
+        if n == 0 {
+            return Err(Kind::Network("connection closed by the relay".into()));
+        }
+        let l = String::from_utf8_lossy(&line);
+        let l = l.trim_end_matches(['\r', '\n']);
+        if l.len() < 3 || !l.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
+            return Err(Kind::Protocol(format!(
+                "bad reply line {:?}",
+                l.chars().take(80).collect::<String>()
+            )));
+        }
+        let code: u16 = l[..3].parse().unwrap_or(0);
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(l);
+        if text.len() > MAX_REPLY {
+            return Err(Kind::Protocol("reply too long".into()));
+        }
+        match l.as_bytes().get(3) {
+            Some(b'-') => continue,
+            _ => return Ok(Reply { code, text }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn replies() {
+        let mut r = io::Cursor::new(b"250-a.example\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n".to_vec());
+        let rep = read_reply(&mut r).unwrap();
+        assert_eq!(rep.code, 250);
+        let c = Capabilities::parse(&rep);
+        assert!(c.pipelining && c.eightbitmime && !c.starttls);
+        assert_eq!(c.size, Some(1000));
+        assert_eq!(c.auth, ["PLAIN", "LOGIN"]);
+        assert!(read_reply(&mut io::Cursor::new(b"xx\r\n".to_vec())).is_err());
+        assert!(read_reply(&mut io::Cursor::new(b"250-a\r\n".to_vec())).is_err());
+        assert_eq!(
+            read_reply(&mut io::Cursor::new(b"550 5.1.1 no\r\n".to_vec()))
+                .unwrap()
+                .text,
+            "550 5.1.1 no"
+        );
+    }
+
+    #[test]
+    fn stuffing_across_chunks() {
+        let mut at = true;
+        let mut out = Vec::new();
+        dot_stuff(b".a\r\nb\r", &mut at, &mut out);
+        dot_stuff(b"\n.c\r\n", &mut at, &mut out);
+        dot_stuff(b".", &mut at, &mut out);
+        assert_eq!(out, b"..a\r\nb\r\n..c\r\n..");
+        assert_eq!(xtext("a+b=c d"), "a+2Bb+3Dc+20d");
+    }
+
+    /// A scripted server: reads what the client sends, answers from `script`.
+    fn server(
+        script: Vec<(&'static str, &'static str)>,
+    ) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let h = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut w = s;
+            let mut seen = Vec::new();
+            w.write_all(b"220 fake ESMTP\r\n").unwrap();
+            for (expect, answer) in script {
+                // `expect` is a prefix; "BODY" reads until the lone dot.
+                let mut got = String::new();
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return seen;
+                    }
+                    got.push_str(&line);
+                    if expect != "BODY" || line == ".\r\n" {
+                        break;
+                    }
+                }
+                assert!(
+                    got.starts_with(expect) || expect == "BODY",
+                    "expected {expect:?}, got {got:?}"
+                );
+                seen.push(got);
+                if answer == "CLOSE" {
+                    return seen;
+                }
+                if !answer.is_empty() {
+                    w.write_all(answer.as_bytes()).unwrap();
+                }
+            }
+            seen
+        });
+        (port, h)
+    }
+
+    fn target(port: u16) -> Target {
+        Target {
+            host: "127.0.0.1".into(),
+            port,
+            tls: TlsMode::Plain,
+            ehlo_name: "client.test".into(),
+            auth: None,
+            timeouts: Timeouts {
+                connect: Duration::from_secs(5),
+                command: Duration::from_secs(5),
+                data_end: Duration::from_secs(5),
+            },
+            tls_config: None,
+            pin_sha256: None,
+        }
+    }
+
+    fn env(rcpts: &[&str]) -> OutEnvelope {
+        OutEnvelope {
+            sender: "s@x.org".into(),
+            rcpts: rcpts
+                .iter()
+                .map(|a| OutRcpt {
+                    addr: a.to_string(),
+                    notify: None,
+                    orcpt: None,
+                })
+                .collect(),
+            envid: None,
+            ret: None,
+            body_8bit: true,
+            smtputf8: false,
+        }
+    }
+
+    #[test]
+    fn pipelined_with_one_rejected_recipient() {
+        let (port, h) = server(vec![
+            (
+                "EHLO",
+                "250-fake\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 100000\r\n",
+            ),
+            // The pipelined group arrives as MAIL, RCPT, RCPT, DATA before any reply.
+            ("MAIL FROM:<s@x.org> SIZE=12 BODY=8BITMIME", ""),
+            ("RCPT TO:<a@x.org>", ""),
+            ("RCPT TO:<bad@x.org>", ""),
+            (
+                "DATA",
+                "250 ok\r\n250 ok\r\n550 5.1.1 no such user\r\n354 go\r\n",
+            ),
+            ("BODY", "250 2.0.0 queued\r\n"),
+            ("QUIT", "221 bye\r\n"),
+        ]);
+        let mut s = Session::connect(&target(port)).unwrap();
+        let tx = s
+            .send(
+                &env(&["a@x.org", "bad@x.org"]),
+                &mut &b".hi\r\nx\r\n"[..],
+                12,
+            )
+            .unwrap();
+        assert!(tx.rcpt[0].is_ok());
+        assert_eq!(tx.rcpt[1].as_ref().unwrap_err().code, 550);
+        assert_eq!(tx.data.as_ref().unwrap().as_ref().unwrap().code, 250);
+        s.quit();
+        let seen = h.join().unwrap();
+        assert_eq!(seen[5], "..hi\r\nx\r\n.\r\n");
+    }
+
+    #[test]
+    fn all_rejected_sends_rset_and_no_body() {
+        let (port, h) = server(vec![
+            ("EHLO", "250-fake\r\n250 PIPELINING\r\n"),
+            ("MAIL", ""),
+            ("RCPT", ""),
+            ("DATA", "250 ok\r\n550 no\r\n554 no valid recipients\r\n"),
+            ("RSET", "250 ok\r\n"),
+        ]);
+        let mut s = Session::connect(&target(port)).unwrap();
+        let tx = s.send(&env(&["a@x.org"]), &mut &b"x\r\n"[..], 3).unwrap();
+        assert!(tx.data.is_none() && tx.rcpt[0].is_err());
+        drop(s);
+        assert_eq!(h.join().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn mail_tempfail_and_disconnect_after_body() {
+        let (port, _h) = server(vec![
+            ("EHLO", "250 fake\r\n"),
+            ("MAIL", "451 4.3.0 try later\r\n"),
+            ("RSET", "250 ok\r\n"),
+            ("MAIL", "250 ok\r\n"),
+            ("RCPT", "250 ok\r\n"),
+            ("DATA", "354 go\r\n"),
+            ("BODY", "CLOSE"),
+        ]);
+        let mut s = Session::connect(&target(port)).unwrap();
+        let e = s.send(&env(&["a@x.org"]), &mut &b"x"[..], 1).unwrap_err();
+        assert!(e.is_mail_tempfail() && e.is_temporary());
+        let e = s.send(&env(&["a@x.org"]), &mut &b"x"[..], 1).unwrap_err();
+        assert_eq!(e.stage, Stage::Dot);
+        assert!(e.is_network());
+        assert!(s.send(&env(&["a@x.org"]), &mut &b"x"[..], 1).is_err());
+    }
+
+    #[test]
+    fn size_limit_is_permanent() {
+        let (port, _h) = server(vec![("EHLO", "250-fake\r\n250 SIZE 10\r\n")]);
+        let mut s = Session::connect(&target(port)).unwrap();
+        let e = s.send(&env(&["a@x.org"]), &mut &b"x"[..], 11).unwrap_err();
+        assert!(e.is_permanent());
+    }
+
+    #[test]
+    fn no_starttls_is_config_problem() {
+        let (port, _h) = server(vec![("EHLO", "250 fake\r\n")]);
+        let mut t = target(port);
+        t.tls = TlsMode::StartTls;
+        t.tls_config = Some(build_tls_config(None, false).unwrap_or_else(|_| panic!("tls config")));
+        let e = Session::connect(&t).err().unwrap();
+        assert_eq!(e.kind, Kind::NoStartTls);
+        assert!(e.is_config_problem());
+    }
+}

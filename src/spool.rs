@@ -1,0 +1,566 @@
+//! The on-disk queue: its directories, the envelope format, unique queue IDs, and the durable
+//! write path (`tmp/` → fsync → rename into `new/` → fsync the directory). Every state is a
+//! directory and every transition a rename; see docs/spool.md.
+
+use crate::error::{Error, Result};
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufWriter, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Magic first line of every queue file; the number is the format version.
+pub const MAGIC: &str = "relayq-envelope 1";
+/// Upper bounds a reader enforces on untrusted envelopes.
+pub const MAX_RCPTS: usize = 10_000;
+pub const MAX_ENVELOPE_BYTES: usize = 4 << 20;
+pub const MAX_ADDR: usize = 512;
+
+/// The spool's directories, each one a state.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: PathBuf,
+}
+
+/// (name, mode) of each directory. tmp/ and new/ are 1730 (group-writable, sticky, not
+/// listable) so that setgid `relayq-postdrop` can drop files there but users cannot see or
+/// remove each other's; everything past new/ belongs to the daemon's user alone.
+pub const DIRS: &[(&str, u32)] = &[
+    ("tmp", 0o1730),
+    ("new", 0o1730),
+    ("queue", 0o700),
+    ("hold", 0o700),
+    ("failed", 0o700),
+    ("corrupt", 0o700),
+    ("run", 0o755),
+];
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Layout {
+        Layout { root: root.into() }
+    }
+    pub fn dir(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("run").join("submit.sock")
+    }
+
+    /// Create the layout with its owners and modes (idempotent). `owner`/`group` are the daemon's.
+    pub fn init(&self, owner: u32, group: u32) -> Result<()> {
+        let mk = |p: &Path, mode: u32| -> Result<()> {
+            match fs::create_dir(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(Error::spool_io(
+                        &format!("cannot create {}", p.display()),
+                        &e,
+                    ));
+                }
+            }
+            let c = CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::usage("bad path"))?;
+            // SAFETY: c is a valid NUL-terminated path.
+            if unsafe { libc::lchown(c.as_ptr(), owner, group) } != 0 {
+                let e = io::Error::last_os_error();
+                return Err(Error::spool_io(
+                    &format!("cannot chown {}", p.display()),
+                    &e,
+                ));
+            }
+            fs::set_permissions(p, fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::spool_io(&format!("cannot chmod {}", p.display()), &e))
+        };
+        mk(&self.root, 0o755)?;
+        for (name, mode) in DIRS {
+            mk(&self.dir(name), *mode)?;
+        }
+        Ok(())
+    }
+
+    /// Check the spool exists, for a clear error before reading a message.
+    pub fn check_exists(&self) -> Result<()> {
+        if !self.dir("new").is_dir() || !self.dir("tmp").is_dir() {
+            return Err(Error::temp(format!(
+                "spool {} is missing or incomplete: run `relayq init` as root",
+                self.root.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A queue ID: seconds, microseconds and 32 random bits in upper-case hex, unique across
+/// processes and hosts (and creation uses O_EXCL and RENAME_NOREPLACE besides).
+pub fn new_id() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut r = [0u8; 4];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r).is_err() {
+        r = (std::process::id() ^ now.subsec_nanos()).to_le_bytes();
+    }
+    format!(
+        "{:09X}{:05X}{:08X}",
+        now.as_secs(),
+        now.subsec_micros(),
+        u32::from_le_bytes(r)
+    )
+}
+
+/// True for names `new_id` produces (and nothing that could be a path).
+pub fn is_id(s: &str) -> bool {
+    (10..=40).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase())
+}
+
+/// One recipient with its DSN parameters (RFC 3461).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Rcpt {
+    pub addr: String,
+    pub notify: Option<String>,
+    pub orcpt: Option<String>,
+}
+
+/// What travels with the message: written by `sendmail`, read (without trust) by the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Envelope {
+    /// Envelope sender; empty = null sender `<>`.
+    pub sender: String,
+    pub rcpts: Vec<Rcpt>,
+    pub envid: Option<String>,
+    pub ret: Option<String>,
+    /// "7BIT" or "8BITMIME" when given.
+    pub body: Option<String>,
+    pub time: u64,
+    /// Submitting uid as claimed by the writer; trusted only for files owned by root or the
+    /// spool owner (see `submitter`).
+    pub uid: u32,
+    pub user: String,
+    pub message_id: Option<String>,
+    /// A bounce (DSN) we generated: never bounced itself.
+    pub is_bounce: bool,
+}
+
+/// A token safe to write on one envelope line: printable ASCII or UTF-8, no spaces, no
+/// controls, bounded.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_ADDR && s.chars().all(|c| !c.is_control() && !c.is_whitespace())
+}
+
+fn is_text(s: &str) -> bool {
+    s.len() <= MAX_ADDR && s.chars().all(|c| !c.is_control())
+}
+
+impl Envelope {
+    /// Serialize. Fails (data error) if any field could break the line format.
+    pub fn write_to(&self, w: &mut dyn Write) -> Result<()> {
+        let bad = |what: &str, v: &str| Error::data(format!("invalid {what} {v:?}"));
+        if !self.sender.is_empty() && !is_token(&self.sender) {
+            return Err(bad("sender", &self.sender));
+        }
+        let mut s = String::with_capacity(256);
+        s.push_str(MAGIC);
+        s.push('\n');
+        s.push_str(&format!("sender <{}>\n", self.sender));
+        for r in &self.rcpts {
+            if !is_token(&r.addr) {
+                return Err(bad("recipient", &r.addr));
+            }
+            s.push_str(&format!("rcpt <{}>", r.addr));
+            if let Some(n) = &r.notify {
+                if !is_token(n) {
+                    return Err(bad("NOTIFY", n));
+                }
+                s.push_str(&format!(" notify={n}"));
+            }
+            if let Some(o) = &r.orcpt {
+                if !is_token(o) {
+                    return Err(bad("ORCPT", o));
+                }
+                s.push_str(&format!(" orcpt={o}"));
+            }
+            s.push('\n');
+        }
+        for (k, v) in [
+            ("envid", &self.envid),
+            ("ret", &self.ret),
+            ("body", &self.body),
+            ("message-id", &self.message_id),
+        ] {
+            if let Some(v) = v {
+                if !is_token(v) {
+                    return Err(bad(k, v));
+                }
+                s.push_str(&format!("{k} {v}\n"));
+            }
+        }
+        if !is_text(&self.user) {
+            return Err(bad("user", &self.user));
+        }
+        if self.is_bounce {
+            s.push_str("bounce 1\n");
+        }
+        s.push_str(&format!(
+            "time {}\nuid {}\nuser {}\nend\n",
+            self.time, self.uid, self.user
+        ));
+        w.write_all(s.as_bytes())
+            .map_err(|e| Error::spool_io("cannot write queue file", &e))
+    }
+
+    /// Parse an envelope from an untrusted queue file, leaving the reader at the message.
+    pub fn read_from(r: &mut dyn BufRead) -> std::result::Result<Envelope, String> {
+        let mut env = Envelope::default();
+        let mut total = 0usize;
+        let mut line = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut first = true;
+        loop {
+            line.clear();
+            let n = std::io::Read::take(&mut *r, (MAX_ADDR * 4) as u64)
+                .read_until(b'\n', &mut line)
+                .map_err(|e| format!("read error: {e}"))?;
+            total += n;
+            if n == 0 || line.last() != Some(&b'\n') {
+                return Err("truncated envelope".into());
+            }
+            if total > MAX_ENVELOPE_BYTES {
+                return Err("envelope too large".into());
+            }
+            line.pop();
+            let l = std::str::from_utf8(&line).map_err(|_| "envelope is not UTF-8".to_string())?;
+            if l.contains('\r') || l.chars().any(|c| c.is_control()) {
+                return Err("control character in envelope".into());
+            }
+            if first {
+                if l != MAGIC {
+                    return Err("not a relayq queue file (bad magic)".into());
+                }
+                first = false;
+                continue;
+            }
+            if l == "end" {
+                break;
+            }
+            let (key, val) = l
+                .split_once(' ')
+                .ok_or_else(|| format!("bad envelope line {l:?}"))?;
+            if key != "rcpt" && !seen.insert(key.to_string()) {
+                return Err(format!("duplicate envelope key {key:?}"));
+            }
+            let angle = |v: &str| -> std::result::Result<String, String> {
+                let a = v
+                    .strip_prefix('<')
+                    .and_then(|v| v.strip_suffix('>'))
+                    .ok_or_else(|| format!("bad address {v:?}"))?;
+                if !a.is_empty() && !is_token(a) {
+                    return Err(format!("bad address {v:?}"));
+                }
+                Ok(a.to_string())
+            };
+            match key {
+                "sender" => env.sender = angle(val)?,
+                "rcpt" => {
+                    let mut parts = val.split(' ');
+                    let addr = angle(parts.next().unwrap_or(""))?;
+                    if addr.is_empty() || !addr.contains('@') {
+                        return Err(format!("bad recipient {val:?}"));
+                    }
+                    let mut rc = Rcpt {
+                        addr,
+                        ..Rcpt::default()
+                    };
+                    for p in parts {
+                        match p.split_once('=') {
+                            Some(("notify", v)) if is_token(v) => rc.notify = Some(v.into()),
+                            Some(("orcpt", v)) if is_token(v) => rc.orcpt = Some(v.into()),
+                            _ => return Err(format!("bad recipient parameter {p:?}")),
+                        }
+                    }
+                    if env.rcpts.len() >= MAX_RCPTS {
+                        return Err(format!("more than {MAX_RCPTS} recipients"));
+                    }
+                    env.rcpts.push(rc);
+                }
+                "envid" | "ret" | "body" | "message-id" => {
+                    if !is_token(val) {
+                        return Err(format!("bad {key} {val:?}"));
+                    }
+                    let v = Some(val.to_string());
+                    match key {
+                        "envid" => env.envid = v,
+                        "ret" => env.ret = v,
+                        "body" => env.body = v,
+                        _ => env.message_id = v,
+                    }
+                }
+                "time" => env.time = val.parse().map_err(|_| format!("bad time {val:?}"))?,
+                "uid" => env.uid = val.parse().map_err(|_| format!("bad uid {val:?}"))?,
+                "user" if is_text(val) => env.user = val.to_string(),
+                "bounce" if val == "1" => env.is_bounce = true,
+                _ => return Err(format!("unknown envelope line {key:?}")),
+            }
+        }
+        if env.rcpts.is_empty() {
+            return Err("no recipients".into());
+        }
+        if !seen.contains("sender") {
+            return Err("no sender line".into());
+        }
+        Ok(env)
+    }
+
+    /// The uid that submitted a queue file: the file's owner, which the kernel records and a
+    /// user cannot forge, unless the writer was root or the spool owner (the daemon writing
+    /// for a socket client), whose `uid` line is then believed.
+    pub fn submitter(&self, file_uid: u32, spool_owner: u32) -> u32 {
+        if file_uid == 0 || file_uid == spool_owner {
+            self.uid
+        } else {
+            file_uid
+        }
+    }
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// `rename` that never replaces an existing file (RENAME_NOREPLACE where supported).
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    match nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        from,
+        nix::fcntl::AT_FDCWD,
+        to,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    ) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOSYS) => {
+            if to.exists() {
+                return Err(io::Error::from_raw_os_error(libc::EEXIST));
+            }
+            fs::rename(from, to)
+        }
+        Err(e) => Err(io::Error::from_raw_os_error(e as i32)),
+    }
+}
+
+/// A queue file being written in `tmp/`. Dropped without `commit`, it removes itself, so a
+/// failed submission leaves nothing behind.
+pub struct Draft {
+    pub id: String,
+    tmp: PathBuf,
+    new: PathBuf,
+    new_dir: PathBuf,
+    out: Option<BufWriter<File>>,
+}
+
+impl Draft {
+    pub fn create(layout: &Layout) -> Result<Draft> {
+        let tmp_dir = layout.dir("tmp");
+        for _ in 0..8 {
+            let id = new_id();
+            let tmp = tmp_dir.join(&id);
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o640)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&tmp)
+            {
+                Ok(f) => {
+                    // Group = the spool's group, so the daemon can read it whoever wrote it.
+                    if let Ok(m) = fs::metadata(layout.dir("new"))
+                        && let Ok(fm) = f.metadata()
+                        && fm.gid() != m.gid()
+                    {
+                        let _ = nix::unistd::fchown(
+                            &f,
+                            None,
+                            Some(nix::unistd::Gid::from_raw(m.gid())),
+                        );
+                    }
+                    return Ok(Draft {
+                        new: layout.dir("new").join(&id),
+                        new_dir: layout.dir("new"),
+                        id,
+                        tmp,
+                        out: Some(BufWriter::with_capacity(64 * 1024, f)),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(Error::spool_io(
+                        &format!("cannot create a file in {}", tmp_dir.display()),
+                        &e,
+                    ));
+                }
+            }
+        }
+        Err(Error::temp("cannot find a unique queue file name"))
+    }
+
+    pub fn writer(&mut self) -> &mut BufWriter<File> {
+        self.out.as_mut().expect("draft already committed")
+    }
+
+    /// Make the message durable and visible: flush, fsync the file, rename into new/, fsync
+    /// new/. Only after this returns Ok may the submitter report success.
+    pub fn commit(mut self) -> Result<String> {
+        let w = self.out.take().expect("draft already committed");
+        let f = w
+            .into_inner()
+            .map_err(|e| Error::spool_io("cannot write queue file", e.error()))?;
+        f.sync_all()
+            .map_err(|e| Error::spool_io("cannot fsync queue file", &e))?;
+        drop(f);
+        rename_noreplace(&self.tmp, &self.new)
+            .map_err(|e| Error::spool_io("cannot move queue file into new/", &e))?;
+        self.tmp = PathBuf::new();
+        fsync_dir(&self.new_dir)
+            .map_err(|e| Error::spool_io("cannot fsync spool directory", &e))?;
+        Ok(std::mem::take(&mut self.id))
+    }
+}
+
+impl Drop for Draft {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Envelope {
+        Envelope {
+            sender: "a@example.com".into(),
+            rcpts: vec![
+                Rcpt {
+                    addr: "b@example.org".into(),
+                    ..Default::default()
+                },
+                Rcpt {
+                    addr: "c@example.org".into(),
+                    notify: Some("FAILURE,DELAY".into()),
+                    orcpt: Some("rfc822;c@example.org".into()),
+                },
+            ],
+            envid: Some("QQ314159".into()),
+            ret: Some("HDRS".into()),
+            body: Some("8BITMIME".into()),
+            time: 1_700_000_000,
+            uid: 33,
+            user: "www-data".into(),
+            message_id: Some("<x@y>".into()),
+            is_bounce: true,
+        }
+    }
+
+    #[test]
+    fn roundtrip() {
+        let e = env();
+        let mut buf = Vec::new();
+        e.write_to(&mut buf).unwrap();
+        buf.extend_from_slice(b"Subject: hi\r\n\r\nbody\r\n");
+        let mut r = io::Cursor::new(buf);
+        let back = Envelope::read_from(&mut r).unwrap();
+        assert_eq!(back, e);
+        let mut rest = String::new();
+        io::Read::read_to_string(&mut r, &mut rest).unwrap();
+        assert_eq!(rest, "Subject: hi\r\n\r\nbody\r\n");
+    }
+
+    #[test]
+    fn null_sender() {
+        let e = Envelope {
+            sender: String::new(),
+            ..env()
+        };
+        let mut buf = Vec::new();
+        e.write_to(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf).contains("sender <>\n"));
+        assert_eq!(
+            Envelope::read_from(&mut io::Cursor::new(buf))
+                .unwrap()
+                .sender,
+            ""
+        );
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"relayq-envelope 1\nsender <a@b>\nrcpt <c@d>\n",
+            b"relayq-envelope 2\nsender <a@b>\nrcpt <c@d>\nend\n",
+            b"relayq-envelope 1\nsender <a@b>\nend\n",
+            b"relayq-envelope 1\nsender <a@b>\nrcpt <c@d\r>\nend\n",
+            b"relayq-envelope 1\nsender <a@b>\nrcpt <c d@e>\nend\n",
+            b"relayq-envelope 1\nsender <a@b>\nsender <x@y>\nrcpt <c@d>\nend\n",
+            b"relayq-envelope 1\nsender <a@b>\nrcpt <c@d> evil=1\nend\n",
+            b"relayq-envelope 1\nsender <a@b>\nrcpt <c@d>\nuid 1\nuid 0\nend\n",
+            b"relayq-envelope 1\nsender <a@b>\nrcpt <nodomain>\nend\n",
+        ];
+        for c in cases {
+            assert!(
+                Envelope::read_from(&mut io::Cursor::new(c.to_vec())).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(c)
+            );
+        }
+        let e = Envelope {
+            rcpts: vec![Rcpt {
+                addr: "a\r\nb@c".into(),
+                ..Default::default()
+            }],
+            ..env()
+        };
+        assert!(e.write_to(&mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn submitter_trust() {
+        let e = env();
+        assert_eq!(e.submitter(1000, 999), 1000);
+        assert_eq!(e.submitter(999, 999), 33);
+        assert_eq!(e.submitter(0, 999), 33);
+    }
+
+    #[test]
+    fn ids_unique_and_valid() {
+        let mut s = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let id = new_id();
+            assert!(is_id(&id), "{id}");
+            assert!(s.insert(id));
+        }
+        assert!(!is_id("../etc"));
+        assert!(!is_id("abc"));
+    }
+
+    #[test]
+    fn draft_commit_and_drop() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::new(d.path());
+        let me = nix::unistd::getuid().as_raw();
+        let g = nix::unistd::getgid().as_raw();
+        l.init(me, g).unwrap();
+        l.init(me, g).unwrap();
+        let mut dr = Draft::create(&l).unwrap();
+        dr.writer().write_all(b"x").unwrap();
+        let id = dr.commit().unwrap();
+        assert_eq!(fs::read(l.dir("new").join(&id)).unwrap(), b"x");
+        let mut dr = Draft::create(&l).unwrap();
+        dr.writer().write_all(b"partial").unwrap();
+        drop(dr);
+        assert_eq!(fs::read_dir(l.dir("tmp")).unwrap().count(), 0);
+    }
+}
