@@ -259,6 +259,8 @@ struct Shared {
     /// One pass only (flush): workers leave instead of waiting for a relay to come back.
     once: bool,
     idle_timeout: Duration,
+    /// Workers waiting with an open connection: a worker without one leaves them the jobs.
+    idle_connected: usize,
 }
 
 impl Shared {
@@ -409,7 +411,8 @@ fn worker(ctx: Arc<Ctx>) {
                 if g.stop {
                     break Next::Exit;
                 }
-                if !g.ready.is_empty() && (conn.is_some() || g.any_usable(now)) {
+                let spare = g.ready.len() > g.idle_connected;
+                if !g.ready.is_empty() && (conn.is_some() || (spare && g.any_usable(now))) {
                     match g.ready.pop_front() {
                         Some(j) => break Next::Job(j),
                         None => continue,
@@ -423,8 +426,15 @@ fn worker(ctx: Arc<Ctx>) {
                     None if !g.ready.is_empty() => g.earliest_probe(),
                     None => None,
                 };
+                let connected = conn.is_some();
+                if connected {
+                    g.idle_connected += 1;
+                }
                 g = match deadline {
-                    Some(d) if d <= now && conn.is_some() => break Next::CloseIdle,
+                    Some(d) if d <= now && connected => {
+                        g.idle_connected -= 1;
+                        break Next::CloseIdle;
+                    }
                     // Another worker is probing: look again shortly.
                     Some(d) if d <= now => {
                         ctx.cv
@@ -435,6 +445,9 @@ fn worker(ctx: Arc<Ctx>) {
                     Some(d) => ctx.cv.wait_timeout(g, d - now).expect("lock").0,
                     None => ctx.cv.wait(g).expect("lock"),
                 };
+                if connected {
+                    g.idle_connected -= 1;
+                }
             }
         };
         match next {
@@ -834,6 +847,7 @@ impl Daemon {
                 stop: false,
                 once,
                 idle_timeout: cfg.queue.idle_timeout,
+                idle_connected: 0,
             }),
             cv: Condvar::new(),
             layout,
@@ -1012,7 +1026,7 @@ impl Daemon {
         m.in_flight = true;
         let job = m.job(id);
         self.ctx.shared.lock().expect("lock").ready.push_back(job);
-        self.ctx.cv.notify_one();
+        self.ctx.cv.notify_all();
     }
 
     /// Everything due now goes to the ready queue.

@@ -286,6 +286,29 @@ fn complete_headers(
             headers[i] = Header::new("From", &format!("{} <{new}>", message::phrase(&name)));
         }
     }
+    // Bare names in To/Cc ("To: root", cron's MAILTO) are qualified, as Postfix does, so
+    // the relay sees well-formed header addresses.
+    for h in headers.iter_mut().filter(|h| h.is("To") || h.is("Cc")) {
+        let list = crate::address::parse_list(&h.value());
+        if !list.is_empty() && list.iter().any(|m| !m.addr.contains('@')) {
+            let parts: Vec<String> = list
+                .iter()
+                .map(|m| {
+                    let a = if m.addr.contains('@') {
+                        m.addr.clone()
+                    } else {
+                        format!("{}@{}", m.addr, ctx.domain())
+                    };
+                    match &m.name {
+                        Some(n) => format!("{} <{a}>", message::phrase(n)),
+                        None => a,
+                    }
+                })
+                .collect();
+            let name = h.name.clone();
+            *h = Header::new(&name, &parts.join(", "));
+        }
+    }
     if !has(&headers, "From") {
         let name = p.full_name.clone().or_else(|| ctx.me.gecos.clone());
         let v = match name.filter(|n| !n.trim().is_empty()) {

@@ -1,0 +1,303 @@
+//! The flush machinery against a real SMTP server (aiosmtpd via tests/relay/relay.py):
+//! STARTTLS, implicit TLS, AUTH, per-recipient results, and injected faults. Each test
+//! checks what arrived, what is still queued, what was bounced, and that nothing was lost
+//! or sent twice.
+
+mod support;
+use std::time::Duration;
+use support::*;
+
+const QUICK_RETRY: &str = "[queue]\nretry_min = 1\nretry_max = 2\nidle_timeout = 3";
+
+fn setup(opts: RelayOpts, scheme: &str) -> (Env, Relay) {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(tmp.path(), opts);
+    let env = Env::new(&relay_toml(scheme, relay.port), QUICK_RETRY);
+    std::mem::forget(tmp); // relay output lives there until the process ends
+    (env, relay)
+}
+
+#[test]
+fn starttls_auth_delivers_each_recipient_once() {
+    let (env, relay) = setup(RelayOpts::default(), "smtp");
+    env.send(&["a@example.org", "b@example.org", "root"], "hello");
+    let o = env.flush();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = relay.arrived();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        rcpts_of(&got[0]),
+        ["a@example.org", "b@example.org", "admin@example.com"]
+    );
+    assert_eq!(got[0]["mail_from"], "server@example.com");
+    assert_eq!(got[0]["tls"], true);
+    assert_eq!(got[0]["auth_user"], "user");
+    assert!(got[0]["data"].as_str().unwrap().contains("body of hello"));
+    assert_eq!(env.queued(), 0);
+    assert_eq!(env.count("failed"), 0);
+    assert!(stderr(&o).contains("status=sent"), "{}", stderr(&o));
+}
+
+#[test]
+fn implicit_tls_works() {
+    let (env, relay) = setup(
+        RelayOpts {
+            tls: "implicit",
+            ..Default::default()
+        },
+        "smtps",
+    );
+    env.send(&["a@example.org"], "implicit");
+    assert!(env.flush().status.success());
+    let got = relay.arrived();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["tls"], true);
+    assert_eq!(env.queued(), 0);
+}
+
+#[test]
+fn one_rejected_recipient_does_not_fail_the_others() {
+    let (env, relay) = setup(RelayOpts::default(), "smtp");
+    relay.set_faults(r#"{"rcpt": {"bad@example.org": "550 5.1.1 no such user", "slow@example.org": "451 4.2.0 greylisted"}}"#);
+    env.send(
+        &[
+            "a@example.org",
+            "bad@example.org",
+            "slow@example.org",
+            "c@example.org",
+        ],
+        "mixed",
+    );
+    let o = env.flush();
+    assert!(o.status.success());
+    let got = relay.arrived();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(rcpts_of(&got[0]), ["a@example.org", "c@example.org"]);
+    // slow@ is deferred: the message stays queued, and mailq says why.
+    assert_eq!(env.queued(), 1);
+    let q = env.relayq(&["queue"]);
+    let text = String::from_utf8_lossy(&q.stdout);
+    assert!(
+        text.contains("slow@example.org") && text.contains("451 4.2.0 greylisted"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("a@example.org"),
+        "delivered recipients are not listed: {text}"
+    );
+    // The relay recovers: slow@ gets it, once; bad@ is bounced to the sender (here the
+    // configured sender's mail goes to the admin) with the relay's reply.
+    relay.set_faults(r#"{"rcpt": {"bad@example.org": "550 5.1.1 no such user"}}"#);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(env.flush().status.success());
+    assert!(env.flush().status.success()); // the bounce, queued by the previous pass
+    let got = relay.arrived();
+    let to_slow: Vec<_> = got
+        .iter()
+        .filter(|m| rcpts_of(m) == ["slow@example.org"])
+        .collect();
+    assert_eq!(to_slow.len(), 1, "{got:?}");
+    let bounces: Vec<_> = got
+        .iter()
+        .filter(|m| m["data"].as_str().unwrap().contains("multipart/report"))
+        .collect();
+    assert_eq!(bounces.len(), 1, "{got:?}");
+    let b = bounces[0]["data"].as_str().unwrap();
+    assert!(
+        b.contains("Final-Recipient: rfc822; bad@example.org")
+            && b.contains("550 5.1.1 no such user"),
+        "{b}"
+    );
+    assert!(
+        b.contains("Subject: mixed"),
+        "original headers included: {b}"
+    );
+    assert_eq!(rcpts_of(bounces[0]), ["admin@example.com"]);
+    assert_eq!(env.queued(), 0);
+    assert_eq!(env.count("failed"), 1);
+    // Every recipient got it exactly once.
+    for r in ["a@example.org", "c@example.org", "slow@example.org"] {
+        assert_eq!(
+            got.iter()
+                .filter(|m| rcpts_of(m).contains(&r.to_string()))
+                .count(),
+            1,
+            "{r}"
+        );
+    }
+}
+
+#[test]
+fn tempfail_at_mail_keeps_mail_then_delivers_once() {
+    let (env, relay) = setup(RelayOpts::default(), "smtp");
+    relay.set_faults(r#"{"mail": "451 4.3.0 try later"}"#);
+    env.send(&["a@example.org"], "later");
+    assert!(env.flush().status.success());
+    assert!(relay.arrived().is_empty());
+    assert_eq!(env.queued(), 1);
+    assert_eq!(env.count("failed"), 0);
+    relay.set_faults("{}");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(env.flush().status.success());
+    assert_eq!(relay.arrived().len(), 1);
+    assert_eq!(env.queued(), 0);
+}
+
+#[test]
+fn permanent_failures_bounce_never_retry() {
+    for (fault, what) in [
+        (r#"{"mail": "550 5.7.1 sender not verified"}"#, "mail"),
+        (r#"{"data": "554 5.3.0 no DATA for you"}"#, "data"),
+        (r#"{"dot": "554 5.6.0 content rejected"}"#, "dot"),
+    ] {
+        let (env, relay) = setup(RelayOpts::default(), "smtp");
+        relay.set_faults(fault);
+        env.send(&["a@example.org"], what);
+        assert!(env.flush().status.success());
+        assert_eq!(env.queued(), 1, "{what}: the bounce is queued");
+        assert_eq!(env.count("failed"), 1, "{what}: original kept in failed/");
+        relay.set_faults("{}");
+        assert!(env.flush().status.success());
+        let got = relay.arrived();
+        assert_eq!(got.len(), 1, "{what}: only the bounce arrives: {got:?}");
+        assert!(
+            got[0]["data"].as_str().unwrap().contains("Action: failed"),
+            "{what}"
+        );
+        assert_eq!(env.queued(), 0, "{what}");
+    }
+}
+
+#[test]
+fn tempfail_after_dot_and_disconnect_mid_data_are_retried() {
+    for fault in [
+        r#"{"dot": "451 4.3.0 queue full"}"#,
+        r#"{"disconnect_at": "middata"}"#,
+        r#"{"disconnect_at": "rcpt"}"#,
+    ] {
+        let (env, relay) = setup(RelayOpts::default(), "smtp");
+        relay.set_faults(fault);
+        env.send(&["a@example.org", "b@example.org"], "retry");
+        assert!(env.flush().status.success());
+        assert!(relay.arrived().is_empty(), "{fault}");
+        assert_eq!(env.queued(), 1, "{fault}");
+        relay.set_faults("{}");
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(env.flush().status.success());
+        let got = relay.arrived();
+        assert_eq!(got.len(), 1, "{fault}: {got:?}");
+        assert_eq!(rcpts_of(&got[0]), ["a@example.org", "b@example.org"]);
+        assert_eq!(env.queued(), 0);
+        assert_eq!(env.count("failed"), 0);
+    }
+}
+
+#[test]
+fn stalled_relay_times_out_and_keeps_mail() {
+    let (env, relay) = setup(RelayOpts::default(), "smtp");
+    relay.set_faults(r#"{"stall_at": "mail", "stall_seconds": 30}"#);
+    env.send(&["a@example.org"], "stall");
+    let t = std::time::Instant::now();
+    assert!(env.flush().status.success());
+    assert!(
+        t.elapsed() < Duration::from_secs(25),
+        "command_timeout (5 s) bounds the stall"
+    );
+    assert_eq!(env.queued(), 1);
+    assert!(relay.arrived().is_empty());
+}
+
+#[test]
+fn configuration_problems_keep_mail_and_say_why() {
+    // Wrong password, untrusted certificate, wrong host name, no STARTTLS offered.
+    let cases: Vec<(RelayOpts, &str, &str)> = vec![
+        (
+            RelayOpts {
+                auth: Some("user:other"),
+                ..Default::default()
+            },
+            "smtp",
+            "authentication failed",
+        ),
+        (
+            RelayOpts {
+                cert: "untrusted",
+                ..Default::default()
+            },
+            "smtp",
+            "certificate",
+        ),
+        (
+            RelayOpts {
+                cert: "wrongname",
+                ..Default::default()
+            },
+            "smtp",
+            "certificate",
+        ),
+        (
+            RelayOpts {
+                tls: "none",
+                auth: None,
+                ..Default::default()
+            },
+            "smtp",
+            "STARTTLS",
+        ),
+    ];
+    for (opts, scheme, want) in cases {
+        let (env, relay) = setup(opts, scheme);
+        env.send(&["a@example.org"], "cfg");
+        let o = env.flush();
+        assert!(o.status.success());
+        let err = stderr(&o);
+        assert!(
+            err.contains(want) && err.contains("configuration problem"),
+            "want {want:?} in {err}"
+        );
+        assert!(!err.contains("secret"), "the password never appears: {err}");
+        assert!(relay.arrived().is_empty());
+        assert_eq!(env.queued(), 1, "mail kept");
+        assert_eq!(env.count("failed"), 0, "never bounced for a config problem");
+    }
+}
+
+#[test]
+fn duplicate_window_is_at_least_once() {
+    // The relay stores the message but drops the connection before its 250: relayq cannot
+    // know, so it sends again. At least once, and at most twice here.
+    let (env, relay) = setup(RelayOpts::default(), "smtp");
+    relay.set_faults(r#"{"dot_then_disconnect": true, "count": 1}"#);
+    env.send(&["a@example.org"], "window");
+    assert!(env.flush().status.success());
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(env.flush().status.success());
+    let n = relay.arrived().len();
+    assert!((1..=2).contains(&n), "{n}");
+    assert_eq!(env.queued(), 0);
+}
+
+#[test]
+fn daemon_wakes_on_new_mail_and_reuses_the_connection() {
+    let (env, relay) = setup(RelayOpts::default(), "smtp");
+    let mut d = env.daemon();
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..5 {
+        env.send(&["a@example.org"], &format!("wake {i}"));
+        let got = relay.wait_for(i + 1, Duration::from_secs(10));
+        assert_eq!(got.len(), i + 1, "message {i} delivered without polling");
+    }
+    assert!(
+        relay.stat("connections") <= 2,
+        "connections reused: {}",
+        relay.stat("connections")
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let st = d.wait().unwrap();
+    assert!(st.success());
+    assert_eq!(env.queued(), 0);
+}

@@ -1,0 +1,329 @@
+//! Shared pieces for the daemon tests: a real SMTP relay (tests/relay/relay.py, aiosmtpd)
+//! started per test on a free loopback port, a spool and config in a temp dir, and helpers to
+//! run the real `relayq` binary as callers do.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_relayq");
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The test CA, made once per test process.
+pub fn ca_dir() -> PathBuf {
+    static CA: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CA.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("relayq-test-ca-{}", std::process::id()));
+        let st = Command::new("bash")
+            .arg(repo().join("tests/relay/mkca.sh"))
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .status()
+            .expect("mkca.sh");
+        assert!(st.success(), "mkca.sh failed");
+        dir
+    })
+    .clone()
+}
+
+pub struct Relay {
+    pub child: Child,
+    pub port: u16,
+    pub outdir: PathBuf,
+    pub faults: PathBuf,
+    pub stats: PathBuf,
+}
+
+#[derive(Clone)]
+pub struct RelayOpts {
+    pub tls: &'static str,
+    pub cert: &'static str,
+    pub auth: Option<&'static str>,
+    pub extra: Vec<String>,
+}
+
+impl Default for RelayOpts {
+    fn default() -> Self {
+        RelayOpts {
+            tls: "starttls",
+            cert: "server",
+            auth: Some("user:secret"),
+            extra: vec![],
+        }
+    }
+}
+
+impl Relay {
+    pub fn start(dir: &Path, o: RelayOpts) -> Relay {
+        let ca = ca_dir();
+        let outdir = dir.join("arrived");
+        let faults = dir.join("faults.json");
+        let stats = dir.join("stats.json");
+        let port_file = dir.join("relay.port");
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.arg(repo().join("tests/relay/relay.py"))
+            .args(["--host", "127.0.0.1", "--port", "0", "--tls", o.tls])
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--outdir")
+            .arg(&outdir)
+            .arg("--faults")
+            .arg(&faults)
+            .arg("--stats")
+            .arg(&stats)
+            .arg("--cert")
+            .arg(ca.join(format!("{}.pem", o.cert)))
+            .arg("--key")
+            .arg(ca.join(format!("{}.key", o.cert)))
+            .args(&o.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some(a) = o.auth {
+            cmd.args(["--auth", a, "--auth-required"]);
+        }
+        let child = cmd
+            .spawn()
+            .expect("start relay.py (is python3-aiosmtpd installed? run scripts/deps.sh)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            if let Ok(s) = std::fs::read_to_string(&port_file)
+                && let Ok(p) = s.trim().parse::<u16>()
+            {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "relay did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Relay {
+            child,
+            port,
+            outdir,
+            faults,
+            stats,
+        }
+    }
+
+    pub fn set_faults(&self, json: &str) {
+        let tmp = self.faults.with_extension("tmp");
+        std::fs::write(&tmp, json).unwrap();
+        std::fs::rename(&tmp, &self.faults).unwrap();
+        // The relay notices a new mtime; make sure it differs from the last write.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    /// Messages the relay accepted, in arrival order.
+    pub fn arrived(&self) -> Vec<serde_json::Value> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&self.outdir)
+            .map(|r| {
+                r.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+            .iter()
+            .filter_map(|p| serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok())
+            .collect()
+    }
+
+    pub fn stat(&self, key: &str) -> u64 {
+        std::fs::read_to_string(&self.stats)
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v[key].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// Wait until `n` messages arrived (bounded).
+    pub fn wait_for(&self, n: usize, within: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let a = self.arrived();
+            if a.len() >= n || Instant::now() > deadline {
+                return a;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A spool and config for one test.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub cfg: PathBuf,
+}
+
+impl Env {
+    /// `relay_toml`: the [relay] table body; `extra`: more TOML appended.
+    pub fn new(relay_toml: &str, extra: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("password");
+        std::fs::write(&pw, "secret\n").unwrap();
+        std::os::unix::fs::PermissionsExt::set_mode(
+            &mut std::fs::metadata(&pw).unwrap().permissions(),
+            0o600,
+        );
+        std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let cfg = dir.path().join("relayq.toml");
+        let text = format!(
+            "spool_dir = \"{spool}\"\n\n[relay]\n{relay_toml}\n\n[address]\nadmin = \"admin@example.com\"\nsender = \"server@example.com\"\ndomain = \"example.com\"\naliases = \"/nonexistent\"\n\n[log]\nsyslog = false\n{extra}\n",
+            spool = dir.path().join("spool").display(),
+            relay_toml = relay_toml.replace("PASSWORD_FILE", &pw.display().to_string()),
+        );
+        std::fs::write(&cfg, text).unwrap();
+        let e = Env { dir, cfg };
+        let o = e.relayq(&["init"]);
+        assert!(
+            o.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        e
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn spool(&self, sub: &str) -> PathBuf {
+        self.dir.path().join("spool").join(sub)
+    }
+
+    pub fn relayq(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("-C")
+            .arg(&self.cfg)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Run `sendmail args` with `input` on stdin, through a symlink named sendmail.
+    pub fn sendmail(&self, args: &[&str], input: &[u8]) -> Output {
+        let link = self.dir.path().join("sendmail");
+        if !link.exists() {
+            std::os::unix::fs::symlink(BIN, &link).unwrap();
+        }
+        let mut c = Command::new(&link)
+            .args(args)
+            .env("RELAYQ_CONFIG", &self.cfg)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(input).unwrap();
+        c.wait_with_output().unwrap()
+    }
+
+    pub fn send(&self, rcpts: &[&str], subject: &str) {
+        let msg = format!("Subject: {subject}\n\nbody of {subject}\n");
+        let o = self.sendmail(rcpts, msg.as_bytes());
+        assert!(
+            o.status.success(),
+            "sendmail: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// `relayq flush`, bounded.
+    pub fn flush(&self) -> Output {
+        let mut c = Command::new(BIN)
+            .arg("-C")
+            .arg(&self.cfg)
+            .arg("flush")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if c.try_wait().unwrap().is_some() {
+                return c.wait_with_output().unwrap();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("relayq flush did not finish within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn daemon(&self) -> Child {
+        Command::new(BIN)
+            .arg("-C")
+            .arg(&self.cfg)
+            .args(["daemon", "--foreground"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Queue files (not state logs) in a spool directory.
+    pub fn count(&self, sub: &str) -> usize {
+        std::fs::read_dir(self.spool(sub))
+            .map(|r| {
+                r.filter_map(|e| e.ok())
+                    .filter(|e| !e.file_name().to_string_lossy().ends_with(".st"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Messages still to deliver (new/ + queue/).
+    pub fn queued(&self) -> usize {
+        self.count("new") + self.count("queue")
+    }
+}
+
+pub fn subject_of(m: &serde_json::Value) -> String {
+    m["data"]
+        .as_str()
+        .unwrap_or("")
+        .lines()
+        .find_map(|l| l.strip_prefix("Subject: "))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+pub fn rcpts_of(m: &serde_json::Value) -> Vec<String> {
+    m["rcpt_tos"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The [relay] table for a relay on `port` with the test CA.
+pub fn relay_toml(scheme: &str, port: u16) -> String {
+    format!(
+        "url = \"{scheme}://localhost:{port}\"\nusername = \"user\"\npassword_file = \"PASSWORD_FILE\"\nca_file = \"{}\"\nca_only = true\nconnect_timeout = 5\ncommand_timeout = 5\ndata_timeout = 10",
+        ca_dir().join("ca.pem").display()
+    )
+}
