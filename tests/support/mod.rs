@@ -265,16 +265,27 @@ impl Env {
         }
     }
 
+    /// Start the daemon; its log goes to `daemon.log` in the test dir (a pipe nobody
+    /// reads would fill up and stall it).
     pub fn daemon(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
         Command::new(BIN)
             .arg("-C")
             .arg(&self.cfg)
             .args(["daemon", "--foreground"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(log)
             .spawn()
             .unwrap()
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
 
     /// Queue files (not state logs) in a spool directory.
