@@ -204,9 +204,12 @@ impl Sink {
             });
         }
         match UnixStream::connect(layout.socket()) {
-            Ok(s) => Ok(Sink::Socket(ChunkWriter::new(
-                io::BufWriter::with_capacity(CHUNK, s),
-            ))),
+            Ok(s) => {
+                let mut w = io::BufWriter::with_capacity(CHUNK, s);
+                w.write_all(b"SUBM")
+                    .map_err(|e| Error::temp(format!("relayq daemon socket: {e}")))?;
+                Ok(Sink::Socket(ChunkWriter::new(w)))
+            }
             Err(e) => {
                 let why = if nnp {
                     "this process runs with NoNewPrivileges, so setgid relayq-postdrop cannot help"

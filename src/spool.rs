@@ -23,12 +23,14 @@ pub struct Layout {
     pub root: PathBuf,
 }
 
-/// (name, mode) of each directory. tmp/ and new/ are 1730 (group-writable, sticky, not
-/// listable) so that setgid `relayq-postdrop` can drop files there but users cannot see or
-/// remove each other's; everything past new/ belongs to the daemon's user alone.
+/// (name, mode) of each directory. tmp/ and new/ are 1770 (user and group rwx, sticky):
+/// only the daemon's user and processes holding its group (setgid `relayq-postdrop`, which
+/// creates one file and fsyncs the directory, nothing else) can enter them; sticky, so no
+/// submitter can remove another's file. Ordinary users are not in the group: they cannot
+/// list, read or touch anything. Everything past new/ belongs to the daemon's user alone.
 pub const DIRS: &[(&str, u32)] = &[
-    ("tmp", 0o1730),
-    ("new", 0o1730),
+    ("tmp", 0o1770),
+    ("new", 0o1770),
     ("queue", 0o700),
     ("hold", 0o700),
     ("failed", 0o700),

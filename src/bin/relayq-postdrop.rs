@@ -19,7 +19,7 @@ fn check_dir(p: &Path, egid: u32, privileged: bool) -> Result<(), String> {
     }
     if privileged && (m.gid() != egid || m.mode() & 0o1000 == 0 || m.mode() & 0o020 == 0) {
         return Err(format!(
-            "{} is not a relayq spool directory (want group {egid}, mode 1730)",
+            "{} is not a relayq spool directory (want group {egid}, mode 1770)",
             p.display()
         ));
     }
