@@ -122,15 +122,16 @@ impl Slot {
         }
     }
 
-    /// Probe interval while down: every 10 s for the first 10 minutes (at most 6 attempts a
-    /// minute), then every minute, then every 5 minutes after an hour. Configuration
-    /// problems (wrong password, bad certificate) back off faster: they need a human.
+    /// Probe interval while down: every 11 s for the first 10 minutes (at most 6 attempts in
+    /// any minute, and a recovered relay is noticed within 11 s), then every minute, then
+    /// every 5 minutes after an hour. Configuration problems (wrong password, bad
+    /// certificate) back off further: they need a human, and SIGHUP retries at once.
     fn interval(&self) -> Duration {
         let down_for = self.down_since.map(|s| s.elapsed()).unwrap_or_default();
         let secs = if self.config_problem {
             (60u64 << self.failures.min(3)).min(600)
         } else if down_for < Duration::from_secs(600) {
-            10
+            11
         } else if down_for < Duration::from_secs(3600) {
             60
         } else {
