@@ -1009,7 +1009,9 @@ impl Daemon {
             self.finish(id);
             return true;
         }
-        if next > now() && !self.once {
+        if arrival + self.cfg.queue.lifetime.as_secs() <= now() {
+            // Past its lifetime: left for expire(), which bounces it.
+        } else if next > now() && !self.once {
             self.timers.insert((next, id.to_string()));
         } else {
             self.enqueue(id);

@@ -301,3 +301,150 @@ fn daemon_wakes_on_new_mail_and_reuses_the_connection() {
     assert!(st.success());
     assert_eq!(env.queued(), 0);
 }
+
+#[test]
+fn xoauth2_token_from_a_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(
+        tmp.path(),
+        RelayOpts {
+            auth: None,
+            extra: vec!["--xoauth2-token".into(), "tok-123".into()],
+            ..Default::default()
+        },
+    );
+    let toml = relay_toml("smtp", relay.port).replace(
+        "password_file = \"PASSWORD_FILE\"",
+        "auth = \"xoauth2\"\npassword_command = \"echo tok-123\"",
+    );
+    let env = Env::new(&toml, QUICK_RETRY);
+    env.send(&["a@example.org"], "oauth");
+    let o = env.flush();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = relay.arrived();
+    assert_eq!(got.len(), 1, "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("tok-123"),
+        "the token never appears in logs"
+    );
+    // A rejected token is a configuration problem: mail kept, not bounced.
+    let toml = relay_toml("smtp", relay.port).replace(
+        "password_file = \"PASSWORD_FILE\"",
+        "auth = \"xoauth2\"\npassword_command = \"echo expired\"",
+    );
+    let env = Env::new(&toml, QUICK_RETRY);
+    env.send(&["a@example.org"], "oauth2");
+    let o = env.flush();
+    assert!(
+        stderr(&o).contains("authentication failed"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(env.queued(), 1);
+}
+
+#[test]
+fn failover_to_the_next_relay() {
+    let (env, relay) = setup(RelayOpts::default(), "smtp");
+    // The primary is a closed port; the fallback is the real relay.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let text = std::fs::read_to_string(&env.cfg).unwrap();
+    let primary = relay_toml("smtp", dead_port).replace(
+        "PASSWORD_FILE",
+        &env.path().join("password").display().to_string(),
+    );
+    let fallback = relay_toml("smtp", relay.port).replace(
+        "PASSWORD_FILE",
+        &env.path().join("password").display().to_string(),
+    );
+    let start = text.find("[relay]").unwrap();
+    let end = text.find("[address]").unwrap();
+    let new = format!(
+        "{}[relay]\n{primary}\n\n[[fallback_relay]]\n{fallback}\n\n{}",
+        &text[..start],
+        &text[end..]
+    );
+    std::fs::write(&env.cfg, new).unwrap();
+    env.send(&["a@example.org"], "failover");
+    let o = env.flush();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(relay.arrived().len(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("unreachable"), "{}", stderr(&o));
+    assert_eq!(env.queued(), 0);
+}
+
+#[test]
+fn queue_lifetime_bounces_with_the_last_reply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(tmp.path(), RelayOpts::default());
+    let env = Env::new(
+        &relay_toml("smtp", relay.port),
+        "[queue]\nretry_min = 1\nretry_max = 1\nlifetime = 2",
+    );
+    relay.set_faults(r#"{"rcpt": {"slow@example.org": "451 4.2.0 greylisted"}}"#);
+    env.send(&["slow@example.org"], "expire");
+    assert!(env.flush().status.success());
+    assert_eq!(env.queued(), 1);
+    std::thread::sleep(Duration::from_millis(2200));
+    assert!(env.flush().status.success()); // expires it and queues the bounce
+    assert!(env.flush().status.success()); // delivers the bounce
+    let got = relay.arrived();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let b = got[0]["data"].as_str().unwrap();
+    assert!(
+        b.contains("Final-Recipient: rfc822; slow@example.org")
+            && b.contains("451 4.2.0 greylisted")
+            && b.contains("expired"),
+        "{b}"
+    );
+    assert_eq!(env.count("failed"), 1);
+    assert_eq!(env.queued(), 0);
+}
+
+#[test]
+fn tempfail_at_data_is_retried() {
+    let (env, relay) = setup(RelayOpts::default(), "smtp");
+    relay.set_faults(r#"{"data": "451 4.3.0 not now"}"#);
+    env.send(&["a@example.org"], "data451");
+    assert!(env.flush().status.success());
+    assert!(relay.arrived().is_empty());
+    assert_eq!((env.queued(), env.count("failed")), (1, 0));
+    relay.set_faults("{}");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(env.flush().status.success());
+    assert_eq!(relay.arrived().len(), 1);
+    assert_eq!(env.queued(), 0);
+}
+
+#[test]
+fn sighup_reload_keeps_old_config_when_new_is_bad() {
+    let (env, relay) = setup(RelayOpts::default(), "smtp");
+    let mut d = env.daemon();
+    std::thread::sleep(Duration::from_millis(500));
+    let good = std::fs::read_to_string(&env.cfg).unwrap();
+    std::fs::write(&env.cfg, format!("{good}\nbogus_key = 1\n")).unwrap();
+    let pid = nix::unistd::Pid::from_raw(d.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Put the good file back (sendmail reads it too) without telling the daemon: it must
+    // still be relaying with the configuration it kept.
+    std::fs::write(&env.cfg, &good).unwrap();
+    env.send(&["a@example.org"], "after bad reload");
+    assert_eq!(
+        relay.wait_for(1, Duration::from_secs(10)).len(),
+        1,
+        "still relaying with the old config"
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(d.wait().unwrap().success());
+    let log = env.daemon_log();
+    assert!(
+        log.contains("reload failed, keeping the old configuration") && log.contains("bogus_key"),
+        "{log}"
+    );
+    assert!(log.contains("configuration reloaded"), "{log}");
+}
