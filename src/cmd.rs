@@ -159,7 +159,14 @@ fn relayq(args: Vec<OsString>) -> Result<i32> {
                 || nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
             crate::daemon::daemon(load()?, config.clone(), fg)
         }
-        "sendmail" => sendmail(rest),
+        "sendmail" => {
+            let mut args: Vec<OsString> = Vec::new();
+            if let Some(c) = &config {
+                args.extend([OsString::from("-C"), c.clone().into_os_string()]);
+            }
+            args.extend(rest);
+            sendmail(args)
+        }
         other => Err(Error::usage(format!(
             "unknown command {other:?}\n{RELAYQ_USAGE}"
         ))),

@@ -275,7 +275,17 @@ pub fn read_err(e: io::Error) -> Error {
 /// with no whitespace, at 998 with a continuation), so no octet is lost.
 pub fn write_header(w: &mut dyn Write, h: &Header) -> io::Result<()> {
     for l in &h.lines {
-        let mut rest: &[u8] = l;
+        let clean: Vec<u8>;
+        let mut rest: &[u8] = if l.contains(&b'\r') {
+            // A bare CR inside a header line: a space, so the field stays one field.
+            clean = l
+                .iter()
+                .map(|&b| if b == b'\r' { b' ' } else { b })
+                .collect();
+            &clean
+        } else {
+            l
+        };
         while rest.len() > MAX_LINE {
             let cut = rest[1..MAX_LINE]
                 .iter()
@@ -341,6 +351,12 @@ impl BodyCopy {
         check_nul(buf)?;
         if !self.eight_bit && buf.iter().any(|&b| b >= 0x80) {
             self.eight_bit = true;
+        }
+        // A bare CR (old Mac line end, or PHP's CR CR LF) is a line end too: SMTP forbids
+        // bare CR, and converting it keeps every other octet.
+        if let Some(i) = buf.iter().position(|&b| b == b'\r') {
+            self.piece(w, &buf[..i], true)?;
+            return self.piece(w, &buf[i + 1..], complete);
         }
         let io = |e: io::Error| Error::spool_io("cannot write queue file", &e);
         let mut rest = buf;

@@ -170,6 +170,11 @@ pub struct Env {
 impl Env {
     /// `relay_toml`: the [relay] table body; `extra`: more TOML appended.
     pub fn new(relay_toml: &str, extra: &str) -> Env {
+        Env::with("", relay_toml, extra)
+    }
+
+    /// `top`: top-level keys (before any table).
+    pub fn with(top: &str, relay_toml: &str, extra: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let pw = dir.path().join("password");
         std::fs::write(&pw, "secret\n").unwrap();
@@ -180,7 +185,7 @@ impl Env {
         std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         let cfg = dir.path().join("relayq.toml");
         let text = format!(
-            "spool_dir = \"{spool}\"\n\n[relay]\n{relay_toml}\n\n[address]\nadmin = \"admin@example.com\"\nsender = \"server@example.com\"\ndomain = \"example.com\"\naliases = \"/nonexistent\"\n\n[log]\nsyslog = false\n{extra}\n",
+            "{top}spool_dir = \"{spool}\"\n\n[relay]\n{relay_toml}\n\n[address]\nadmin = \"admin@example.com\"\nsender = \"server@example.com\"\ndomain = \"example.com\"\naliases = \"/nonexistent\"\n\n[log]\nsyslog = false\n{extra}\n",
             spool = dir.path().join("spool").display(),
             relay_toml = relay_toml.replace("PASSWORD_FILE", &pw.display().to_string()),
         );
@@ -227,7 +232,7 @@ impl Env {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        c.stdin.take().unwrap().write_all(input).unwrap();
+        let _ = c.stdin.take().unwrap().write_all(input); // sendmail may stop reading early (EPIPE)
         c.wait_with_output().unwrap()
     }
 

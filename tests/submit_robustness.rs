@@ -1,0 +1,435 @@
+//! sendmail under stress: `-bs` driven by Python's smtplib (a client we did not write),
+//! SIGKILL at random points (100 trials), a full file system, bad input with the right exit
+//! codes and nothing left behind, and property tests of the parsers (bounded, in CI).
+
+mod support;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn env() -> Env {
+    Env::with(
+        "max_message_size = \"64M\"\n",
+        "url = \"smtp://127.0.0.1:1\"\nallow_plaintext = true",
+        "",
+    )
+}
+
+fn files(env: &Env, sub: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(env.spool(sub))
+        .map(|r| r.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn bs_dialogue_with_python_smtplib() {
+    let env = env();
+    let link = env.path().join("sendmail");
+    std::os::unix::fs::symlink(BIN, &link).unwrap();
+    // smtplib over a socketpair whose other end is sendmail's stdin/stdout, two messages in
+    // one session, a leading-dot line, RSET and NOOP, as Symfony/Laravel drive -bs.
+    let script = r#"
+import smtplib, socket, subprocess, sys
+a, b = socket.socketpair()
+p = subprocess.Popen([sys.argv[1], "-bs", "-i"], stdin=b, stdout=b)
+b.close()
+s = smtplib.SMTP()
+s.sock = a
+s.file = None
+code, msg = s.getreply()
+assert code == 220, (code, msg)
+s.ehlo("[127.0.0.1]")
+assert s.has_extn("pipelining") and s.has_extn("8bitmime"), s.esmtp_features
+s.sendmail("app@example.com", ["a@example.org", "root"], "Subject: one\r\n\r\n.leading dot\r\nbody one\r\n")
+s.rset(); s.noop()
+refused = s.sendmail("<>", ["b@example.org"], b"Subject: two\r\n\r\nbody two\r\n")
+assert refused == {}, refused
+s.quit()
+sys.exit(p.wait(10))
+"#;
+    let o = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&link)
+        .env("RELAYQ_CONFIG", &env.cfg)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "smtplib: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut queued: Vec<String> = files(&env, "new")
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    queued.sort_by_key(|t| t.contains("Subject: two"));
+    assert_eq!(queued.len(), 2);
+    assert!(
+        queued[0].contains("rcpt <a@example.org>\nrcpt <admin@example.com>\n"),
+        "{}",
+        queued[0]
+    );
+    assert!(
+        queued[0].contains("\r\n.leading dot\r\nbody one\r\n"),
+        "dot-unstuffed once: {}",
+        queued[0]
+    );
+    assert!(
+        queued[1].contains("sender <>\n"),
+        "null sender kept: {}",
+        queued[1]
+    );
+}
+
+#[test]
+fn bs_symfony_dialogue_raw() {
+    let env = env();
+    let mut c = Command::new(BIN)
+        .args(["-C"])
+        .arg(&env.cfg)
+        .args(["sendmail", "-bs"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = c.stdin.take().unwrap();
+    stdin.write_all(b"HELO [127.0.0.1]\r\nMAIL FROM:<app@example.com>\r\nRCPT TO:<x@example.org>\r\nDATA\r\nSubject: s\r\n\r\n..x\r\n.\r\nQUIT\r\n").unwrap();
+    drop(stdin);
+    let o = c.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && o.stderr.is_empty(),
+        "{out} {}",
+        stderr(&o)
+    );
+    let codes: Vec<&str> = out.lines().map(|l| &l[..3]).collect();
+    assert_eq!(
+        codes,
+        ["220", "250", "250", "250", "354", "250", "221"],
+        "{out}"
+    );
+    assert!(out.contains("queued as "), "{out}");
+}
+
+#[test]
+fn sigkill_never_leaves_a_partial_message_in_new() {
+    let env = env();
+    let link = env.path().join("sendmail");
+    std::os::unix::fs::symlink(BIN, &link).unwrap();
+    let mut seed: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("crash seed {seed}");
+    let mut exited_ok = Vec::new();
+    let started = Instant::now();
+    for trial in 0..100 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let size = if trial % 3 == 0 {
+            2_000
+        } else {
+            1_000_000 + ((seed >> 20) % 3_000_000) as usize
+        };
+        let delay = Duration::from_micros((seed >> 40) % 15_000);
+        let marker = format!("TRIAL-{trial}-END");
+        let mut body = format!("Subject: trial {trial}\n\n").into_bytes();
+        while body.len() < size {
+            body.extend_from_slice(
+                b"0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789\n",
+            );
+        }
+        body.extend_from_slice(marker.as_bytes());
+        body.push(b'\n');
+        let mut c = Command::new(&link)
+            .args(["-i", "a@example.org"])
+            .env("RELAYQ_CONFIG", &env.cfg)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = c.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || {
+            for chunk in body.chunks(64 * 1024) {
+                if stdin.write_all(chunk).is_err() {
+                    return;
+                }
+            }
+        });
+        std::thread::sleep(delay);
+        let _ = c.kill();
+        let st = c.wait().unwrap();
+        let _ = writer.join();
+        if st.success() {
+            exited_ok.push(marker);
+        }
+    }
+    // Every file in new/ is whole: envelope, header, and the trailer line its trial wrote.
+    let mut found = Vec::new();
+    for p in files(&env, "new") {
+        let mut t = String::new();
+        std::fs::File::open(&p)
+            .unwrap()
+            .read_to_string(&mut t)
+            .unwrap();
+        let mut r = std::io::BufReader::new(t.as_bytes());
+        relayq::spool::Envelope::read_from(&mut r).expect("envelope complete");
+        let last = t.trim_end().rsplit("\r\n").next().unwrap().to_string();
+        assert!(
+            last.starts_with("TRIAL-") && last.ends_with("-END"),
+            "partial message in new/: ends with {last:?}"
+        );
+        found.push(last);
+    }
+    for m in &exited_ok {
+        assert!(found.contains(m), "{m} exited 0 but is not in new/");
+    }
+    eprintln!(
+        "crash: 100 trials, {} exited 0, {} in new/, {:.1} s",
+        exited_ok.len(),
+        found.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        !exited_ok.is_empty(),
+        "some trials must complete (small ones)"
+    );
+    assert!(found.len() < 100, "some trials must be killed mid-write");
+}
+
+#[test]
+fn full_disk_exits_75_and_leaves_nothing() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: mounting a small tmpfs needs root");
+        return;
+    }
+    let env = env();
+    let spool = env.path().join("spool");
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&spool)
+        .status()
+        .unwrap();
+    if !st.success() {
+        eprintln!("SKIP: cannot mount tmpfs here");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(spool.clone());
+    assert!(env.relayq(&["init"]).status.success());
+    let big = format!("Subject: big\n\n{}\n", "y".repeat(1_000_000));
+    let o = env.sendmail(&["-i", "a@example.org"], big.as_bytes());
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("full") || err.contains("No space"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(
+        files(&env, "tmp").is_empty() && files(&env, "new").is_empty(),
+        "nothing left behind"
+    );
+    let o = env.sendmail(&["-i", "a@example.org"], b"Subject: small\n\nfits\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_input_gets_the_right_code_and_leaves_nothing() {
+    let env = Env::with(
+        "max_message_size = 2048\n",
+        "url = \"smtp://127.0.0.1:1\"\nallow_plaintext = true",
+        "",
+    );
+    let cases: Vec<(Vec<&str>, Vec<u8>, i32, &str)> = vec![
+        (
+            vec!["-i"],
+            b"Subject: x\n\nno rcpt\n".to_vec(),
+            64,
+            "no recipients",
+        ),
+        (
+            vec!["-f", "a@x.org\r\nBcc: evil@x.org", "b@x.org"],
+            b"x\n".to_vec(),
+            64,
+            "line break",
+        ),
+        (
+            vec!["-F", "Name\nBcc: evil@x.org", "b@x.org"],
+            b"x\n".to_vec(),
+            64,
+            "line break",
+        ),
+        (
+            vec!["b@x.org\nevil@x.org"],
+            b"x\n".to_vec(),
+            64,
+            "line break",
+        ),
+        (
+            vec!["-i", "b@x.org"],
+            b"Subject: x\n\na\0b\n".to_vec(),
+            65,
+            "NUL",
+        ),
+        (
+            vec!["-i", "b@x.org"],
+            format!("Subject: x\n\n{}\n", "z".repeat(5000)).into_bytes(),
+            65,
+            "2048",
+        ),
+        (vec!["-Z"], b"x\n".to_vec(), 64, "usage:"),
+        (vec!["-B", "9BIT", "b@x.org"], b"x\n".to_vec(), 64, "7BIT"),
+        (
+            vec!["-i", "bad address@"],
+            b"x\n".to_vec(),
+            65,
+            "invalid address",
+        ),
+    ];
+    for (args, input, code, want) in cases {
+        let o = env.sendmail(&args, &input);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).starts_with("sendmail: "), "{}", stderr(&o));
+        assert!(
+            files(&env, "new").is_empty() && files(&env, "tmp").is_empty(),
+            "{args:?} left a file"
+        );
+    }
+    // Config errors: 78, naming the key and the file; a missing spool: 75 with the fix.
+    let bad = env.path().join("bad.toml");
+    std::fs::write(&bad, "[relay]\nurll = \"x\"\n").unwrap();
+    let o = Command::new(BIN)
+        .args(["sendmail", "-C"])
+        .arg(&bad)
+        .arg("a@x.org")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78));
+    assert!(
+        stderr(&o).contains("urll") && stderr(&o).contains("bad.toml"),
+        "{}",
+        stderr(&o)
+    );
+    let o = Command::new(BIN)
+        .args(["sendmail", "-C", "/nonexistent/relayq.toml", "a@x.org"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78));
+    let nospool = env.path().join("nospool.toml");
+    std::fs::write(
+        &nospool,
+        format!("spool_dir = \"{}/missing\"\n", env.path().display()),
+    )
+    .unwrap();
+    let o = Command::new(BIN)
+        .args(["sendmail", "-C"])
+        .arg(&nospool)
+        .arg("a@x.org")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(75));
+    assert!(stderr(&o).contains("relayq init"), "{}", stderr(&o));
+}
+
+#[test]
+fn long_lines_are_broken_without_loss() {
+    let env = env();
+    let subject = (0..600)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let line: String = (0..5000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let o = env.sendmail(
+        &["-i", "a@example.org"],
+        format!("Subject: {subject}\n\n{line}\nend\n").as_bytes(),
+    );
+    assert!(o.status.success());
+    let t = std::fs::read_to_string(&files(&env, "new")[0]).unwrap();
+    let msg = &t[t.find("end\n").unwrap() + 4..];
+    assert!(
+        msg.split("\r\n").all(|l| l.len() <= 998),
+        "no line over 998 octets"
+    );
+    let (head, body) = msg.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.replace("\r\n", "")
+            .contains(&format!("Subject: {subject}")),
+        "header folded at spaces, nothing lost"
+    );
+    assert_eq!(
+        body.replace("\r\n", ""),
+        format!("{line}end"),
+        "body split, nothing lost"
+    );
+}
+
+mod fuzz {
+    use proptest::prelude::*;
+    use relayq::message::{BodyCopy, Framing, Lines, header_recipients, read_head};
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn header_parsing_never_panics(input in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let mut l = Lines::new(std::io::BufReader::with_capacity(64, &input[..]), Framing::Stdin { dot_ends: true });
+            if let Ok(h) = read_head(&mut l) {
+                let _ = header_recipients(&h.headers);
+            }
+        }
+
+        #[test]
+        fn t_extraction_of_header_text(value in "[ -~]{0,300}") {
+            let input = format!("To: {value}\nCc: {value}\nBcc: {value}\n\n");
+            let mut l = Lines::new(std::io::BufReader::new(input.as_bytes()), Framing::Stdin { dot_ends: false });
+            let h = read_head(&mut l).unwrap();
+            let r = header_recipients(&h.headers);
+            for a in r { prop_assert!(!a.contains('\n') && !a.contains('\r')); }
+        }
+
+        #[test]
+        fn address_lists_never_panic(s in ".{0,400}") {
+            let _ = relayq::address::parse_list(&s);
+        }
+
+        #[test]
+        fn envelopes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..1024)) {
+            let _ = relayq::spool::Envelope::read_from(&mut std::io::BufReader::new(&input[..]));
+        }
+
+        #[test]
+        fn argv_never_panics(args in proptest::collection::vec("-?[a-zA-Z0-9@.<>=,:-]{0,12}", 0..8)) {
+            let _ = relayq::cli::parse_sendmail(args.into_iter().map(std::ffi::OsString::from).collect());
+        }
+
+        #[test]
+        fn body_copy_is_crlf_bounded_and_lossless(input in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'.'), 1u8..=255u8], 0..6000)) {
+            let mut l = Lines::new(std::io::BufReader::with_capacity(97, &input[..]), Framing::Stdin { dot_ends: false });
+            let mut out = Vec::new();
+            let mut bc = BodyCopy::new(0, 1 << 30);
+            bc.copy(&mut l, &mut out).unwrap();
+            let text = out.clone();
+            for (i, b) in text.iter().enumerate() {
+                if *b == b'\n' { prop_assert!(i > 0 && text[i - 1] == b'\r'); }
+                if *b == b'\r' { prop_assert_eq!(text.get(i + 1), Some(&b'\n')); }
+            }
+            for line in text.split(|&b| b == b'\n') { prop_assert!(line.len() <= 999); }
+            let keep = |v: &[u8]| v.iter().copied().filter(|&b| b != b'\r' && b != b'\n').collect::<Vec<u8>>();
+            prop_assert_eq!(keep(&input), keep(&out));
+        }
+    }
+}
