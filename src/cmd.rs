@@ -69,12 +69,11 @@ fn sendmail(args: Vec<OsString>) -> Result<i32> {
                 return Err(Error::usage("-bv: no addresses given"));
             }
             let sender = ctx
-                .rewriter
-                .envelope_sender(req.sender.as_deref(), &ctx.me.user)
+                .sender_for(req.sender.as_deref())
                 .map_err(|e| Error::data(e.0))?;
             println!(
                 "sender <{}> -> <{sender}>",
-                req.sender.as_deref().unwrap_or(&ctx.me.user)
+                req.sender.as_deref().unwrap_or(ctx.me.user())
             );
             for r in &req.recipients {
                 for m in crate::address::parse_list(r) {

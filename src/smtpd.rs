@@ -117,10 +117,7 @@ pub fn serve<R: BufRead>(ctx: &Context, input: &mut R, out: &mut dyn Write) -> R
                     reply(out, &b).map_err(io)?;
                     continue;
                 }
-                if let Err(e) = ctx
-                    .rewriter
-                    .envelope_sender(p.sender.as_deref(), &ctx.me.user)
-                {
+                if let Err(e) = ctx.sender_for(p.sender.as_deref()) {
                     reply(out, &format!("553 5.1.7 {}", e.0)).map_err(io)?;
                     continue;
                 }

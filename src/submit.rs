@@ -9,39 +9,52 @@ use crate::sink::Sink;
 use crate::spool::{Envelope, Layout, Rcpt};
 use std::io::BufRead;
 
-/// Who is submitting, as the system says.
+/// Who is submitting, as the system says. The passwd entry (name, GECOS) is looked up
+/// only when something needs it: sendmail runs once per message, and NSS is not free.
 #[derive(Debug, Clone)]
 pub struct Submitter {
     pub uid: u32,
-    pub user: String,
-    pub gecos: Option<String>,
+    info: std::cell::OnceCell<(String, Option<String>)>,
 }
 
 impl Submitter {
     pub fn current() -> Submitter {
-        let uid = nix::unistd::getuid();
-        match nix::unistd::User::from_uid(uid) {
-            Ok(Some(u)) => {
-                let gecos = u
-                    .gecos
-                    .to_string_lossy()
-                    .split(',')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string();
-                Submitter {
-                    uid: uid.as_raw(),
-                    user: u.name,
-                    gecos: (!gecos.is_empty()).then_some(gecos),
-                }
-            }
-            _ => Submitter {
-                uid: uid.as_raw(),
-                user: format!("uid{}", uid.as_raw()),
-                gecos: None,
-            },
+        Submitter {
+            uid: nix::unistd::getuid().as_raw(),
+            info: std::cell::OnceCell::new(),
         }
+    }
+
+    fn info(&self) -> &(String, Option<String>) {
+        self.info.get_or_init(|| {
+            match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(self.uid)) {
+                Ok(Some(u)) => {
+                    let gecos = u
+                        .gecos
+                        .to_string_lossy()
+                        .split(',')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_string();
+                    (u.name, (!gecos.is_empty()).then_some(gecos))
+                }
+                _ => (format!("uid{}", self.uid), None),
+            }
+        })
+    }
+
+    pub fn user(&self) -> &str {
+        &self.info().0
+    }
+
+    pub fn gecos(&self) -> Option<&str> {
+        self.info().1.as_deref()
+    }
+
+    /// The user name if it was already looked up.
+    pub fn known_user(&self) -> &str {
+        self.info.get().map(|i| i.0.as_str()).unwrap_or("")
     }
 }
 
@@ -147,6 +160,18 @@ impl Context {
         Ok(out)
     }
 
+    /// The envelope sender for `given` (-f / MAIL FROM), rewritten; without one, the
+    /// configured sender or the submitting user.
+    pub fn sender_for(
+        &self,
+        given: Option<&str>,
+    ) -> std::result::Result<String, crate::address::BadAddress> {
+        match (given, &self.rewriter.sender) {
+            (None, Some(s)) => Ok(s.clone()),
+            _ => self.rewriter.envelope_sender(given, self.me.user()),
+        }
+    }
+
     pub fn domain(&self) -> &str {
         self.cfg.address.domain.as_deref().unwrap_or(&self.fqdn)
     }
@@ -182,8 +207,7 @@ pub fn submit<R: BufRead>(ctx: &Context, p: &Params, lines: &mut Lines<R>) -> Re
         ));
     }
     let sender = ctx
-        .rewriter
-        .envelope_sender(p.sender.as_deref(), &ctx.me.user)
+        .sender_for(p.sender.as_deref())
         .map_err(|e| Error::data(e.0))?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -206,7 +230,7 @@ pub fn submit<R: BufRead>(ctx: &Context, p: &Params, lines: &mut Lines<R>) -> Re
         body: p.body.clone(),
         time: now,
         uid: ctx.me.uid,
-        user: ctx.me.user.clone(),
+        user: ctx.me.known_user().to_string(),
         message_id: Some(message_id),
         is_bounce: false,
     };
@@ -262,7 +286,7 @@ fn complete_headers(
     let date = message::rfc5322_date(now as i64);
     let rw = &ctx.rewriter;
     let visible_sender = if sender.is_empty() {
-        rw.envelope_sender(None, &ctx.me.user)
+        ctx.sender_for(None)
             .unwrap_or_else(|_| format!("MAILER-DAEMON@{}", ctx.domain()))
     } else {
         sender.to_string()
@@ -310,7 +334,10 @@ fn complete_headers(
         }
     }
     if !has(&headers, "From") {
-        let name = p.full_name.clone().or_else(|| ctx.me.gecos.clone());
+        let name = p
+            .full_name
+            .clone()
+            .or_else(|| ctx.me.gecos().map(str::to_string));
         let v = match name.filter(|n| !n.trim().is_empty()) {
             Some(n) => format!("{} <{visible_sender}>", message::phrase(&n)),
             None => visible_sender.clone(),

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# make bench: figures from one run, as ratios against a floor and the tools we replace.
+# Sections: enqueue (sendmail vs a minimal C floor), then the daemon (drain, latency,
+# idle footprint, outage). Results: bench/out/*.json. Never fails on slowness.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${RELAYQ_BIN:-$PWD/target/release/relayq}
+mkdir -p bench/out
+python3 bench/enqueue.py --bin "$BIN" --out bench/out
+python3 bench/daemon.py --bin "$BIN" --out bench/out ${BENCH_QUICK:+--quick}
+python3 - <<'PY'
+import json, glob
+res = {}
+for f in sorted(glob.glob("bench/out/*.json")):
+    if f.endswith("results.json"):
+        continue
+    res[f.split("/")[-1][:-5]] = json.load(open(f))
+json.dump(res, open("bench/out/results.json", "w"), indent=2)
+print("results: bench/out/results.json")
+PY
