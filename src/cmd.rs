@@ -49,7 +49,7 @@ fn sendmail(args: Vec<OsString>) -> Result<i32> {
     let cfg = Config::load(req.config.as_deref())?;
     match &req.mode {
         Mode::Print => return queue_list(&cfg, false),
-        Mode::Flush(f) => return crate::daemon::flush(cfg, req.config.clone(), &f.ids),
+        Mode::Flush(f) => return crate::daemon::flush(cfg, req.config.clone(), f),
         _ => {}
     }
     let ctx = Context::new(cfg, !req.no_aliases);
@@ -151,7 +151,11 @@ fn relayq(args: Vec<OsString>) -> Result<i32> {
                 .iter()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect();
-            crate::daemon::flush(load()?, config.clone(), &ids)
+            let filter = crate::cli::QueueFilter {
+                ids,
+                ..Default::default()
+            };
+            crate::daemon::flush(load()?, config.clone(), &filter)
         }
         "daemon" => {
             let fg = rest.iter().any(|a| a == "--foreground" || a == "-f")

@@ -1388,20 +1388,19 @@ impl Daemon {
     }
 
     /// One pass (flush): deliver what can be delivered now, then return.
-    pub fn run_once(mut self, ids: &[String]) -> Result<Stats> {
+    pub fn run_once(mut self, filter: &crate::cli::QueueFilter) -> Result<Stats> {
         let _lock = take_lock(self.layout())?;
         self.load_queue();
         self.pickup();
-        if !ids.is_empty() {
-            let keep: Vec<String> = ids.to_vec();
+        if filter != &crate::cli::QueueFilter::default() {
             let drop_ids: Vec<String> = self
                 .msgs
-                .keys()
-                .filter(|k| !keep.contains(k))
-                .cloned()
+                .iter()
+                .filter(|(id, m)| !selected(filter, id, &m.env))
+                .map(|(id, _)| id.clone())
                 .collect();
             let mut g = self.ctx.shared.lock().expect("lock");
-            g.ready.retain(|j| keep.contains(&j.id));
+            g.ready.retain(|j| !drop_ids.contains(&j.id));
             drop(g);
             for id in drop_ids {
                 self.msgs.remove(&id);
@@ -1701,11 +1700,33 @@ fn handle_client(
 }
 
 /// `relayq flush` / `sendmail -q`: ask a running daemon to flush, or do one pass here.
-pub fn flush(cfg: Config, cfg_flag: Option<PathBuf>, ids: &[String]) -> Result<i32> {
+/// Whether `flush` with this filter (-qI id, -qR domain, -qS sender) takes a message.
+fn selected(f: &crate::cli::QueueFilter, id: &str, env: &Envelope) -> bool {
+    let id_ok = f.ids.is_empty() || f.ids.iter().any(|x| id.starts_with(x.as_str()));
+    let dom_ok = f.domain.as_ref().is_none_or(|d| {
+        let d = d.to_ascii_lowercase();
+        env.rcpts.iter().any(|r| {
+            let a = r.addr.to_ascii_lowercase();
+            a.ends_with(&format!("@{d}")) || a.ends_with(&format!(".{d}"))
+        })
+    });
+    let snd_ok = f.sender.as_ref().is_none_or(|x| {
+        env.sender
+            .to_ascii_lowercase()
+            .contains(&x.to_ascii_lowercase())
+    });
+    id_ok && dom_ok && snd_ok
+}
+
+/// `relayq flush` / `sendmail -q`: ask a running daemon to flush (everything), or do one
+/// pass here over the messages the filter selects.
+pub fn flush(
+    cfg: Config,
+    cfg_flag: Option<PathBuf>,
+    filter: &crate::cli::QueueFilter,
+) -> Result<i32> {
     let layout = Layout::new(&cfg.spool_dir);
-    if ids.is_empty()
-        && let Ok(mut s) = UnixStream::connect(layout.socket())
-    {
+    if let Ok(mut s) = UnixStream::connect(layout.socket()) {
         let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
         if s.write_all(b"FLSH").is_ok() {
             let mut reply = String::new();
@@ -1718,7 +1739,7 @@ pub fn flush(cfg: Config, cfg_flag: Option<PathBuf>, ids: &[String]) -> Result<i
     }
     crate::log::init(cfg.log.syslog, true, false);
     let d = Daemon::new(cfg, cfg_flag, true)?;
-    let stats = d.run_once(ids)?;
+    let stats = d.run_once(filter)?;
     let remaining = fs::read_dir(layout.dir("queue"))
         .map(|r| {
             r.filter_map(|e| e.ok())

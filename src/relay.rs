@@ -374,6 +374,8 @@ pub struct TxResult {
 }
 
 const MAX_REPLY: usize = 64 * 1024;
+/// Most commands sent before reading their replies.
+const PIPE_GROUP: usize = 100;
 
 pub struct Session {
     io: BufReader<Stream>,
@@ -737,17 +739,27 @@ impl Session {
         let pipe = self.caps.pipelining;
         let mut results = Vec::with_capacity(env.rcpts.len());
         let data_reply = if pipe {
+            // Commands go out in groups of at most PIPE_GROUP, and each group's replies are
+            // read before the next is sent: a relay that stops reading while its replies
+            // pile up (thousands of RCPTs) can then never deadlock with us (RFC 2920 §3.1).
             self.queue_line(&mail);
-            for l in &rcpt_lines {
+            let mut unread = 1usize; // replies owed, in order: MAIL, RCPT..., DATA
+            let mut m: Option<Reply> = None;
+            for (i, l) in rcpt_lines.iter().enumerate() {
                 self.queue_line(l);
+                unread += 1;
+                if unread >= PIPE_GROUP && i + 1 < rcpt_lines.len() {
+                    self.flush_out(Stage::Rcpt)?;
+                    self.read_group(&mut m, &mut results, unread)?;
+                    unread = 0;
+                }
             }
             self.queue_line("DATA");
             self.flush_out(Stage::Mail)?;
-            let m = self.read_reply(Stage::Mail)?;
-            for _ in &rcpt_lines {
-                let r = self.read_reply(Stage::Rcpt)?;
-                results.push(if r.is_ok() { Ok(r) } else { Err(r) });
-            }
+            self.read_group(&mut m, &mut results, unread)?;
+            let m = m.ok_or_else(|| {
+                SessionError::new(Stage::Mail, Kind::Protocol("no MAIL reply".into()))
+            })?;
             let d = self.read_reply(Stage::Data)?;
             let any = results.iter().any(|r| r.is_ok());
             if d.code == 354 && (!m.is_ok() || !any) {
@@ -811,6 +823,24 @@ impl Session {
             rcpt: results,
             data: Some(if r.is_ok() { Ok(r) } else { Err(r) }),
         })
+    }
+
+    /// Read `n` pipelined replies: MAIL's first (if not read yet), then RCPTs.
+    fn read_group(
+        &mut self,
+        mail: &mut Option<Reply>,
+        results: &mut Vec<Result<Reply, Reply>>,
+        mut n: usize,
+    ) -> Result<(), SessionError> {
+        if mail.is_none() && n > 0 {
+            *mail = Some(self.read_reply(Stage::Mail)?);
+            n -= 1;
+        }
+        for _ in 0..n {
+            let r = self.read_reply(Stage::Rcpt)?;
+            results.push(if r.is_ok() { Ok(r) } else { Err(r) });
+        }
+        Ok(())
     }
 
     /// Stream the (CRLF) message with dot-stuffing, ending with CRLF . CRLF.

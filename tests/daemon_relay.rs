@@ -448,3 +448,89 @@ fn sighup_reload_keeps_old_config_when_new_is_bad() {
     );
     assert!(log.contains("configuration reloaded"), "{log}");
 }
+
+#[test]
+fn sendmail_q_filters_by_domain_and_sender() {
+    let (env, relay) = setup(RelayOpts::default(), "smtp");
+    env.send(&["a@one.example"], "to one");
+    env.send(&["b@two.example"], "to two");
+    let o = env.sendmail(&["-qRone.example"], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = relay.arrived();
+    assert_eq!(got.len(), 1);
+    assert_eq!(rcpts_of(&got[0]), ["a@one.example"]);
+    assert_eq!(env.queued(), 1);
+    let o = env.sendmail(&["-qSnobody@else"], b"");
+    assert!(o.status.success());
+    assert_eq!(relay.arrived().len(), 1, "sender filter matched nothing");
+    let o = env.sendmail(&["-q"], b"");
+    assert!(o.status.success());
+    assert_eq!(relay.arrived().len(), 2);
+    assert_eq!(env.queued(), 0);
+}
+
+#[test]
+fn crafted_spool_files_are_set_aside_never_delivered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(tmp.path(), RelayOpts::default());
+    let env = Env::with(
+        "max_message_size = 65536\n",
+        &relay_toml("smtp", relay.port),
+        QUICK_RETRY,
+    );
+    let new = env.spool("new");
+    let head = "relayq-envelope 1\nsender <s@example.com>\n";
+    let crafted: Vec<(&str, Vec<u8>)> = vec![
+        ("0000000000000000000001", b"relayq-envelope 1\nsender <s@example.com>\nrcpt <a@exam".to_vec()),
+        ("0000000000000000000002", b"not a queue file\n".to_vec()),
+        ("0000000000000000000003", format!("{head}rcpt <a@example.org>\r\nrcpt <evil@example.org>\nend\nSubject: x\r\n\r\nx\r\n").into_bytes()),
+        ("0000000000000000000004", format!("{head}rcpt <a@example.org> notify=NEVER evil=1\nend\n").into_bytes()),
+        ("0000000000000000000005", {
+            let mut v = head.as_bytes().to_vec();
+            for i in 0..20_000 {
+                v.extend_from_slice(format!("rcpt <r{i}@example.org>\n").as_bytes());
+            }
+            v.extend_from_slice(b"end\nSubject: many\r\n\r\nx\r\n");
+            v
+        }),
+        ("0000000000000000000006", {
+            let mut v = format!("{head}rcpt <big@example.org>\nend\nSubject: big\r\n\r\n").into_bytes();
+            v.extend(std::iter::repeat_n(b'x', 8 << 20));
+            v
+        }),
+        ("../../escape", b"x".to_vec()),
+    ];
+    for (name, data) in &crafted {
+        if name.contains('/') {
+            continue;
+        }
+        std::fs::write(new.join(name), data).unwrap();
+    }
+    std::os::unix::fs::symlink("/etc/passwd", new.join("0000000000000000000007")).unwrap();
+    std::fs::create_dir(new.join("0000000000000000000008")).unwrap();
+    // And one good message with thousands of recipients.
+    let mut good = head.as_bytes().to_vec();
+    for i in 0..3000 {
+        good.extend_from_slice(format!("rcpt <many{i}@example.org>\n").as_bytes());
+    }
+    good.extend_from_slice(b"end\nSubject: fine\r\n\r\nok\r\n");
+    std::fs::write(new.join("0000000000000000000009"), &good).unwrap();
+    let o = env.flush();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = relay.arrived();
+    assert_eq!(got.len(), 1, "only the good message is delivered");
+    assert_eq!(rcpts_of(&got[0]).len(), 3000);
+    assert!(
+        rcpts_of(&got[0]).iter().all(|r| r.starts_with("many")),
+        "nothing outside the envelope"
+    );
+    assert!(stderr(&o).contains("moved to corrupt/"), "{}", stderr(&o));
+    assert_eq!(env.count("corrupt"), 8, "{}", stderr(&o));
+    assert_eq!(env.queued(), 0);
+    assert!(
+        std::fs::read_to_string("/etc/passwd")
+            .unwrap()
+            .contains("root:"),
+        "the symlink target is untouched"
+    );
+}

@@ -248,25 +248,34 @@ impl Env {
 
     /// `relayq flush`, bounded.
     pub fn flush(&self) -> Output {
+        // Output goes to files: a pipe read only at the end would fill up and stall a
+        // flush that logs thousands of lines.
+        let out = self.dir.path().join("flush.out");
+        let err = self.dir.path().join("flush.err");
         let mut c = Command::new(BIN)
             .arg("-C")
             .arg(&self.cfg)
             .arg("flush")
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if c.try_wait().unwrap().is_some() {
-                return c.wait_with_output().unwrap();
+        let status = loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                break st;
             }
             if Instant::now() > deadline {
                 let _ = c.kill();
                 panic!("relayq flush did not finish within 60 s");
             }
             std::thread::sleep(Duration::from_millis(20));
+        };
+        Output {
+            status,
+            stdout: std::fs::read(&out).unwrap(),
+            stderr: std::fs::read(&err).unwrap(),
         }
     }
 
