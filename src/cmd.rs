@@ -17,6 +17,12 @@ Commands:
   daemon [--foreground]  relay the queue continuously (wakes on new mail)
   flush [ID...]          one delivery pass now, ignoring backoff, then exit
   queue [--json]         list the queue (also: mailq, sendmail -bp)
+  show ID [--body]       envelope, recipients' states, header (and body)
+  hold ID...|--all       keep messages from being sent
+  release ID...|--all    let held messages go again
+  delete ID...|--all     remove messages from the queue
+  status [--json] [--stuck-after 1h]
+                         daemon, queue counts, oldest message; exit 1 when mail is stuck
   version                print the version
 
 As sendmail, mailq or newaliases (by program name), relayq behaves like them;
@@ -161,6 +167,27 @@ fn relayq(args: Vec<OsString>) -> Result<i32> {
             let fg = rest.iter().any(|a| a == "--foreground" || a == "-f")
                 || nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
             crate::daemon::daemon(load()?, config.clone(), fg)
+        }
+        "hold" | "release" | "delete" => {
+            let a: Vec<String> = rest
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            crate::admin::change(&Layout::new(&load()?.spool_dir), &cmd, &a)
+        }
+        "show" => {
+            let a: Vec<String> = rest
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            crate::admin::show(&Layout::new(&load()?.spool_dir), &a)
+        }
+        "status" => {
+            let a: Vec<String> = rest
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            crate::admin::status(&Layout::new(&load()?.spool_dir), &a)
         }
         "sendmail" => {
             let mut args: Vec<OsString> = Vec::new();

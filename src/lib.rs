@@ -6,6 +6,7 @@
 //! `daemon` (+ `relay`, `bounce`, `state`) ; `config`, `provider`, `log`, `error` beside.
 
 pub mod address;
+pub mod admin;
 pub mod bounce;
 pub mod cli;
 pub mod cmd;

@@ -1,0 +1,309 @@
+//! Queue management for the admin: `relayq hold|release|delete ID...|--all`, `relayq show ID
+//! [--body]` and `relayq status [--json]`. Each state change is a rename between spool
+//! directories (hold/ ⇄ queue/ via new/), like the rest of the spool. Root or the spool's
+//! owner only: ordinary users cannot reach the spool.
+
+use crate::daemon::read_envelope;
+use crate::error::{Error, Result};
+use crate::spool::{self, Layout};
+use crate::state::{self, RcptState, State};
+use std::fs;
+use std::io::{BufRead, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+fn require_access(layout: &Layout) -> Result<u32> {
+    let owner = fs::metadata(layout.dir("queue"))
+        .map_err(|e| {
+            Error::temp(format!(
+                "spool {}: {e}: run `relayq init`",
+                layout.root.display()
+            ))
+        })?
+        .uid();
+    let me = nix::unistd::geteuid().as_raw();
+    if me != 0 && me != owner {
+        return Err(Error::noperm(
+            "only root (or the spool's owner) can manage the queue",
+        ));
+    }
+    Ok(owner)
+}
+
+/// Where a message is now: (directory, path).
+fn locate(layout: &Layout, id: &str) -> Option<(&'static str, PathBuf)> {
+    if !spool::is_id(id) {
+        return None;
+    }
+    ["queue", "hold", "new"]
+        .into_iter()
+        .map(|d| (d, layout.dir(d).join(id)))
+        .find(|(_, p)| p.exists())
+}
+
+fn all_ids(layout: &Layout, dirs: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = dirs
+        .iter()
+        .filter_map(|d| fs::read_dir(layout.dir(d)).ok())
+        .flat_map(|r| {
+            r.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+        })
+        .filter(|n| spool::is_id(n))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn move_with_state(from: &PathBuf, to: &PathBuf) -> std::io::Result<()> {
+    let st = state::path_for(from);
+    if st.exists() {
+        fs::rename(&st, state::path_for(to))?;
+    }
+    fs::rename(from, to)
+}
+
+/// hold, release or delete the given IDs (or all with `--all`).
+pub fn change(layout: &Layout, verb: &str, args: &[String]) -> Result<i32> {
+    require_access(layout)?;
+    let ids: Vec<String> = if args.iter().any(|a| a == "--all") {
+        match verb {
+            "release" => all_ids(layout, &["hold"]),
+            "hold" => all_ids(layout, &["queue", "new"]),
+            _ => all_ids(layout, &["queue", "hold", "new"]),
+        }
+    } else {
+        args.to_vec()
+    };
+    if ids.is_empty() {
+        return Err(Error::usage(format!("usage: relayq {verb} ID... | --all")));
+    }
+    let mut failed = 0;
+    for id in &ids {
+        let Some((dir, path)) = locate(layout, id) else {
+            eprintln!("relayq: {id}: no such message in the queue");
+            failed += 1;
+            continue;
+        };
+        let r = match (verb, dir) {
+            ("hold", "hold") | ("release", "queue") | ("release", "new") => Ok(()),
+            ("hold", _) => move_with_state(&path, &layout.dir("hold").join(id)),
+            // Released mail goes back through new/, where the daemon notices it at once.
+            ("release", _) => {
+                let st = state::path_for(&path);
+                let r = if st.exists() {
+                    fs::rename(&st, state::path_for(&layout.dir("queue").join(id)))
+                } else {
+                    Ok(())
+                };
+                r.and_then(|_| fs::rename(&path, layout.dir("new").join(id)))
+            }
+            _ => {
+                fs::remove_file(&path).and_then(|_| match fs::remove_file(state::path_for(&path)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                })
+            }
+        };
+        match r {
+            Ok(()) => println!(
+                "{id}: {}",
+                match verb {
+                    "hold" => "held",
+                    "release" => "released",
+                    _ => "deleted",
+                }
+            ),
+            Err(e) => {
+                eprintln!("relayq: {id}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+/// Envelope, per-recipient state, header (and with `--body` the body) of one message.
+pub fn show(layout: &Layout, args: &[String]) -> Result<i32> {
+    let owner = require_access(layout)?;
+    let body = args.iter().any(|a| a == "--body");
+    let Some(id) = args.iter().find(|a| !a.starts_with("--")) else {
+        return Err(Error::usage("usage: relayq show ID [--body]"));
+    };
+    let (dir, path) = locate(layout, id).ok_or_else(|| {
+        Error::new(
+            crate::error::Class::NoUser,
+            format!("{id}: no such message in the queue"),
+        )
+    })?;
+    let (env, off, meta) = read_envelope(&path).map_err(|e| Error::data(format!("{id}: {e}")))?;
+    let st = State::load(&state::path_for(&path), env.rcpts.len());
+    println!(
+        "Queue ID:  {id} ({})",
+        if dir == "queue" { "queued" } else { dir }
+    );
+    println!(
+        "Arrived:   {}",
+        crate::message::rfc5322_date(env.time as i64)
+    );
+    println!("Size:      {} bytes", meta.len().saturating_sub(off));
+    println!("Submitter: uid {}", env.submitter(meta.uid(), owner));
+    println!("Sender:    <{}>", env.sender);
+    if st.next > 0 {
+        println!(
+            "Next try:  {} (after {} deferred attempt(s))",
+            crate::message::rfc5322_date(st.next as i64),
+            st.attempts
+        );
+    }
+    for (r, s) in env.rcpts.iter().zip(st.rcpts.iter()) {
+        let (what, reply) = match s {
+            RcptState::Pending => ("queued", String::new()),
+            RcptState::Deferred(_, x) => ("deferred", format!(" ({x})")),
+            RcptState::Delivered(_, x) => ("sent", format!(" ({x})")),
+            RcptState::Failed(_, x) => ("failed", format!(" ({x})")),
+        };
+        println!("Recipient: <{}> {what}{reply}", r.addr);
+    }
+    println!();
+    let mut f =
+        std::io::BufReader::new(fs::File::open(&path).map_err(|e| Error::temp(e.to_string()))?);
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(off))
+        .map_err(|e| Error::temp(e.to_string()))?;
+    let mut out = std::io::stdout().lock();
+    let mut line = Vec::new();
+    let mut in_body = false;
+    loop {
+        line.clear();
+        if f.read_until(b'\n', &mut line)
+            .map_err(|e| Error::temp(e.to_string()))?
+            == 0
+        {
+            break;
+        }
+        if !in_body && line == b"\r\n" {
+            if !body {
+                break;
+            }
+            in_body = true;
+        }
+        let _ = std::io::Write::write_all(&mut out, &line);
+    }
+    Ok(0)
+}
+
+#[derive(serde::Serialize)]
+struct Status {
+    daemon_running: bool,
+    daemon_pid: Option<u32>,
+    incoming: usize,
+    queued: usize,
+    deferred: usize,
+    held: usize,
+    failed: usize,
+    corrupt: usize,
+    oldest_age_seconds: Option<u64>,
+    last_error: Option<String>,
+    stuck: bool,
+}
+
+/// Daemon, queue counts, oldest message, last error; exit 1 when mail is stuck (queued
+/// longer than `--stuck-after`, default 1 hour), for monitoring.
+pub fn status(layout: &Layout, args: &[String]) -> Result<i32> {
+    require_access(layout)?;
+    let json = args.iter().any(|a| a == "--json");
+    let stuck_after = args
+        .iter()
+        .position(|a| a == "--stuck-after")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| {
+            crate::config::parse_duration(v)
+                .ok_or_else(|| Error::usage(format!("--stuck-after {v}: use e.g. 30m, 1h")))
+        })
+        .transpose()?
+        .unwrap_or(std::time::Duration::from_secs(3600));
+    // The daemon holds run/daemon.lock; if we can take it, nobody runs.
+    let lock_path = layout.dir("run").join("daemon.lock");
+    let (running, pid) = match fs::File::open(&lock_path) {
+        Ok(f) => match f.try_lock_shared() {
+            Ok(()) => (false, None),
+            Err(_) => {
+                let mut s = String::new();
+                let _ = (&f).read_to_string(&mut s);
+                (true, s.trim().parse().ok())
+            }
+        },
+        Err(_) => (false, None),
+    };
+    let count = |d: &str| all_ids(layout, &[d]).len();
+    let entries = crate::queue::scan(layout, None);
+    let now = crate::daemon::now();
+    let mut deferred = 0;
+    let mut last_error: Option<(u64, String)> = None;
+    for id in all_ids(layout, &["queue"]) {
+        let p = layout.dir("queue").join(&id);
+        if let Ok((env, _, _)) = read_envelope(&p) {
+            let st = State::load(&state::path_for(&p), env.rcpts.len());
+            if st.attempts > 0 {
+                deferred += 1;
+            }
+            for r in &st.rcpts {
+                if let RcptState::Deferred(t, x) = r
+                    && last_error.as_ref().is_none_or(|(lt, _)| t > lt)
+                {
+                    last_error = Some((*t, x.clone()));
+                }
+            }
+        }
+    }
+    let oldest = entries
+        .iter()
+        .filter(|e| e.queue_name != "hold")
+        .map(|e| now.saturating_sub(e.arrival_time))
+        .max();
+    let s = Status {
+        daemon_running: running,
+        daemon_pid: pid,
+        incoming: count("new"),
+        queued: count("queue"),
+        deferred,
+        held: count("hold"),
+        failed: count("failed"),
+        corrupt: count("corrupt"),
+        oldest_age_seconds: oldest,
+        last_error: last_error.map(|x| x.1),
+        stuck: oldest.is_some_and(|a| a >= stuck_after.as_secs()),
+    };
+    if json {
+        println!("{}", serde_json::to_string(&s).unwrap_or_default());
+    } else {
+        let daemon = match (s.daemon_running, s.daemon_pid) {
+            (true, Some(p)) => format!("running (pid {p})"),
+            (true, None) => "running".into(),
+            (false, _) => "not running".into(),
+        };
+        println!("daemon:      {daemon}");
+        println!(
+            "queue:       {} queued ({} deferred), {} incoming, {} held",
+            s.queued, s.deferred, s.incoming, s.held
+        );
+        println!(
+            "failed:      {} bounced originals kept, {} corrupt files set aside",
+            s.failed, s.corrupt
+        );
+        match s.oldest_age_seconds {
+            Some(a) => println!(
+                "oldest:      {}m {}s{}",
+                a / 60,
+                a % 60,
+                if s.stuck { "  <- STUCK" } else { "" }
+            ),
+            None => println!("oldest:      (queue empty)"),
+        }
+        if let Some(e) = &s.last_error {
+            println!("last error:  {e}");
+        }
+    }
+    Ok(if s.stuck { 1 } else { 0 })
+}

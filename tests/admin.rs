@@ -1,0 +1,92 @@
+//! Queue management through the real binary: show, hold, release, delete, status.
+
+mod support;
+use std::time::Duration;
+use support::*;
+
+fn ids(env: &Env) -> Vec<String> {
+    let o = env.relayq(&["queue", "--json"]);
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["queue_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn hold_release_delete_show_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(tmp.path(), RelayOpts::default());
+    let env = Env::new(
+        &relay_toml("smtp", relay.port),
+        "[queue]\nretry_min = 1\nretry_max = 1",
+    );
+    env.send(&["a@example.org"], "first");
+    env.send(&["b@example.org"], "second");
+    env.send(&["c@example.org"], "third");
+    let all = ids(&env);
+    assert_eq!(all.len(), 3);
+
+    // show: envelope, recipient state, header; no body unless asked.
+    let o = env.relayq(&["show", &all[0]]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        out.contains("Sender:    <server@example.com>")
+            && out.contains("Recipient: <a@example.org> queued")
+            && out.contains("Subject: first"),
+        "{out}"
+    );
+    assert!(!out.contains("body of first"), "{out}");
+    let o = env.relayq(&["show", &all[0], "--body"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("body of first"));
+
+    // hold one, delete one: a flush delivers only the third.
+    assert!(env.relayq(&["hold", &all[0]]).status.success());
+    assert!(env.relayq(&["delete", &all[1]]).status.success());
+    assert_eq!(env.count("hold"), 1);
+    let o = env.relayq(&["queue"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!("{}!", all[0])),
+        "held mark"
+    );
+    assert!(env.flush().status.success());
+    let got = relay.arrived();
+    assert_eq!(got.iter().map(subject_of).collect::<Vec<_>>(), ["third"]);
+
+    // status: counts, and exit 1 when mail is older than --stuck-after.
+    let o = env.relayq(&["status", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (
+            v["held"].as_u64(),
+            v["queued"].as_u64(),
+            v["daemon_running"].as_bool()
+        ),
+        (Some(1), Some(0), Some(false))
+    );
+    relay.set_faults(r#"{"mail": "451 4.3.0 not now"}"#);
+    assert!(env.relayq(&["release", "--all"]).status.success());
+    assert!(env.flush().status.success());
+    std::thread::sleep(Duration::from_millis(1100));
+    let o = env.relayq(&["status", "--stuck-after", "1"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "stuck: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("STUCK") && out.contains("451 4.3.0 not now"),
+        "{out}"
+    );
+    relay.set_faults("{}");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(env.flush().status.success());
+    assert_eq!(relay.arrived().len(), 2, "released mail delivered");
+    assert_eq!(env.relayq(&["status"]).status.code(), Some(0));
+    let o = env.relayq(&["delete", "NOSUCHID0000000000000"]);
+    assert_eq!(o.status.code(), Some(1));
+}
