@@ -275,6 +275,13 @@ pub fn status(layout: &Layout, args: &[String]) -> Result<i32> {
         last_error: last_error.map(|x| x.1),
         stuck: oldest.is_some_and(|a| a >= stuck_after.as_secs()),
     };
+    if let Some(path) = args
+        .iter()
+        .position(|a| a == "--metrics")
+        .and_then(|i| args.get(i + 1))
+    {
+        write_metrics(std::path::Path::new(path), &s)?;
+    }
     if json {
         println!("{}", serde_json::to_string(&s).unwrap_or_default());
     } else {
@@ -306,4 +313,36 @@ pub fn status(layout: &Layout, args: &[String]) -> Result<i32> {
         }
     }
     Ok(if s.stuck { 1 } else { 0 })
+}
+
+/// Prometheus text format, for node_exporter's textfile collector (written atomically).
+fn write_metrics(path: &std::path::Path, s: &Status) -> Result<()> {
+    let mut m = String::new();
+    m.push_str("# HELP relayq_queue_messages Messages in the spool by state.\n# TYPE relayq_queue_messages gauge\n");
+    for (state, n) in [
+        ("incoming", s.incoming),
+        ("queued", s.queued),
+        ("deferred", s.deferred),
+        ("held", s.held),
+        ("failed", s.failed),
+        ("corrupt", s.corrupt),
+    ] {
+        m.push_str(&format!("relayq_queue_messages{{state=\"{state}\"}} {n}\n"));
+    }
+    m.push_str("# HELP relayq_oldest_message_age_seconds Age of the oldest queued message.\n# TYPE relayq_oldest_message_age_seconds gauge\n");
+    m.push_str(&format!(
+        "relayq_oldest_message_age_seconds {}\n",
+        s.oldest_age_seconds.unwrap_or(0)
+    ));
+    m.push_str("# HELP relayq_daemon_running Whether the relayq daemon holds the spool lock.\n# TYPE relayq_daemon_running gauge\n");
+    m.push_str(&format!(
+        "relayq_daemon_running {}\n",
+        u8::from(s.daemon_running)
+    ));
+    m.push_str("# HELP relayq_stuck Whether mail has waited longer than --stuck-after.\n# TYPE relayq_stuck gauge\n");
+    m.push_str(&format!("relayq_stuck {}\n", u8::from(s.stuck)));
+    let tmp = path.with_extension("prom.tmp");
+    fs::write(&tmp, m)
+        .and_then(|_| fs::rename(&tmp, path))
+        .map_err(|e| Error::temp(format!("metrics file {}: {e}", path.display())))
 }

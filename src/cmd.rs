@@ -21,7 +21,7 @@ Commands:
   hold ID...|--all       keep messages from being sent
   release ID...|--all    let held messages go again
   delete ID...|--all     remove messages from the queue
-  status [--json] [--stuck-after 1h]
+  status [--json] [--stuck-after 1h] [--metrics FILE]
                          daemon, queue counts, oldest message; exit 1 when mail is stuck
   version                print the version
 

@@ -55,7 +55,14 @@ fn hold_release_delete_show_status() {
     assert_eq!(got.iter().map(subject_of).collect::<Vec<_>>(), ["third"]);
 
     // status: counts, and exit 1 when mail is older than --stuck-after.
-    let o = env.relayq(&["status", "--json"]);
+    let prom = env.path().join("relayq.prom");
+    let o = env.relayq(&["status", "--json", "--metrics", prom.to_str().unwrap()]);
+    let metrics = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        metrics.contains("relayq_queue_messages{state=\"held\"} 1")
+            && metrics.contains("relayq_daemon_running 0"),
+        "{metrics}"
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(

@@ -534,3 +534,45 @@ fn crafted_spool_files_are_set_aside_never_delivered() {
         "the symlink target is untouched"
     );
 }
+
+#[test]
+fn one_deliverer_per_spool() {
+    let (env, relay) = setup(RelayOpts::default(), "smtp");
+    let mut d = env.daemon();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !env.spool("run").join("submit.sock").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A second daemon refuses to start (exit 75) rather than deliver the same queue.
+    let o = std::process::Command::new(BIN)
+        .arg("-C")
+        .arg(&env.cfg)
+        .args(["daemon", "--foreground"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("another relayq daemon"),
+        "{}",
+        stderr(&o)
+    );
+    // A flush asks the running daemon instead of delivering itself.
+    let o = env.flush();
+    assert!(o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("the daemon is flushing"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    env.send(&["a@example.org"], "once");
+    assert_eq!(relay.wait_for(1, Duration::from_secs(10)).len(), 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(relay.arrived().len(), 1, "sent once");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(d.wait().unwrap().success());
+}
