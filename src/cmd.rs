@@ -23,6 +23,8 @@ Commands:
   delete ID...|--all     remove messages from the queue
   status [--json] [--stuck-after 1h] [--metrics FILE]
                          daemon, queue counts, oldest message; exit 1 when mail is stuck
+  test [--to ADDR] [--no-send]
+                         check DNS, TCP, TLS, AUTH, the sender, and send a test message
   version                print the version
 
 As sendmail, mailq or newaliases (by program name), relayq behaves like them;
@@ -181,6 +183,13 @@ fn relayq(args: Vec<OsString>) -> Result<i32> {
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect();
             crate::admin::show(&Layout::new(&load()?.spool_dir), &a)
+        }
+        "test" => {
+            let a: Vec<String> = rest
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            crate::diag::run(&load()?, &a)
         }
         "status" => {
             let a: Vec<String> = rest

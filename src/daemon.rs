@@ -160,6 +160,23 @@ impl Slot {
     }
 }
 
+/// Each configured relay as (name, target) with its secret resolved: for `relayq test`.
+pub fn resolved_targets(cfg: &Config) -> Result<Vec<(String, Target)>> {
+    let mut out = Vec::new();
+    for slot in build_slots(cfg)? {
+        let mut t = slot.target.clone();
+        if let Some(a) = t.auth.as_mut() {
+            a.secret = match &slot.secret {
+                Secret::Static(s) => s.clone(),
+                Secret::Command(c) => run_secret_command(c).map_err(Error::config)?,
+                Secret::None => String::new(),
+            };
+        }
+        out.push((slot.name, t));
+    }
+    Ok(out)
+}
+
 fn build_slots(cfg: &Config) -> Result<Vec<Slot>> {
     let mut out = Vec::new();
     let ehlo_default = crate::submit::host_names().1;

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod daemon;
+pub mod diag;
 pub mod error;
 pub mod log;
 pub mod message;

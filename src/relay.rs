@@ -896,6 +896,14 @@ impl Session {
         }
     }
 
+    /// Ask whether the relay takes `sender` (MAIL FROM), then RSET: catches "sender not
+    /// verified" without sending anything.
+    pub fn probe_sender(&mut self, sender: &str) -> Result<Reply, SessionError> {
+        let r = self.command(&format!("MAIL FROM:<{sender}>"), Stage::Mail)?;
+        self.rset_quiet();
+        Ok(r)
+    }
+
     pub fn rset(&mut self) -> Result<(), SessionError> {
         let r = self.command("RSET", Stage::Rset)?;
         if r.code != 250 {
