@@ -545,11 +545,8 @@ fn run_job(ctx: &Ctx, conn: &mut Option<Conn>, job: &Job) -> Outcome {
         match res {
             Ok(tx) => {
                 let deferral = record_tx(ctx, job, &tx, &peer, started);
-                let mut g = ctx.shared.lock().expect("lock");
-                let mail_refused = tx.rcpt.is_empty();
-                if !mail_refused {
-                    g.slots[slot].mail_tempfails = 0;
-                }
+                // The relay took a MAIL: it is not refusing everything.
+                ctx.shared.lock().expect("lock").slots[slot].mail_tempfails = 0;
                 return Outcome::Done {
                     message_deferral: deferral,
                 };

@@ -126,11 +126,7 @@ pub fn render(entries: &[Entry]) -> String {
     let mut total = 0u64;
     for e in entries {
         total += e.message_size;
-        let mark = match e.queue_name {
-            "hold" => "!",
-            "active" | "incoming" => "",
-            _ => "",
-        };
+        let mark = if e.queue_name == "hold" { "!" } else { "" };
         let sender = if e.sender.is_empty() {
             "MAILER-DAEMON"
         } else {
