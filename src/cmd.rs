@@ -13,6 +13,8 @@ pub const RELAYQ_USAGE: &str = "\
 usage: relayq [-C config] <command> [options]
 
 Commands:
+  setup [--provider P ...]
+                         write the config and secrets for a provider, then test it
   init [--user NAME]     create the spool with its owners and modes (idempotent)
   daemon [--foreground]  relay the queue continuously (wakes on new mail)
   flush [ID...]          one delivery pass now, ignoring backoff, then exit
@@ -150,6 +152,7 @@ fn relayq(args: Vec<OsString>) -> Result<i32> {
             Ok(0)
         }
         "init" => init(&load()?, rest),
+        "setup" => crate::setup::run(config.as_deref(), rest),
         "queue" | "mailq" => {
             let json = rest.iter().any(|a| a == "--json");
             queue_list(&load()?, json)
@@ -221,7 +224,14 @@ fn init(cfg: &Config, args: Vec<OsString>) -> Result<i32> {
             _ => return Err(Error::usage("usage: relayq init [--user NAME]")),
         }
     }
-    let (uid, gid) = match &user {
+    init_spool(cfg, user.as_deref())?;
+    Ok(0)
+}
+
+/// Create the spool (idempotent), owned by `user`, else by `relayq` when that user exists,
+/// else by the caller.
+pub fn init_spool(cfg: &Config, user: Option<&str>) -> Result<()> {
+    let (uid, gid) = match user {
         Some(name) => match nix::unistd::User::from_name(name) {
             Ok(Some(u)) => (u.uid.as_raw(), u.gid.as_raw()),
             _ => {
@@ -232,7 +242,7 @@ fn init(cfg: &Config, args: Vec<OsString>) -> Result<i32> {
             }
         },
         None => match nix::unistd::User::from_name("relayq") {
-            Ok(Some(u)) => (u.uid.as_raw(), u.gid.as_raw()),
+            Ok(Some(u)) if nix::unistd::geteuid().is_root() => (u.uid.as_raw(), u.gid.as_raw()),
             _ => (
                 nix::unistd::getuid().as_raw(),
                 nix::unistd::getgid().as_raw(),
@@ -244,7 +254,7 @@ fn init(cfg: &Config, args: Vec<OsString>) -> Result<i32> {
         "relayq: spool {} ready (owner uid {uid}, group gid {gid})",
         cfg.spool_dir.display()
     );
-    Ok(0)
+    Ok(())
 }
 
 fn queue_list(cfg: &Config, json: bool) -> Result<i32> {

@@ -191,7 +191,14 @@ impl Env {
         );
         std::fs::write(&cfg, text).unwrap();
         let e = Env { dir, cfg };
-        let o = e.relayq(&["init"]);
+        // The spool belongs to whoever runs the tests, even where a `relayq` user exists
+        // (an installed package): the daemon would drop to it and lose the temp files.
+        let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| "root".into());
+        let o = e.relayq(&["init", "--user", &me]);
         assert!(
             o.status.success(),
             "init: {}",

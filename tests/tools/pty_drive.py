@@ -1,0 +1,58 @@
+#!/usr/bin/python3
+"""Drive a program on a pseudo-terminal, as a person at a terminal would.
+
+usage: pty_drive.py STEPS_JSON -- PROGRAM ARGS...
+
+STEPS_JSON is a list of [expect, answer] pairs: wait (at most 10 s) until `expect` has
+appeared in the program's output since the previous step, then type `answer` and Enter.
+Afterwards the rest of the output is read (at most 20 s). Prints the whole transcript (what
+the terminal showed, echo included) and exits with the program's exit code; 124 when a step
+or the end timed out (the program is killed).
+"""
+import json, os, pty, select, signal, sys, time
+
+def main():
+    sep = sys.argv.index("--")
+    steps = json.loads(sys.argv[1])
+    argv = sys.argv[sep + 1:]
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvp(argv[0], argv)
+    out = b""
+    seen = 0
+    def read_for(deadline, want=None):
+        nonlocal out
+        while time.monotonic() < deadline:
+            if want is not None and want in out[seen:]:
+                return True
+            r, _, _ = select.select([fd], [], [], 0.1)
+            if r:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    return want is None
+                if not data:
+                    return want is None
+                out += data
+        return False
+    code = None
+    for expect, answer in steps:
+        want = expect.encode()
+        if not read_for(time.monotonic() + 10, want):
+            sys.stdout.write(out.decode("utf-8", "replace"))
+            sys.stdout.write(f"\n[pty_drive: timed out waiting for {expect!r}]\n")
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            sys.exit(124)
+        seen = out.index(want, seen) + len(want)
+        os.write(fd, answer.encode() + b"\r")
+    if not read_for(time.monotonic() + 20):
+        os.kill(pid, signal.SIGKILL)
+        code = 124
+    _, status = os.waitpid(pid, 0)
+    if code is None:
+        code = os.waitstatus_to_exitcode(status)
+    sys.stdout.write(out.decode("utf-8", "replace"))
+    sys.exit(code if code >= 0 else 128 - code)
+
+main()
