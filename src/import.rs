@@ -592,7 +592,13 @@ pub fn msmtp(src: &Sources) -> std::result::Result<Imported, String> {
         imp.skip("tls_certcheck off", WHY_CERTCHECK);
     }
     if let Some(f) = get("from") {
-        if f.contains('%') {
+        if let Some(d) = f.strip_prefix("%U@").filter(|d| !d.contains('%')) {
+            set(&mut imp.domain, d, &format!("{label} from {f}"));
+            imp.skip(
+                format!("from {f}"),
+                "relayq has one sender for local accounts: set address.sender (the domain is carried over as address.domain)",
+            );
+        } else if f.contains('%') {
             imp.skip(
                 format!("from {f}"),
                 "patterns (%U, %H, %C, %M) are not supported: set address.sender to the one sender the relay accepts",
