@@ -1219,7 +1219,8 @@ pub fn render(
         return Err("no usable relay found".into());
     }
     let mut address = String::new();
-    let checks: [(&str, &Sourced, fn(&str) -> bool); 4] = [
+    type Check<'a> = (&'static str, &'a Sourced, fn(&str) -> bool);
+    let checks: [Check; 4] = [
         ("admin", &imp.admin, crate::address::is_valid_mailbox),
         ("sender", &imp.sender, crate::address::is_valid_mailbox),
         ("domain", &imp.domain, crate::address::is_valid_domain),
@@ -1413,4 +1414,192 @@ pub fn run(config_flag: Option<&Path>, args: Vec<OsString>) -> Result<i32> {
         out.display()
     );
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse_with(tool: Tool, main: &str, files: &[(&str, &str)]) -> Result<Rendered, String> {
+        let read = |n: &str| {
+            files
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.to_string())
+        };
+        let imp = tool.parse(&Sources { main, read: &read })?;
+        render(&imp, tool, "/src", Path::new("/etc/relayq/password"))
+    }
+
+    fn ok(tool: Tool, main: &str, files: &[(&str, &str)]) -> Rendered {
+        let r = parse_with(tool, main, files).unwrap();
+        crate::config::Config::parse(&r.toml, Path::new("/t.toml")).unwrap();
+        r
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(host_port("[a.b]:587").unwrap(), ("a.b".into(), Some(587)));
+        assert_eq!(host_port("a.b").unwrap(), ("a.b".into(), None));
+        assert_eq!(host_port("fe80::1").unwrap(), ("fe80::1".into(), None));
+        assert!(host_port("a.b:x").is_err());
+        assert!(host_port("[a.b").is_err());
+        assert_eq!(
+            shell_words(r#"h smtp pass='a b' user="c\"d" x\ y"#).unwrap(),
+            ["h", "smtp", "pass=a b", "user=c\"d", "x y"]
+        );
+        assert!(shell_words("a 'b").is_err());
+        assert_eq!(sha256_pin(&"AB:".repeat(32)), Some("ab".repeat(32)));
+        assert_eq!(sha256_pin("abcd"), None);
+        assert_eq!(
+            root_alias("# x\nroot: admin, ops@example.com\n").as_deref(),
+            Some("ops@example.com")
+        );
+        assert_eq!(root_alias("root: admin\n"), None);
+        let p = postfix_params("a = x\nb = $a/${a}\n  y\n#c = 1\n");
+        assert_eq!(postfix_expand("$b", &p, 0), "x/x y");
+        assert_eq!(
+            postfix_expand("$loop", &[("loop".into(), "$loop".into())], 0),
+            "$loop"
+        );
+    }
+
+    #[test]
+    fn tls_mapping_and_presets() {
+        let r = ok(
+            Tool::Nullmailer,
+            "smtp.gmail.com smtp --port=465 --user=u --pass=p\n",
+            &[],
+        );
+        assert!(r.toml.contains("provider = \"gmail\""), "{}", r.toml);
+        let r = ok(Tool::Nullmailer, "127.0.0.1\n", &[]);
+        assert!(r.toml.contains("allow_plaintext = true"), "{}", r.toml);
+        let r = ok(
+            Tool::Nullmailer,
+            "email-smtp.eu-west-1.amazonaws.com smtp --tls --user=AKIA --pass=x\n",
+            &[],
+        );
+        assert!(
+            r.toml.contains("provider = \"ses:eu-west-1\""),
+            "{}",
+            r.toml
+        );
+        assert_eq!(r.secret.as_deref(), Some("x"));
+        assert!(!r.toml.contains("\"x\""));
+        let r = ok(
+            Tool::Nullmailer,
+            "mx.example.com smtp --starttls --port=2525\n",
+            &[],
+        );
+        assert!(r.toml.contains("url = \"smtp://mx.example.com:2525\""));
+        assert!(
+            r.notes.iter().all(|n| !n.contains("no TLS")),
+            "{:?}",
+            r.notes
+        );
+        let r = ok(Tool::Nullmailer, "fe80::1 smtp --tls\n", &[]);
+        assert!(r.toml.contains("smtps://[fe80::1]:465"), "{}", r.toml);
+        let r = ok(
+            Tool::Nullmailer,
+            "q.example.com qmqp\nm.example.com smtp --ssl\n",
+            &[],
+        );
+        assert!(r.notes.iter().any(|n| n.contains("qmqp")));
+        assert!(r.toml.contains("smtps://m.example.com:465"));
+    }
+
+    #[test]
+    fn dma_and_postfix_details() {
+        let conf = "SMARTHOST mx.example.com\nPORT 587\nSECURETRANSFER\nSTARTTLS\nOPPORTUNISTIC_TLS\nFINGERPRINT ";
+        let r = ok(
+            Tool::Dma,
+            &format!("{conf}{}\nMASQUERADE example.org\n", "A".repeat(64)),
+            &[],
+        );
+        assert!(r.toml.contains("smtp://mx.example.com:587"));
+        assert!(
+            r.toml
+                .contains(&format!("pin_sha256 = \"{}\"", "a".repeat(64)))
+        );
+        assert!(r.toml.contains("domain = \"example.org\""));
+        assert!(r.notes.iter().any(|n| n.contains("never falls back")));
+        let main = "relayhost = [mx.example.com]:465, backup.example.com:587\nsmtp_tls_security_level = verify\nsmtp_sasl_auth_enable = yes\nsmtp_sasl_password_maps = texthash:/etc/postfix/sasl_passwd\n";
+        let r = ok(
+            Tool::Postfix,
+            main,
+            &[(
+                "/etc/postfix/sasl_passwd",
+                "[mx.example.com]:465 u:pw\nbackup.example.com u:pw\n",
+            )],
+        );
+        assert!(r.toml.contains("smtps://mx.example.com:465"));
+        assert!(
+            r.toml
+                .contains("[[fallback_relay]]\nurl = \"smtp://backup.example.com:587\"")
+        );
+        assert_eq!(r.toml.matches("password_file").count(), 2, "{}", r.toml);
+        assert!(parse_with(Tool::Postfix, "relayhost =\n", &[]).is_err());
+    }
+
+    #[test]
+    fn msmtp_accounts() {
+        let rc = "account a\nhost a.example.com\nport 587\ntls on\nauth xoauth2\npasswordeval \"oauth2 token\"\naccount b\nhost b.example.com\n";
+        let r = ok(Tool::Msmtp, &format!("{rc}account default : a\n"), &[]);
+        assert!(r.toml.contains("smtp://a.example.com:587"));
+        assert!(r.toml.contains("auth = \"xoauth2\""));
+        assert!(r.toml.contains("password_command = \"oauth2 token\""));
+        assert!(r.notes.iter().any(|n| n.starts_with("account b:")));
+        assert!(
+            parse_with(Tool::Msmtp, rc, &[]).is_err(),
+            "two accounts, none default"
+        );
+        assert!(parse_with(Tool::Msmtp, "account x : nope\n", &[]).is_err());
+    }
+
+    #[test]
+    fn bad_values_are_notes_not_errors() {
+        let r = ok(
+            Tool::Ssmtp,
+            "mailhub=smtp.example.com:465\nroot=not an@address@x\nrewriteDomain=bad domain\n",
+            &[],
+        );
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.contains("not a valid address.domain")),
+            "{:?}",
+            r.notes
+        );
+        assert!(parse_with(Tool::Ssmtp, "mailhub=bad host!\n", &[]).is_err());
+        assert!(
+            parse_with(Tool::Ssmtp, "mailhub=m.example.com\nno equals sign\n", &[])
+                .unwrap_err()
+                .contains("line 2")
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        // Random input (and random lines of each tool's keywords) never panics, and whatever
+        // renders is a valid relayq config.
+        #[test]
+        fn never_panics(
+            lines in proptest::collection::vec(
+                prop_oneof![
+                    any::<String>(),
+                    "(host|port|tls|account|defaults|SMARTHOST|PORT|mailhub=|relayhost =|AuthPass=|SECURETRANSFER)[ =:\\[\\]a-z0-9.@%$'\"]{0,30}",
+                ],
+                0..12,
+            ),
+            aux in any::<String>(),
+        ) {
+            let main = lines.join("\n");
+            for tool in Tool::ALL {
+                if let Ok(r) = parse_with(tool, &main, &[("/etc/aliases", &aux), ("/etc/mailname", &aux), ("adminaddr", &aux)]) {
+                    prop_assert!(crate::config::Config::parse(&r.toml, Path::new("/t.toml")).is_ok(), "{}", r.toml);
+                }
+            }
+        }
+    }
 }
