@@ -1388,11 +1388,10 @@ pub fn run(config_flag: Option<&Path>, args: Vec<OsString>) -> Result<i32> {
     if a.dry_run {
         println!("\n--dry-run: would write {}:\n", out.display());
         print!("{}", r.toml);
-        if let Some(s) = &r.secret {
+        if r.secret.is_some() {
             println!(
-                "\n--dry-run: would write {} (mode 0600, or 0640 root:relayq): <the password, {} bytes, not shown>",
-                secret_path.display(),
-                s.len()
+                "\n--dry-run: would write {} (mode 0600, or 0640 root:relayq): <the password, not shown>",
+                secret_path.display()
             );
         }
         println!("\nnothing written");
