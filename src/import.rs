@@ -267,6 +267,14 @@ fn ca_file(s: &str) -> Option<String> {
     (!s.is_empty() && !SYSTEM_CA.contains(&s)).then(|| s.to_string())
 }
 
+/// The last value set for `key` (later lines win, as in the tools).
+fn last(kv: &[(String, String)], key: &str) -> Option<String> {
+    kv.iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+}
+
 fn set(slot: &mut Sourced, value: &str, from: &str) {
     let v = value.trim();
     if !v.is_empty() {
@@ -669,12 +677,7 @@ pub fn ssmtp(src: &Sources) -> std::result::Result<Imported, String> {
         let (k, v) = split_eq(line).ok_or_else(|| format!("ssmtp.conf line {n}: no '='"))?;
         kv.push((k.to_ascii_lowercase(), v.to_string()));
     }
-    let get = |key: &str| {
-        kv.iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-    };
+    let get = |key: &str| last(&kv, key);
     let hub = get("mailhub").ok_or("ssmtp.conf: no mailhub")?;
     let (host, port) = host_port(&hub).map_err(|e| format!("mailhub: {e}"))?;
     let mut r = RelaySpec::new("mailhub", &host, port.or(Some(25)));
@@ -753,12 +756,7 @@ pub fn dma(src: &Sources) -> std::result::Result<Imported, String> {
         let (k, v) = split_word(line);
         kv.push((k.to_ascii_uppercase(), v.to_string()));
     }
-    let get = |key: &str| {
-        kv.iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-    };
+    let get = |key: &str| last(&kv, key);
     let has = |key: &str| get(key).is_some();
     let host = get("SMARTHOST")
         .filter(|h| !h.is_empty())
