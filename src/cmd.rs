@@ -27,6 +27,8 @@ Commands:
                          daemon, queue counts, oldest message; exit 1 when mail is stuck
   test [--to ADDR] [--no-send]
                          check DNS, TCP, TLS, AUTH, the sender, and send a test message
+  import --from nullmailer|msmtp|ssmtp|dma|postfix [--path P] [--dry-run] [--force]
+                         write relayq's config from the replaced tool's configuration
   version                print the version
 
 As sendmail, mailq or newaliases (by program name), relayq behaves like them;
@@ -201,6 +203,7 @@ fn relayq(args: Vec<OsString>) -> Result<i32> {
                 .collect();
             crate::admin::status(&Layout::new(&load()?.spool_dir), &a)
         }
+        "import" => crate::import::run(config.as_deref(), rest),
         "sendmail" => {
             let mut args: Vec<OsString> = Vec::new();
             if let Some(c) = &config {

@@ -10,6 +10,8 @@ pub enum Class {
     Usage,
     /// EX_DATAERR (65): bad input data (message, header, address).
     Data,
+    /// EX_NOINPUT (66): an input file does not exist or cannot be read.
+    NoInput,
     /// EX_NOUSER (67): an address that cannot be used.
     NoUser,
     /// EX_UNAVAILABLE (69): a service is unavailable.
@@ -31,6 +33,7 @@ impl Class {
         match self {
             Class::Usage => 64,
             Class::Data => 65,
+            Class::NoInput => 66,
             Class::NoUser => 67,
             Class::Unavailable => 69,
             Class::Software => 70,
