@@ -25,6 +25,9 @@ Commands:
                          daemon, queue counts, oldest message; exit 1 when mail is stuck
   test [--to ADDR] [--no-send]
                          check DNS, TCP, TLS, AUTH, the sender, and send a test message
+  doctor [--json] [--dns HOST:PORT]
+                         check config, permissions, daemon, queue, and the sender
+                         domain's SPF, DKIM and DMARC; exit 1 when a check fails
   version                print the version
 
 As sendmail, mailq or newaliases (by program name), relayq behaves like them;
@@ -190,6 +193,10 @@ fn relayq(args: Vec<OsString>) -> Result<i32> {
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect();
             crate::diag::run(&load()?, &a)
+        }
+        "doctor" => {
+            let a: Vec<String> = rest.iter().map(|a| a.to_string_lossy().into()).collect();
+            crate::doctor::run(config.as_deref(), &a)
         }
         "status" => {
             let a: Vec<String> = rest
