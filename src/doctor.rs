@@ -851,6 +851,7 @@ mod tests {
             "b.test",
             vec!["something else", "v=spf1 ~include:SPF.Provider.test ?all"],
         );
+        m.insert("spf.provider.test", vec!["v=spf1 ip4:198.51.100.0/24 -all"]);
         m.insert("r.test", vec!["v=spf1 redirect=a.test"]);
         m.insert("loop.test", vec!["v=spf1 include:loop.test"]);
         m.insert("two.test", vec!["v=spf1 -all", "v=spf1 ~all"]);
