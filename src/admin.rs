@@ -194,38 +194,25 @@ pub fn show(layout: &Layout, args: &[String]) -> Result<i32> {
 }
 
 #[derive(serde::Serialize)]
-struct Status {
-    daemon_running: bool,
-    daemon_pid: Option<u32>,
-    incoming: usize,
-    queued: usize,
-    deferred: usize,
-    held: usize,
-    failed: usize,
-    corrupt: usize,
-    oldest_age_seconds: Option<u64>,
-    last_error: Option<String>,
-    stuck: bool,
+pub struct Status {
+    pub daemon_running: bool,
+    pub daemon_pid: Option<u32>,
+    pub incoming: usize,
+    pub queued: usize,
+    pub deferred: usize,
+    pub held: usize,
+    pub failed: usize,
+    pub corrupt: usize,
+    pub oldest_age_seconds: Option<u64>,
+    pub last_error: Option<String>,
+    pub stuck: bool,
 }
 
-/// Daemon, queue counts, oldest message, last error; exit 1 when mail is stuck (queued
-/// longer than `--stuck-after`, default 1 hour), for monitoring.
-pub fn status(layout: &Layout, args: &[String]) -> Result<i32> {
-    require_access(layout)?;
-    let json = args.iter().any(|a| a == "--json");
-    let stuck_after = args
-        .iter()
-        .position(|a| a == "--stuck-after")
-        .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            crate::config::parse_duration(v)
-                .ok_or_else(|| Error::usage(format!("--stuck-after {v}: use e.g. 30m, 1h")))
-        })
-        .transpose()?
-        .unwrap_or(std::time::Duration::from_secs(3600));
-    // The daemon holds run/daemon.lock; if we can take it, nobody runs.
+/// Whether a daemon (or flush) runs on this spool, and its pid: it holds run/daemon.lock,
+/// so if we can take the lock, nobody runs.
+pub fn daemon_state(layout: &Layout) -> (bool, Option<u32>) {
     let lock_path = layout.dir("run").join("daemon.lock");
-    let (running, pid) = match fs::File::open(&lock_path) {
+    match fs::File::open(&lock_path) {
         Ok(f) => match f.try_lock_shared() {
             Ok(()) => (false, None),
             Err(_) => {
@@ -235,7 +222,13 @@ pub fn status(layout: &Layout, args: &[String]) -> Result<i32> {
             }
         },
         Err(_) => (false, None),
-    };
+    }
+}
+
+/// The daemon, queue counts, oldest message and last error, as `relayq status` shows them.
+pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Status> {
+    require_access(layout)?;
+    let (running, pid) = daemon_state(layout);
     let count = |d: &str| all_ids(layout, &[d]).len();
     let entries = crate::queue::scan(layout, None);
     let now = crate::daemon::now();
@@ -262,7 +255,7 @@ pub fn status(layout: &Layout, args: &[String]) -> Result<i32> {
         .filter(|e| e.queue_name != "hold")
         .map(|e| now.saturating_sub(e.arrival_time))
         .max();
-    let s = Status {
+    Ok(Status {
         daemon_running: running,
         daemon_pid: pid,
         incoming: count("new"),
@@ -274,7 +267,24 @@ pub fn status(layout: &Layout, args: &[String]) -> Result<i32> {
         oldest_age_seconds: oldest,
         last_error: last_error.map(|x| x.1),
         stuck: oldest.is_some_and(|a| a >= stuck_after.as_secs()),
-    };
+    })
+}
+
+/// Daemon, queue counts, oldest message, last error; exit 1 when mail is stuck (queued
+/// longer than `--stuck-after`, default 1 hour), for monitoring.
+pub fn status(layout: &Layout, args: &[String]) -> Result<i32> {
+    let json = args.iter().any(|a| a == "--json");
+    let stuck_after = args
+        .iter()
+        .position(|a| a == "--stuck-after")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| {
+            crate::config::parse_duration(v)
+                .ok_or_else(|| Error::usage(format!("--stuck-after {v}: use e.g. 30m, 1h")))
+        })
+        .transpose()?
+        .unwrap_or(std::time::Duration::from_secs(3600));
+    let s = collect(layout, stuck_after)?;
     if let Some(path) = args
         .iter()
         .position(|a| a == "--metrics")

@@ -29,6 +29,9 @@ Commands:
                          check DNS, TCP, TLS, AUTH, the sender, and send a test message
   import --from nullmailer|msmtp|ssmtp|dma|postfix [--path P] [--dry-run] [--force]
                          write relayq's config from the replaced tool's configuration
+  doctor [--json] [--dns HOST:PORT]
+                         check config, permissions, daemon, queue, and the sender
+                         domain's SPF, DKIM and DMARC; exit 1 when a check fails
   version                print the version
 
 As sendmail, mailq or newaliases (by program name), relayq behaves like them;
@@ -195,6 +198,10 @@ fn relayq(args: Vec<OsString>) -> Result<i32> {
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect();
             crate::diag::run(&load()?, &a)
+        }
+        "doctor" => {
+            let a: Vec<String> = rest.iter().map(|a| a.to_string_lossy().into()).collect();
+            crate::doctor::run(config.as_deref(), &a)
         }
         "status" => {
             let a: Vec<String> = rest

@@ -71,17 +71,10 @@ fn run_secret_command(cmd: &str) -> std::result::Result<String, String> {
     Ok(first)
 }
 
-/// Read a password file, refusing one that other users can read (as ssh does for keys).
-pub fn read_password_file(p: &Path) -> Result<String> {
-    let m = fs::metadata(p)
-        .map_err(|e| Error::config(format!("password_file {}: {e}", p.display())))?;
-    if m.mode() & 0o007 != 0 {
-        return Err(Error::config(format!(
-            "password_file {} is readable by other users (mode {:o}): chmod 600 (or 640 root:relayq)",
-            p.display(),
-            m.mode() & 0o777
-        )));
-    }
+/// Read a password file, refusing one that other users can read (as ssh does for keys) or
+/// that belongs to someone other than root or the daemon's user (see [`crate::perms`]).
+pub fn read_password_file(p: &Path, daemon_uid: Option<u32>) -> Result<String> {
+    crate::perms::password_file(p, daemon_uid)?;
     let text = fs::read_to_string(p)
         .map_err(|e| Error::config(format!("password_file {}: {e}", p.display())))?;
     let pw = text
@@ -180,6 +173,7 @@ pub fn resolved_targets(cfg: &Config) -> Result<Vec<(String, Target)>> {
 fn build_slots(cfg: &Config) -> Result<Vec<Slot>> {
     let mut out = Vec::new();
     let ehlo_default = crate::submit::host_names().1;
+    let daemon_uid = crate::perms::spool_owner(&Layout::new(&cfg.spool_dir)).ok();
     for r in cfg.relays() {
         let ep = provider::endpoint(r)
             .map_err(|e| Error::config(format!("config {}: relay: {e}", cfg.path.display())))?;
@@ -192,7 +186,7 @@ fn build_slots(cfg: &Config) -> Result<Vec<Slot>> {
             )
         };
         let secret = if let Some(p) = &r.password_file {
-            Secret::Static(read_password_file(p)?)
+            Secret::Static(read_password_file(p, daemon_uid)?)
         } else if let Some(c) = &r.password_command {
             Secret::Command(c.clone())
         } else {
@@ -810,44 +804,14 @@ fn drop_to_spool_owner(layout: &Layout) -> Result<u32> {
 
 /// Check the spool's owners and modes before trusting it.
 pub fn check_spool(layout: &Layout) -> Result<()> {
-    let owner = fs::metadata(layout.dir("queue"))
-        .map_err(|e| {
-            Error::temp(format!(
-                "spool {}: {e}: run `relayq init`",
-                layout.root.display()
-            ))
-        })?
-        .uid();
-    for (name, mode) in spool::DIRS {
-        let p = layout.dir(name);
-        let m = fs::symlink_metadata(&p)
-            .map_err(|e| Error::temp(format!("{}: {e}: run `relayq init`", p.display())))?;
-        if !m.is_dir() {
-            return Err(Error::config(format!("{} is not a directory", p.display())));
-        }
-        if m.uid() != owner {
-            return Err(Error::config(format!(
-                "{} is owned by uid {}, not the spool owner {owner}: run `relayq init`",
-                p.display(),
-                m.uid()
-            )));
-        }
-        if m.mode() & 0o7777 != *mode {
-            return Err(Error::config(format!(
-                "{} has mode {:o}, want {:o}: run `relayq init`",
-                p.display(),
-                m.mode() & 0o7777,
-                mode
-            )));
-        }
-    }
-    Ok(())
+    Ok(crate::perms::spool(layout)?)
 }
 
 impl Daemon {
     pub fn new(cfg: Config, cfg_flag: Option<PathBuf>, once: bool) -> Result<Daemon> {
         let layout = Layout::new(&cfg.spool_dir);
         check_spool(&layout)?;
+        crate::perms::config_file(&cfg.path)?;
         // Secrets are read (as root if need be) before privileges are dropped.
         let slots = build_slots(&cfg)?;
         let spool_owner = drop_to_spool_owner(&layout)?;

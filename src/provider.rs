@@ -36,6 +36,9 @@ pub struct Preset {
     pub name: &'static str,
     pub url: &'static str,
     pub spf_include: &'static str,
+    /// DKIM selectors the provider always uses (`<sel>._domainkey.<domain>`); empty when
+    /// they are specific to the account.
+    pub dkim_selectors: &'static [&'static str],
     pub note: &'static str,
 }
 
@@ -44,45 +47,70 @@ pub const PRESETS: &[Preset] = &[
         name: "smtp2go",
         url: "smtps://mail.smtp2go.com:465",
         spf_include: "spf.smtp2go.com",
+        dkim_selectors: &[],
         note: "verify the sender domain or address in the SMTP2GO console; username/password are an SMTP user",
     },
     Preset {
         name: "sendgrid",
         url: "smtps://smtp.sendgrid.net:465",
         spf_include: "sendgrid.net",
+        dkim_selectors: &["s1", "s2"],
         note: "username is literally 'apikey', the password is an API key; the sender needs Sender Identity verification",
     },
     Preset {
         name: "mailgun",
         url: "smtps://smtp.mailgun.org:465",
         spf_include: "mailgun.org",
+        dkim_selectors: &[],
         note: "SMTP credentials of the sending domain (postmaster@your-domain)",
     },
     Preset {
         name: "postmark",
         url: "smtp://smtp.postmarkapp.com:587",
         spf_include: "spf.mtasv.net",
+        dkim_selectors: &[],
         note: "the server API token is both username and password; sender signature required",
     },
     Preset {
         name: "gmail",
         url: "smtps://smtp.gmail.com:465",
         spf_include: "_spf.google.com",
+        dkim_selectors: &["google"],
         note: "use an app password, or auth = \"xoauth2\" with password_command printing an access token",
     },
     Preset {
         name: "office365",
         url: "smtp://smtp.office365.com:587",
         spf_include: "spf.protection.outlook.com",
+        dkim_selectors: &["selector1", "selector2"],
         note: "basic auth is being retired: use auth = \"xoauth2\" with a token command; SMTP AUTH must be enabled for the mailbox",
     },
     Preset {
         name: "fastmail",
         url: "smtps://smtp.fastmail.com:465",
         spf_include: "spf.messagingengine.com",
+        dkim_selectors: &["fm1", "fm2", "fm3"],
         note: "an app password with SMTP access",
     },
 ];
+
+/// Amazon SES (`ses:<region>`): the URL depends on the region; Easy DKIM selectors are
+/// per account.
+pub const SES: Preset = Preset {
+    name: "ses",
+    url: "",
+    spf_include: "amazonses.com",
+    dkim_selectors: &[],
+    note: "SMTP credentials (not the AWS access key) of the region; verify the sender identity",
+};
+
+/// The preset a provider name refers to (`ses:<region>` gives [`SES`]).
+pub fn preset(name: &str) -> Option<&'static Preset> {
+    if name.starts_with("ses:") {
+        return Some(&SES);
+    }
+    PRESETS.iter().find(|p| p.name == name)
+}
 
 /// Look up a preset by name; `ses:<region>` is computed.
 pub fn preset_url(name: &str) -> Option<String> {

@@ -1,0 +1,910 @@
+//! `relayq doctor [--json] [--dns HOST:PORT]`: the config, the owners and modes the daemon
+//! insists on (the same checks, from [`crate::perms`]), the daemon, the queue, and the sender
+//! domain's SPF, DKIM and DMARC records. One line per check — pass, warn or FAIL — and for
+//! warn/FAIL the fix on the next line. Exit 1 when something failed, else 0.
+//!
+//! A DNS server that cannot be asked (timeout, SERVFAIL, nothing reachable) is one `warn
+//! dns` line, never a finding about the domain; NXDOMAIN or no record is a finding.
+
+use crate::config::{Config, Relay};
+use crate::error::{Error, Result};
+use crate::perms;
+use crate::provider::{self, Preset};
+use crate::spool::Layout;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
+use hickory_resolver::{Resolver, TokioResolver};
+use std::cell::RefCell;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+const USAGE: &str = "usage: relayq doctor [--json] [--dns HOST:PORT]";
+/// RFC 7208 4.6.4: at most 10 mechanisms and modifiers that cause DNS lookups.
+const SPF_MAX_LOOKUPS: usize = 10;
+
+#[derive(serde::Serialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Pass,
+    Warn,
+    Fail,
+}
+
+#[derive(serde::Serialize, Debug)]
+pub struct Finding {
+    pub status: Level,
+    pub check: &'static str,
+    pub found: String,
+    pub fix: Option<String>,
+}
+
+/// The findings so far; printed as they come unless the output is JSON.
+struct Report {
+    json: bool,
+    findings: Vec<Finding>,
+    dns_warned: bool,
+}
+
+impl Report {
+    fn push(&mut self, status: Level, check: &'static str, found: String, fix: Option<String>) {
+        if !self.json {
+            let word = match status {
+                Level::Pass => "pass",
+                Level::Warn => "warn",
+                Level::Fail => "FAIL",
+            };
+            println!("{word}  {check:<11} {found}");
+            if let Some(f) = &fix {
+                println!("      {:<11} fix: {f}", "");
+            }
+        }
+        self.findings.push(Finding {
+            status,
+            check,
+            found,
+            fix,
+        });
+    }
+    fn pass(&mut self, check: &'static str, found: impl Into<String>) {
+        self.push(Level::Pass, check, found.into(), None);
+    }
+    fn warn(&mut self, check: &'static str, found: impl Into<String>, fix: impl Into<String>) {
+        self.push(Level::Warn, check, found.into(), Some(fix.into()));
+    }
+    fn fail(&mut self, check: &'static str, found: impl Into<String>, fix: impl Into<String>) {
+        self.push(Level::Fail, check, found.into(), Some(fix.into()));
+    }
+    fn problem(&mut self, check: &'static str, p: perms::Problem) {
+        self.fail(check, p.what, p.fix);
+    }
+    /// The DNS server could not be asked: said once, and not as a finding about the domain.
+    fn dns_down(&mut self, why: &str) {
+        if !self.dns_warned {
+            self.dns_warned = true;
+            self.warn(
+                "dns",
+                format!("could not ask DNS ({why}); the domain's records were not checked"),
+                "check /etc/resolv.conf and that a DNS server answers (or give --dns HOST:PORT); this is not a problem of your domain",
+            );
+        }
+    }
+    fn count(&self, l: Level) -> usize {
+        self.findings.iter().filter(|f| f.status == l).count()
+    }
+}
+
+struct Opts {
+    json: bool,
+    dns: Option<SocketAddr>,
+}
+
+fn parse_args(args: &[String]) -> Result<Opts> {
+    let mut o = Opts {
+        json: false,
+        dns: None,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--json" => o.json = true,
+            "--dns" => {
+                let v = it.next().ok_or_else(|| Error::usage(USAGE))?;
+                let addr = v
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| {
+                        Error::usage(format!("--dns {v}: want HOST:PORT, e.g. 127.0.0.1:53"))
+                    })?;
+                o.dns = Some(addr);
+            }
+            _ => return Err(Error::usage(USAGE)),
+        }
+    }
+    Ok(o)
+}
+
+pub fn run(config_flag: Option<&Path>, args: &[String]) -> Result<i32> {
+    let opts = parse_args(args)?;
+    let mut r = Report {
+        json: opts.json,
+        findings: Vec::new(),
+        dns_warned: false,
+    };
+    match Config::load(config_flag) {
+        Ok(cfg) => check_all(&mut r, &cfg, opts.dns),
+        Err(e) => {
+            r.fail(
+                "config",
+                e.msg,
+                "correct the line named above (every key is in relayq.toml(5))",
+            );
+            if let Err(p) = perms::config_file(&crate::config::choose_path(config_flag)) {
+                r.problem("permissions", p);
+            }
+        }
+    }
+    let (failed, warned) = (r.count(Level::Fail), r.count(Level::Warn));
+    if r.json {
+        let v = serde_json::json!({"checks": r.findings, "failed": failed, "warnings": warned});
+        println!("{v}");
+    } else {
+        println!("{failed} failed, {warned} warning(s)");
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+fn check_all(r: &mut Report, cfg: &Config, dns: Option<SocketAddr>) {
+    let path = cfg.path.display();
+    if cfg.path.exists() {
+        r.pass("config", format!("{path} loads and validates"));
+    } else {
+        r.pass("config", format!("{path} not found: built-in defaults"));
+    }
+    check_address(r, cfg);
+    check_permissions(r, cfg);
+    let layout = Layout::new(&cfg.spool_dir);
+    check_daemon(r, &layout);
+    check_queue(r, &layout);
+    check_dns(r, cfg, dns);
+}
+
+fn check_address(r: &mut Report, cfg: &Config) {
+    match &cfg.relay {
+        Some(relay) => match provider::endpoint(relay) {
+            Ok(ep) => r.pass(
+                "relay",
+                match &relay.provider {
+                    Some(p) => format!("{ep} (provider {p})"),
+                    None => ep.to_string(),
+                },
+            ),
+            Err(e) => r.fail("relay", e, "see relayq.toml(5) for [relay] url and provider"),
+        },
+        None => r.fail(
+            "relay",
+            "no [relay] configured: mail stays in the queue",
+            "set [relay] provider = \"smtp2go\" (or another preset) or url = \"smtps://host:465\", with username and password_file",
+        ),
+    }
+    let a = &cfg.address;
+    match &a.admin {
+        Some(x) => r.pass("admin", format!("mail for root and other local accounts goes to {x}")),
+        None => r.warn(
+            "admin",
+            "address.admin is not set",
+            "set [address] admin = \"you@example.com\": mail for root (cron, smartd, unattended-upgrades) goes there instead of to a local name the relay cannot deliver",
+        ),
+    }
+    match &a.sender {
+        Some(x) => r.pass("sender", format!("local mail is sent as {x}")),
+        None => r.warn(
+            "sender",
+            "address.sender is not set",
+            "set [address] sender to an address your provider has verified: relays refuse mail from senders they do not know",
+        ),
+    }
+}
+
+fn check_permissions(r: &mut Report, cfg: &Config) {
+    match perms::config_file(&cfg.path) {
+        Ok(()) => r.pass(
+            "permissions",
+            format!("config {} is not writable by others", cfg.path.display()),
+        ),
+        Err(p) => r.problem("permissions", p),
+    }
+    let layout = Layout::new(&cfg.spool_dir);
+    match perms::spool(&layout) {
+        Ok(()) => r.pass(
+            "permissions",
+            format!(
+                "spool {}: owners and modes as `relayq init` makes them",
+                layout.root.display()
+            ),
+        ),
+        Err(p) => r.problem("permissions", p),
+    }
+    let owner = perms::spool_owner(&layout).ok();
+    for pw in cfg.relays().iter().filter_map(|x| x.password_file.as_ref()) {
+        match perms::password_file(pw, owner) {
+            Ok(()) => r.pass(
+                "permissions",
+                format!(
+                    "password_file {}: not readable by others, owned by root or the daemon's user",
+                    pw.display()
+                ),
+            ),
+            Err(p) => r.problem("permissions", p),
+        }
+    }
+}
+
+/// A systemd flush timer or a cron job that runs `relayq flush` / `sendmail -q`.
+fn flush_timer() -> Option<String> {
+    let unit = "/etc/systemd/system/timers.target.wants/relayq-flush.timer";
+    if Path::new(unit).exists() {
+        return Some("relayq-flush.timer".into());
+    }
+    let mut files = vec![std::path::PathBuf::from("/etc/crontab")];
+    if let Ok(d) = std::fs::read_dir("/etc/cron.d") {
+        files.extend(d.filter_map(|e| e.ok()).map(|e| e.path()).take(200));
+    }
+    files.into_iter().find_map(|f| {
+        let t = std::fs::read_to_string(&f).ok()?;
+        (t.contains("relayq flush") || t.contains("sendmail -q")).then(|| f.display().to_string())
+    })
+}
+
+fn check_daemon(r: &mut Report, layout: &Layout) {
+    match crate::admin::daemon_state(layout) {
+        (true, Some(pid)) => r.pass("daemon", format!("running (pid {pid})")),
+        (true, None) => r.pass("daemon", "running"),
+        (false, _) => match flush_timer() {
+            Some(t) => r.pass("daemon", format!("not running; the queue is flushed by {t}")),
+            None => r.warn(
+                "daemon",
+                "not running, and no flush timer or cron job found",
+                "systemctl enable --now relayq (or enable relayq-flush.timer, or run `relayq flush` from cron): otherwise mail waits in the queue",
+            ),
+        },
+    }
+}
+
+fn age(secs: u64) -> String {
+    match secs {
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+fn check_queue(r: &mut Report, layout: &Layout) {
+    let s = match crate::admin::collect(layout, Duration::from_secs(3600)) {
+        Ok(s) => s,
+        Err(e) => {
+            r.warn(
+                "queue",
+                format!("cannot read the queue: {}", e.msg),
+                "run relayq doctor as root",
+            );
+            return;
+        }
+    };
+    let mut found = format!(
+        "{} queued ({} deferred), {} incoming, {} held",
+        s.queued, s.deferred, s.incoming, s.held
+    );
+    if let Some(a) = s.oldest_age_seconds {
+        found.push_str(&format!("; oldest {}", age(a)));
+    }
+    if let Some(e) = &s.last_error {
+        found.push_str(&format!("; last error: {e}"));
+    }
+    if s.stuck {
+        r.warn(
+            "queue",
+            found,
+            "mail has waited over an hour: `relayq queue` shows why, `relayq test` checks the relay",
+        );
+    } else if s.corrupt > 0 {
+        r.warn(
+            "queue",
+            format!("{found}; {} unreadable file(s) set aside", s.corrupt),
+            format!(
+                "look at {} and delete what you do not need",
+                layout.dir("corrupt").display()
+            ),
+        );
+    } else {
+        r.pass("queue", found);
+    }
+}
+
+// ---- DNS ----
+
+/// Why a lookup gave no records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsFail {
+    /// NXDOMAIN or no record of that type: a finding about the domain.
+    Missing,
+    /// The DNS server could not be asked (timeout, SERVFAIL, refused, unreachable).
+    Unreachable(String),
+}
+
+/// One answer record we care about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rec {
+    Txt(String),
+    Cname(String),
+}
+
+/// Where TXT (and CNAME) records come from: the resolver, or a table in unit tests.
+pub trait Lookup {
+    fn query(&self, name: &str, txt_or_cname: RecordType)
+    -> std::result::Result<Vec<Rec>, DnsFail>;
+    fn txt(&self, name: &str) -> std::result::Result<Vec<String>, DnsFail> {
+        Ok(self
+            .query(name, RecordType::TXT)?
+            .into_iter()
+            .filter_map(|r| match r {
+                Rec::Txt(t) => Some(t),
+                Rec::Cname(_) => None,
+            })
+            .collect())
+    }
+}
+
+struct Dns {
+    rt: tokio::runtime::Runtime,
+    resolver: TokioResolver,
+    /// Set at the first failure to reach DNS: later lookups fail at once, no more waiting.
+    down: RefCell<Option<String>>,
+}
+
+impl Dns {
+    fn new(server: Option<SocketAddr>) -> std::result::Result<Dns, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let provider = TokioRuntimeProvider::default();
+        let mut b = match server {
+            Some(addr) => {
+                let conns = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
+                    .into_iter()
+                    .map(|mut c| {
+                        c.port = addr.port();
+                        c
+                    })
+                    .collect();
+                let ns = NameServerConfig::new(addr.ip(), true, conns);
+                Resolver::builder_with_config(ResolverConfig::from_name_servers(vec![ns]), provider)
+            }
+            None => Resolver::builder(provider).map_err(|e| e.to_string())?,
+        };
+        let o = b.options_mut();
+        o.timeout = Duration::from_secs(3);
+        o.attempts = 1;
+        let resolver = b.build().map_err(|e| e.to_string())?;
+        Ok(Dns {
+            rt,
+            resolver,
+            down: RefCell::new(None),
+        })
+    }
+}
+
+impl Lookup for Dns {
+    fn query(&self, name: &str, rtype: RecordType) -> std::result::Result<Vec<Rec>, DnsFail> {
+        if let Some(why) = self.down.borrow().clone() {
+            return Err(DnsFail::Unreachable(why));
+        }
+        // Fully qualified: no search domains appended.
+        let Ok(n) = Name::from_ascii(format!("{}.", name.trim_end_matches('.'))) else {
+            return Err(DnsFail::Missing);
+        };
+        match self.rt.block_on(self.resolver.lookup(n, rtype)) {
+            Ok(l) => Ok(l
+                .answers()
+                .iter()
+                .filter_map(|rec| match &rec.data {
+                    RData::TXT(t) => Some(Rec::Txt(
+                        t.txt_data
+                            .iter()
+                            .map(|s| String::from_utf8_lossy(s))
+                            .collect(),
+                    )),
+                    RData::CNAME(c) => Some(Rec::Cname(c.0.to_string())),
+                    _ => None,
+                })
+                .collect()),
+            Err(NetError::Dns(DnsError::NoRecordsFound(nr)))
+                if matches!(
+                    nr.response_code,
+                    ResponseCode::NXDomain | ResponseCode::NoError
+                ) =>
+            {
+                Err(DnsFail::Missing)
+            }
+            Err(e) => {
+                let why = e.to_string();
+                *self.down.borrow_mut() = Some(why.clone());
+                Err(DnsFail::Unreachable(why))
+            }
+        }
+    }
+}
+
+fn sender_domain(cfg: &Config) -> Option<String> {
+    cfg.address
+        .sender
+        .as_deref()
+        .and_then(|s| s.rsplit_once('@').map(|(_, d)| d.to_string()))
+        .or_else(|| cfg.address.domain.clone())
+        .map(|d| d.to_ascii_lowercase())
+}
+
+fn preset_of(relay: Option<&Relay>) -> Option<&'static Preset> {
+    relay?.provider.as_deref().and_then(provider::preset)
+}
+
+fn check_dns(r: &mut Report, cfg: &Config, server: Option<SocketAddr>) {
+    let Some(domain) = sender_domain(cfg) else {
+        r.warn(
+            "dns",
+            "no sender domain to check",
+            "set [address] sender (or domain) so doctor can check its SPF, DKIM and DMARC",
+        );
+        return;
+    };
+    let dns = match Dns::new(server) {
+        Ok(d) => d,
+        Err(e) => return r.dns_down(&e),
+    };
+    let preset = preset_of(cfg.relay.as_ref());
+    let spf = check_spf(r, &dns, &domain, preset);
+    let dkim = check_dkim(r, &dns, &domain, preset);
+    check_dmarc(r, &dns, &domain, spf, dkim);
+}
+
+/// The v=spf1 records among a name's TXT records.
+fn spf_records(txts: Vec<String>) -> Vec<String> {
+    txts.into_iter()
+        .filter(|t| {
+            let l = t.trim_start().to_ascii_lowercase();
+            l == "v=spf1" || l.starts_with("v=spf1 ")
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpfError {
+    NoRecord(String),
+    Multiple(String, usize),
+    TooManyLookups,
+    Dns(String),
+}
+
+fn one_spf(src: &dyn Lookup, domain: &str) -> std::result::Result<String, SpfError> {
+    let mut v = match src.txt(domain) {
+        Ok(t) => spf_records(t),
+        Err(DnsFail::Missing) => Vec::new(),
+        Err(DnsFail::Unreachable(e)) => return Err(SpfError::Dns(e)),
+    };
+    match v.len() {
+        0 => Err(SpfError::NoRecord(domain.to_string())),
+        1 => Ok(v.remove(0)),
+        n => Err(SpfError::Multiple(domain.to_string(), n)),
+    }
+}
+
+fn same_domain(a: &str, b: &str) -> bool {
+    a.trim_end_matches('.')
+        .eq_ignore_ascii_case(b.trim_end_matches('.'))
+}
+
+/// Whether `record` (or what it includes or redirects to) includes `target`; `chain` ends
+/// with the names followed to get there. Lookups are counted against RFC 7208's limit.
+pub fn spf_includes(
+    src: &dyn Lookup,
+    record: &str,
+    target: &str,
+    lookups: &mut usize,
+    chain: &mut Vec<String>,
+) -> std::result::Result<bool, SpfError> {
+    let mut redirect = None;
+    let mut has_all = false;
+    for term in record.split_ascii_whitespace().skip(1) {
+        let t = term
+            .trim_start_matches(['+', '-', '~', '?'])
+            .to_ascii_lowercase();
+        let mech = t.split([':', '/', '=']).next().unwrap_or("");
+        has_all |= mech == "all";
+        if let Some(r) = t.strip_prefix("redirect=") {
+            redirect = Some(r.to_string());
+            continue;
+        }
+        if !matches!(mech, "include" | "a" | "mx" | "ptr" | "exists") {
+            continue;
+        }
+        *lookups += 1;
+        if *lookups > SPF_MAX_LOOKUPS {
+            return Err(SpfError::TooManyLookups);
+        }
+        if let Some(inc) = t.strip_prefix("include:")
+            && follow(src, inc, target, lookups, chain)?
+        {
+            return Ok(true);
+        }
+    }
+    // RFC 7208 6.1: redirect= is ignored when the record has an "all".
+    match redirect {
+        Some(r) if !has_all => {
+            *lookups += 1;
+            if *lookups > SPF_MAX_LOOKUPS {
+                return Err(SpfError::TooManyLookups);
+            }
+            follow(src, &r, target, lookups, chain)
+        }
+        _ => Ok(false),
+    }
+}
+
+fn follow(
+    src: &dyn Lookup,
+    name: &str,
+    target: &str,
+    lookups: &mut usize,
+    chain: &mut Vec<String>,
+) -> std::result::Result<bool, SpfError> {
+    chain.push(name.to_string());
+    if same_domain(name, target) {
+        return Ok(true);
+    }
+    let rec = one_spf(src, name)?;
+    if spf_includes(src, &rec, target, lookups, chain)? {
+        return Ok(true);
+    }
+    chain.pop();
+    Ok(false)
+}
+
+/// SPF: one record, and it includes the provider's servers. Some(true/false) when known.
+fn check_spf(
+    r: &mut Report,
+    dns: &dyn Lookup,
+    domain: &str,
+    preset: Option<&Preset>,
+) -> Option<bool> {
+    let wanted = preset.map(|p| p.spf_include);
+    let example = format!(
+        "\"v=spf1 include:{} ~all\"",
+        wanted.unwrap_or("<your relay's SPF domain>")
+    );
+    let rec = match one_spf(dns, domain) {
+        Ok(rec) => rec,
+        Err(SpfError::Dns(e)) => {
+            r.dns_down(&e);
+            return None;
+        }
+        Err(SpfError::Multiple(_, n)) => {
+            r.fail(
+                "spf",
+                format!(
+                    "{domain} has {n} SPF (v=spf1) records: receivers then ignore SPF (permerror)"
+                ),
+                "merge them into one TXT record that starts with v=spf1",
+            );
+            return Some(false);
+        }
+        Err(_) => {
+            r.fail(
+                "spf",
+                format!("{domain} has no SPF record (TXT starting with v=spf1)"),
+                format!("add a TXT record at {domain}: {example}"),
+            );
+            return Some(false);
+        }
+    };
+    let Some(want) = wanted else {
+        r.pass(
+            "spf",
+            format!("{domain}: {rec} (custom relay: make sure this lists its servers)"),
+        );
+        return None;
+    };
+    let (mut lookups, mut chain) = (0, Vec::new());
+    match spf_includes(dns, &rec, want, &mut lookups, &mut chain) {
+        Ok(true) => {
+            r.pass(
+                "spf",
+                format!(
+                    "{domain}: {rec} — includes {want} (via {})",
+                    chain.join(" → ")
+                ),
+            );
+            Some(true)
+        }
+        Ok(false) => {
+            r.fail(
+                "spf",
+                format!("{domain}: {rec} — does not include {want}, your provider's servers"),
+                format!(
+                    "add include:{want} before the final \"all\" of the SPF record at {domain}"
+                ),
+            );
+            Some(false)
+        }
+        Err(SpfError::Dns(e)) => {
+            r.dns_down(&e);
+            None
+        }
+        Err(SpfError::TooManyLookups) => {
+            r.fail(
+                "spf",
+                format!("{domain}: {rec} — needs more than {SPF_MAX_LOOKUPS} DNS lookups (permerror)"),
+                "remove includes you no longer use, so at most 10 include/a/mx/ptr/exists/redirect remain",
+            );
+            Some(false)
+        }
+        Err(SpfError::NoRecord(n)) | Err(SpfError::Multiple(n, _)) => {
+            r.fail(
+                "spf",
+                format!("{domain}: {rec} — {n}, which it includes, has no single SPF record"),
+                format!("remove or correct include:{n} in the SPF record at {domain}"),
+            );
+            Some(false)
+        }
+    }
+}
+
+/// DKIM: the provider's fixed selectors, when it has them. Some(true) when a key is found.
+fn check_dkim(
+    r: &mut Report,
+    dns: &dyn Lookup,
+    domain: &str,
+    preset: Option<&Preset>,
+) -> Option<bool> {
+    let sels = preset.map(|p| p.dkim_selectors).unwrap_or(&[]);
+    if sels.is_empty() {
+        r.warn(
+            "dkim",
+            "the DKIM selector is specific to your account: not checked",
+            format!("check the DKIM record your provider gave you is published under _domainkey.{domain}"),
+        );
+        return None;
+    }
+    let (mut found, mut dangling) = (Vec::new(), Vec::new());
+    for sel in sels {
+        let name = format!("{sel}._domainkey.{domain}");
+        let recs = match dns.query(&name, RecordType::TXT) {
+            // A CNAME whose target has no key yet: ask for the CNAME itself.
+            Err(DnsFail::Missing) => dns.query(&name, RecordType::CNAME),
+            other => other,
+        };
+        match recs {
+            Ok(recs) => {
+                let key = recs.iter().any(|x| match x {
+                    Rec::Cname(_) => false,
+                    Rec::Txt(t) => t.split(';').any(|tag| {
+                        tag.trim()
+                            .strip_prefix("p=")
+                            .is_some_and(|v| !v.trim().is_empty())
+                    }),
+                });
+                let cname = recs.iter().find_map(|x| match x {
+                    Rec::Cname(c) => Some(c.trim_end_matches('.').to_string()),
+                    Rec::Txt(_) => None,
+                });
+                match (key, cname) {
+                    (true, Some(c)) => found.push(format!("{name} (CNAME → {c})")),
+                    (true, None) => found.push(name),
+                    (false, Some(c)) => dangling.push(format!("{name} → {c}")),
+                    (false, None) => {}
+                }
+            }
+            Err(DnsFail::Missing) => {}
+            Err(DnsFail::Unreachable(e)) => {
+                r.dns_down(&e);
+                return None;
+            }
+        }
+    }
+    if found.is_empty() && !dangling.is_empty() {
+        r.warn(
+            "dkim",
+            format!("{}: the CNAME points to no DKIM key", dangling.join(", ")),
+            "copy the DKIM CNAMEs exactly as your provider shows them, and activate DKIM in its console",
+        );
+        return Some(false);
+    }
+    if found.is_empty() {
+        let names: Vec<String> = sels.iter().map(|s| format!("{s}._domainkey")).collect();
+        r.warn(
+            "dkim",
+            format!("no DKIM key at {} under {domain}", names.join(", ")),
+            "publish the DKIM records (usually CNAMEs) your provider shows for your domain",
+        );
+        Some(false)
+    } else {
+        r.pass("dkim", format!("key published at {}", found.join(", ")));
+        Some(true)
+    }
+}
+
+/// DMARC: `_dmarc.<domain>` and what its policy demands of the other two.
+fn check_dmarc(
+    r: &mut Report,
+    dns: &dyn Lookup,
+    domain: &str,
+    spf: Option<bool>,
+    dkim: Option<bool>,
+) {
+    let name = format!("_dmarc.{domain}");
+    let recs: Vec<String> = match dns.txt(&name) {
+        Ok(t) => t
+            .into_iter()
+            .filter(|t| t.trim_start().to_ascii_lowercase().starts_with("v=dmarc1"))
+            .collect(),
+        Err(DnsFail::Missing) => Vec::new(),
+        Err(DnsFail::Unreachable(e)) => return r.dns_down(&e),
+    };
+    let rec = match recs.as_slice() {
+        [one] => one,
+        [] => {
+            return r.warn(
+                "dmarc",
+                format!("no DMARC record at {name}"),
+                format!("add a TXT record at {name}: \"v=DMARC1; p=none; rua=mailto:postmaster@{domain}\" (large receivers such as Gmail expect one)"),
+            );
+        }
+        many => {
+            return r.warn(
+                "dmarc",
+                format!(
+                    "{} DMARC records at {name}: receivers ignore them all",
+                    many.len()
+                ),
+                "keep exactly one TXT record starting with v=DMARC1",
+            );
+        }
+    };
+    let policy = rec
+        .split(';')
+        .filter_map(|t| t.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("p"))
+        .map(|(_, v)| v.trim().to_ascii_lowercase());
+    match policy.as_deref() {
+        Some("none") => r.pass(
+            "dmarc",
+            format!("{rec} — p=none: receivers only report, nothing is refused"),
+        ),
+        Some(p @ ("quarantine" | "reject")) => {
+            let what = if p == "reject" {
+                "refuse"
+            } else {
+                "put in spam"
+            };
+            let demand = format!(
+                "p={p}: receivers {what} mail that passes neither SPF nor DKIM for {domain}"
+            );
+            match (spf, dkim) {
+                (Some(false), Some(true)) => r.warn(
+                    "dmarc",
+                    format!("{rec} — {demand}; SPF does not cover your provider, so only DKIM saves your mail"),
+                    "fix the SPF record above, so mail still passes if a DKIM signature breaks",
+                ),
+                (Some(false), _) => r.fail(
+                    "dmarc",
+                    format!("{rec} — {demand}; SPF does not cover your provider and no DKIM key was confirmed, so your mail will be {}", if p == "reject" { "refused" } else { "put in spam" }),
+                    "fix the SPF record above and publish your provider's DKIM records (or set p=none until both pass)",
+                ),
+                _ => r.pass("dmarc", format!("{rec} — {demand}")),
+            }
+        }
+        _ => r.warn(
+            "dmarc",
+            format!("{rec} — no valid p= policy"),
+            format!("the record at {name} needs p=none, p=quarantine or p=reject"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct Table(HashMap<&'static str, Vec<&'static str>>);
+
+    impl Lookup for Table {
+        fn query(&self, name: &str, _: RecordType) -> std::result::Result<Vec<Rec>, DnsFail> {
+            if name == "down.test" {
+                return Err(DnsFail::Unreachable("request timed out".into()));
+            }
+            self.0
+                .get(name)
+                .map(|v| v.iter().map(|t| Rec::Txt(t.to_string())).collect())
+                .ok_or(DnsFail::Missing)
+        }
+    }
+
+    fn walk(
+        t: &Table,
+        rec: &str,
+        target: &str,
+    ) -> (std::result::Result<bool, SpfError>, Vec<String>) {
+        let (mut n, mut chain) = (0, Vec::new());
+        (spf_includes(t, rec, target, &mut n, &mut chain), chain)
+    }
+
+    #[test]
+    fn spf_nested_include_redirect_and_limits() {
+        let mut m = HashMap::new();
+        m.insert("a.test", vec!["v=spf1 ip4:192.0.2.1 include:b.test -all"]);
+        m.insert(
+            "b.test",
+            vec!["something else", "v=spf1 ~include:SPF.Provider.test ?all"],
+        );
+        m.insert("spf.provider.test", vec!["v=spf1 ip4:198.51.100.0/24 -all"]);
+        m.insert("r.test", vec!["v=spf1 redirect=a.test"]);
+        m.insert("loop.test", vec!["v=spf1 include:loop.test"]);
+        m.insert("two.test", vec!["v=spf1 -all", "v=spf1 ~all"]);
+        m.insert(
+            "many.test",
+            vec!["v=spf1 a mx a:x mx:y ptr exists:z a/24 mx/24 a:q include:e.test include:f.test"],
+        );
+        let t = Table(m);
+        let (res, chain) = walk(&t, "v=spf1 include:a.test ~all", "spf.provider.test");
+        assert_eq!(res, Ok(true));
+        assert_eq!(chain, ["a.test", "b.test", "spf.provider.test"]);
+        assert_eq!(
+            walk(&t, "v=spf1 redirect=a.test", "spf.provider.test").0,
+            Ok(true)
+        );
+        // redirect is ignored next to "all"
+        assert_eq!(
+            walk(&t, "v=spf1 -all redirect=a.test", "spf.provider.test").0,
+            Ok(false)
+        );
+        assert_eq!(walk(&t, "v=spf1 include:b.test", "other.test").0, Ok(false));
+        assert_eq!(
+            walk(&t, "v=spf1 include:loop.test", "x.test").0,
+            Err(SpfError::TooManyLookups)
+        );
+        assert_eq!(
+            walk(&t, "v=spf1 include:many.test", "x.test").0,
+            Err(SpfError::TooManyLookups)
+        );
+        assert_eq!(
+            walk(&t, "v=spf1 include:none.test", "x.test").0,
+            Err(SpfError::NoRecord("none.test".into()))
+        );
+        assert_eq!(
+            walk(&t, "v=spf1 include:two.test", "x.test").0,
+            Err(SpfError::Multiple("two.test".into(), 2))
+        );
+        assert!(matches!(
+            walk(&t, "v=spf1 include:down.test", "x.test").0,
+            Err(SpfError::Dns(_))
+        ));
+        // odd input does not panic
+        for rec in [
+            "v=spf1",
+            "v=spf1 include:",
+            "v=spf1 redirect=",
+            "v=spf1 ::: === / %{i}",
+        ] {
+            let _ = walk(&t, rec, "x.test");
+        }
+        assert_eq!(
+            spf_records(vec!["v=spf10".into(), "V=SPF1 -all".into()]),
+            ["V=SPF1 -all"]
+        );
+    }
+}
