@@ -26,7 +26,7 @@ trap 'rm -rf "$stage"' EXIT
 root=$stage/root
 mkdir -p "$root/DEBIAN" "$OUTDIR"
 
-make --no-print-directory install DESTDIR="$root" REL="$REL" INSTALL_NEEDS= >&2
+make -s --no-print-directory install DESTDIR="$root" REL="$REL" INSTALL_NEEDS= >&2
 
 # Debian policy: stripped binaries, compressed man pages, copyright and changelog in /usr/share/doc.
 if command -v strip >/dev/null; then
