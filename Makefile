@@ -11,7 +11,9 @@ MANDIR  ?= $(PREFIX)/share/man
 SYSCONFDIR ?= /etc
 SPOOL   ?= /var/spool/relayq
 UNITDIR ?= /lib/systemd/system
-REL     := target/release
+REL     ?= target/release
+# What `install` builds first; scripts/mkdeb.sh sets it empty to stage already-built binaries.
+INSTALL_NEEDS ?= build
 
 .PHONY: all build deps test check fmt clippy unit integration fuzz demo bench install uninstall deb clean
 
@@ -39,12 +41,18 @@ bench: deps build
 clean:
 	$(CARGO) clean
 
+# A Debian package from the release binaries (scripts/mkdeb.sh: `make install DESTDIR=`
+# into a staging tree, then dpkg-deb). Prints the path of the .deb.
+# DEB_VERSION=... overrides the version (default: Cargo.toml's).
+deb: build
+	bash scripts/mkdeb.sh
+
 # ---- install -------------------------------------------------------------------------
 # Safe to re-run: keeps config, secrets and queued mail. Refuses to replace another MTA's
 # sendmail unless FORCE=1.
 OTHER_MTAS := postfix exim4-daemon-light exim4-daemon-heavy nullmailer msmtp-mta dma ssmtp opensmtpd sendmail-bin
 
-install: build
+install: $(INSTALL_NEEDS)
 	@if [ -z "$(DESTDIR)" ] && [ "$(FORCE)" != 1 ]; then \
 	  for p in $(OTHER_MTAS); do \
 	    if dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed'; then \

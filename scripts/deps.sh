@@ -10,9 +10,10 @@
 #   util-linux           setpriv
 #   man-db, groff-base   man page checks
 #   procps               ps / pgrep in scripts
+#   adduser              the .deb's postinst (tests/package.rs installs it)
 set -euo pipefail
 
-pkgs=(python3-aiosmtpd openssl swaks libnet-ssleay-perl iproute2 util-linux man-db groff-base procps)
+pkgs=(python3-aiosmtpd openssl swaks libnet-ssleay-perl iproute2 util-linux man-db groff-base procps adduser)
 
 need=()
 for p in "${pkgs[@]}"; do
