@@ -745,9 +745,15 @@ pub struct Daemon {
 
 #[derive(Default, Debug)]
 pub struct Stats {
+    /// Messages whose attempt finished (delivered, deferred, bounced or gone).
+    pub attempted: u64,
+    /// Recipients.
     pub delivered: u64,
+    /// Messages.
     pub deferred: u64,
+    /// Recipients.
     pub bounced: u64,
+    pub elapsed: Duration,
 }
 
 /// Take the spool's daemon lock; Err if another daemon or flush holds it.
@@ -1077,6 +1083,9 @@ impl Daemon {
             return;
         };
         m.in_flight = false;
+        if !matches!(r.outcome, Outcome::Blocked) {
+            self.stats.attempted += 1;
+        }
         match r.outcome {
             Outcome::Blocked => {
                 // The job sits in the ready queue again; keep it marked in flight.
@@ -1366,7 +1375,8 @@ impl Daemon {
     }
 
     /// One pass (flush): deliver what can be delivered now, then return.
-    pub fn run_once(mut self, filter: &crate::cli::QueueFilter) -> Result<Stats> {
+    pub fn run_once(mut self, filter: &crate::cli::QueueFilter, progress: bool) -> Result<Stats> {
+        let started = Instant::now();
         let _lock = take_lock(self.layout())?;
         self.load_queue();
         self.pickup();
@@ -1385,10 +1395,22 @@ impl Daemon {
             }
         }
         self.expire();
+        let total = self.msgs.len() as u64;
+        // A progress line only for a queue that takes a while.
+        let mut shown = false;
+        let mut last_shown = started;
         self.spawn_workers();
         loop {
             let workers_alive = self.workers.iter().any(|w| !w.is_finished());
             self.drain_reports();
+            if progress && total >= 100 && last_shown.elapsed() >= Duration::from_secs(1) {
+                last_shown = Instant::now();
+                shown = true;
+                eprint!(
+                    "\r{}\x1b[K",
+                    progress_line(self.stats.attempted, total, started.elapsed())
+                );
+            }
             if !workers_alive {
                 self.drain_reports();
                 break;
@@ -1402,7 +1424,14 @@ impl Daemon {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+        if shown {
+            eprintln!(
+                "\r{}\x1b[K",
+                progress_line(self.stats.attempted, total, started.elapsed())
+            );
+        }
         self.cleanup();
+        self.stats.elapsed = started.elapsed();
         Ok(self.stats)
     }
 
@@ -1710,14 +1739,28 @@ pub fn flush(
             let mut reply = String::new();
             let _ = BufReader::new(&s).read_line(&mut reply);
             if reply.starts_with("OK") {
-                println!("relayq: the daemon is flushing the queue");
+                if nix::unistd::isatty(std::io::stdout()).unwrap_or(false) || !cfg.log.syslog {
+                    println!(
+                        "relayq: the daemon is flushing the queue (`mailq` shows what is left)"
+                    );
+                }
                 return Ok(0);
             }
         }
     }
-    crate::log::init(cfg.log.syslog, true, false);
+    // Where the log goes: syslog when it is on (from cron a flush prints nothing, or cron
+    // would mail every run); stderr too when syslog is off. On a terminal: warnings and
+    // errors, a progress line for a large queue, and a summary.
+    let tty = nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
+    let stderr_level = match (cfg.log.syslog, tty) {
+        (false, _) => log::LevelFilter::Trace,
+        (true, true) => log::LevelFilter::Warn,
+        (true, false) => log::LevelFilter::Error,
+    };
+    let chatty = tty || !cfg.log.syslog;
+    crate::log::init_with(cfg.log.syslog, true, false, stderr_level);
     let d = Daemon::new(cfg, cfg_flag, true)?;
-    let stats = d.run_once(filter)?;
+    let stats = d.run_once(filter, tty)?;
     let remaining = fs::read_dir(layout.dir("queue"))
         .map(|r| {
             r.filter_map(|e| e.ok())
@@ -1725,11 +1768,29 @@ pub fn flush(
                 .count()
         })
         .unwrap_or(0);
-    println!(
-        "relayq: flush done: {} delivered, {} deferred, {} bounced; {remaining} message(s) still queued",
-        stats.delivered, stats.deferred, stats.bounced
-    );
+    if chatty {
+        println!(
+            "relayq: flush done in {:.1}s: {} message(s) tried, {} recipient(s) delivered, {} deferred, {} bounced; {remaining} message(s) still queued",
+            stats.elapsed.as_secs_f64(),
+            stats.attempted,
+            stats.delivered,
+            stats.deferred,
+            stats.bounced
+        );
+    }
     Ok(0)
+}
+
+/// The progress line of a flush on a terminal: done/total, rate, ETA.
+fn progress_line(done: u64, total: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let rate = done as f64 / secs;
+    let eta = if rate > 0.0 {
+        format!("{:.0}s", total.saturating_sub(done) as f64 / rate)
+    } else {
+        "?".into()
+    };
+    format!("relayq: flush: {done}/{total} messages, {rate:.0} msg/s, ETA {eta}")
 }
 
 pub fn daemon(cfg: Config, cfg_flag: Option<PathBuf>, foreground: bool) -> Result<i32> {

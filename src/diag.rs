@@ -19,6 +19,29 @@ fn fail(step: &str, what: &str, hint: &str) {
     }
 }
 
+fn warn(step: &str, what: &str, hint: &str) {
+    println!("  warn  {step:<10} {what}");
+    println!("        hint: {hint}");
+}
+
+/// What a newcomer wants to see of the relay's certificate.
+pub struct CertSummary {
+    pub subject: String,
+    pub issuer: String,
+    /// Unix time.
+    pub not_after: i64,
+}
+
+/// Subject, issuer and expiry of a DER certificate (None if it does not parse).
+pub fn cert_summary(der: &[u8]) -> Option<CertSummary> {
+    let (_, c) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(CertSummary {
+        subject: c.subject().to_string(),
+        issuer: c.issuer().to_string(),
+        not_after: c.validity().not_after.timestamp(),
+    })
+}
+
 /// A hint for a failed session, from where it failed and how.
 fn hint(t: &Target, e: &SessionError) -> String {
     match (&e.kind, e.stage) {
@@ -133,6 +156,27 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<i32> {
                 ),
             ),
             None => ok("tls", "none (plaintext allowed for this loopback relay)"),
+        }
+        if let Some(c) = session
+            .tls_info()
+            .and_then(|i| cert_summary(&i.peer_cert_der))
+        {
+            let days = (c.not_after - crate::daemon::now() as i64).div_euclid(86400);
+            let what = format!(
+                "subject {}; issuer {}; expires {} ({days} days)",
+                c.subject,
+                c.issuer,
+                crate::message::rfc5322_date(c.not_after)
+            );
+            if days < 14 {
+                warn(
+                    "cert",
+                    &what,
+                    "the relay's certificate expires soon: tell the provider (or renew it, for your own relay)",
+                );
+            } else {
+                ok("cert", &what);
+            }
         }
         let caps = session.capabilities();
         ok("ehlo", &caps.raw.join(", "));

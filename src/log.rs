@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 struct Logger {
     syslog: bool,
     stderr: bool,
+    /// Records above this level go to syslog only (a flush on a terminal shows warnings).
+    stderr_level: LevelFilter,
     level: LevelFilter,
 }
 
@@ -33,7 +35,7 @@ impl Log for Logger {
             };
             let _ = nix::syslog::syslog(Priority::new(sev, Facility::LOG_MAIL), msg.as_str());
         }
-        if self.stderr {
+        if self.stderr && r.level() <= self.stderr_level {
             let tag = match r.level() {
                 Level::Error => "error: ",
                 Level::Warn => "warning: ",
@@ -47,6 +49,11 @@ impl Log for Logger {
 
 /// Install the logger once. `stderr`: also print (foreground, or a terminal).
 pub fn init(syslog: bool, stderr: bool, verbose: bool) {
+    init_with(syslog, stderr, verbose, LevelFilter::Trace)
+}
+
+/// As [`init`], printing only records up to `stderr_level` on stderr.
+pub fn init_with(syslog: bool, stderr: bool, verbose: bool, stderr_level: LevelFilter) {
     if syslog {
         let _ = nix::syslog::openlog(
             Some(c"relayq"),
@@ -62,6 +69,7 @@ pub fn init(syslog: bool, stderr: bool, verbose: bool) {
     let logger = LOGGER.get_or_init(|| Logger {
         syslog,
         stderr,
+        stderr_level,
         level,
     });
     if log::set_logger(logger).is_ok() {

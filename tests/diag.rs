@@ -22,9 +22,24 @@ fn relayq_test_steps_and_hints() {
     let env = Env::new(&relay_toml("smtp", relay.port), "");
     let (code, out) = test_cmd(&env, &["--to", "check@example.org"]);
     assert_eq!(code, 0, "{out}");
-    for step in ["dns", "tcp", "tls", "ehlo", "auth", "sender", "send"] {
+    for step in [
+        "dns", "tcp", "tls", "cert", "ehlo", "auth", "sender", "send",
+    ] {
         assert!(out.contains(&format!("ok    {step}")), "{step}: {out}");
     }
+    // The certificate as a newcomer needs it: who it is for, who vouches, when it ends
+    // (the test CA's leaf lasts 3650 days).
+    let cert = out.lines().find(|l| l.contains("ok    cert")).unwrap_or("");
+    assert!(
+        cert.contains("subject CN=localhost") && cert.contains("issuer CN=relayq test CA"),
+        "{cert}"
+    );
+    let days: i64 = cert
+        .rsplit_once('(')
+        .and_then(|(_, d)| d.split_whitespace().next())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(-1);
+    assert!((3000..=3650).contains(&days), "{cert}");
     assert!(!out.contains("secret"), "{out}");
     let got = relay.arrived();
     assert_eq!(got.len(), 1);
