@@ -178,19 +178,12 @@ fn relayq(args: Vec<OsString>) -> Result<i32> {
                 || nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
             crate::daemon::daemon(load()?, config.clone(), fg)
         }
-        "hold" | "release" | "delete" => {
+        "show" | "hold" | "release" | "delete" => {
             let a: Vec<String> = rest
                 .iter()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect();
-            crate::admin::change(&Layout::new(&load()?.spool_dir), &cmd, &a)
-        }
-        "show" => {
-            let a: Vec<String> = rest
-                .iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect();
-            crate::admin::show(&Layout::new(&load()?.spool_dir), &a)
+            crate::admin::manage(&Layout::new(&load()?.spool_dir), &cmd, &a)
         }
         "test" => {
             let a: Vec<String> = rest
