@@ -470,7 +470,10 @@ fn users_manage_only_their_own_mail() {
     };
 
     // B sees only B's mail in the queue listing, in both formats.
-    assert_eq!(listed(&h.relayq(b, &["queue", "--json"])), [b1.clone()]);
+    assert_eq!(
+        listed(&h.relayq(b, &["queue", "--json"])),
+        std::slice::from_ref(b1)
+    );
     let o = h.relayq(b, &["queue"]);
     let text = stdout(&o);
     assert!(o.status.success() && text.contains(b1.as_str()), "{text}");
