@@ -23,6 +23,8 @@ Commands:
   hold ID...|--all       keep messages from being sent
   release ID...|--all    let held messages go again
   delete ID...|--all     remove messages from the queue
+                         (show/hold/release/delete: root and the spool's owner
+                         on any message; other users on their own, via the daemon)
   status [--json] [--stuck-after 1h] [--metrics FILE]
                          daemon, queue counts, oldest message; exit 1 when mail is stuck
   test [--to ADDR] [--no-send]
