@@ -1,26 +1,34 @@
 //! Queue management for the admin: `relayq hold|release|delete ID...|--all`, `relayq show ID
 //! [--body]` and `relayq status [--json]`. Each state change is a rename between spool
-//! directories (hold/ ⇄ queue/ via new/), like the rest of the spool. Root or the spool's
-//! owner only: ordinary users cannot reach the spool.
+//! directories (hold/ ⇄ queue/ via new/), like the rest of the spool. Root and the spool's
+//! owner work on the spool; other users cannot reach it, so their show/hold/release/delete
+//! go over the daemon's socket, which runs the same per-ID code on their own messages only.
+//! `status` is for root and the spool's owner.
 
 use crate::daemon::read_envelope;
-use crate::error::{Error, Result};
-use crate::spool::{self, Layout};
+use crate::error::{Class, Error, Result};
+use crate::sink::ChunkWriter;
+use crate::spool::{self, Envelope, Layout};
 use crate::state::{self, RcptState, State};
 use std::fs;
-use std::io::{BufRead, Read};
+use std::io::{BufRead, Read, Seek, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 
-fn require_access(layout: &Layout) -> Result<u32> {
-    let owner = fs::metadata(layout.dir("queue"))
+fn spool_owner(layout: &Layout) -> Result<u32> {
+    Ok(fs::metadata(layout.dir("queue"))
         .map_err(|e| {
             Error::temp(format!(
                 "spool {}: {e}: run `relayq init`",
                 layout.root.display()
             ))
         })?
-        .uid();
+        .uid())
+}
+
+fn require_access(layout: &Layout) -> Result<u32> {
+    let owner = spool_owner(layout)?;
     let me = nix::unistd::geteuid().as_raw();
     if me != 0 && me != owner {
         return Err(Error::noperm(
@@ -28,17 +36,6 @@ fn require_access(layout: &Layout) -> Result<u32> {
         ));
     }
     Ok(owner)
-}
-
-/// Where a message is now: (directory, path).
-fn locate(layout: &Layout, id: &str) -> Option<(&'static str, PathBuf)> {
-    if !spool::is_id(id) {
-        return None;
-    }
-    ["queue", "hold", "new"]
-        .into_iter()
-        .map(|d| (d, layout.dir(d).join(id)))
-        .find(|(_, p)| p.exists())
 }
 
 fn all_ids(layout: &Layout, dirs: &[&str]) -> Vec<String> {
@@ -64,133 +61,461 @@ fn move_with_state(from: &PathBuf, to: &PathBuf) -> std::io::Result<()> {
     fs::rename(from, to)
 }
 
-/// hold, release or delete the given IDs (or all with `--all`).
-pub fn change(layout: &Layout, verb: &str, args: &[String]) -> Result<i32> {
-    require_access(layout)?;
-    let ids: Vec<String> = if args.iter().any(|a| a == "--all") {
-        match verb {
-            "release" => all_ids(layout, &["hold"]),
-            "hold" => all_ids(layout, &["queue", "new"]),
-            _ => all_ids(layout, &["queue", "hold", "new"]),
-        }
-    } else {
-        args.to_vec()
-    };
-    if ids.is_empty() {
-        return Err(Error::usage(format!("usage: relayq {verb} ID... | --all")));
-    }
-    let mut failed = 0;
-    for id in &ids {
-        let Some((dir, path)) = locate(layout, id) else {
-            eprintln!("relayq: {id}: no such message in the queue");
-            failed += 1;
-            continue;
-        };
-        let r = match (verb, dir) {
-            ("hold", "hold") | ("release", "queue") | ("release", "new") => Ok(()),
-            ("hold", _) => move_with_state(&path, &layout.dir("hold").join(id)),
-            // Released mail goes back through new/, where the daemon notices it at once.
-            ("release", _) => {
-                let st = state::path_for(&path);
-                let r = if st.exists() {
-                    fs::rename(&st, state::path_for(&layout.dir("queue").join(id)))
-                } else {
-                    Ok(())
-                };
-                r.and_then(|_| fs::rename(&path, layout.dir("new").join(id)))
-            }
-            _ => {
-                fs::remove_file(&path).and_then(|_| match fs::remove_file(state::path_for(&path)) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                    _ => Ok(()),
-                })
-            }
-        };
-        match r {
-            Ok(()) => println!(
-                "{id}: {}",
-                match verb {
-                    "hold" => "held",
-                    "release" => "released",
-                    _ => "deleted",
-                }
-            ),
-            Err(e) => {
-                eprintln!("relayq: {id}: {e}");
-                failed += 1;
-            }
-        }
-    }
-    Ok(if failed > 0 { 1 } else { 0 })
+/// Largest request an ordinary user may send the daemon (IDs, one a line): about 47,000 IDs.
+const MAX_REQUEST: u64 = 1 << 20;
+/// Most answers a client reads from the daemon for one request.
+const MAX_ANSWERS: usize = 1 << 20;
+
+/// A per-message operation. Root and the spool's owner run it on the spool directly; an
+/// ordinary user's request goes over the daemon's socket, and the daemon runs the same code
+/// limited to the messages that user submitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Show { body: bool },
+    Hold,
+    Release,
+    Delete,
 }
 
-/// Envelope, per-recipient state, header (and with `--body` the body) of one message.
-pub fn show(layout: &Layout, args: &[String]) -> Result<i32> {
-    let owner = require_access(layout)?;
-    let body = args.iter().any(|a| a == "--body");
-    let Some(id) = args.iter().find(|a| !a.starts_with("--")) else {
-        return Err(Error::usage("usage: relayq show ID [--body]"));
-    };
-    let (dir, path) = locate(layout, id).ok_or_else(|| {
-        Error::new(
-            crate::error::Class::NoUser,
-            format!("{id}: no such message in the queue"),
-        )
-    })?;
-    let (env, off, meta) = read_envelope(&path).map_err(|e| Error::data(format!("{id}: {e}")))?;
-    let st = State::load(&state::path_for(&path), env.rcpts.len());
-    println!(
-        "Queue ID:  {id} ({})",
-        if dir == "queue" { "queued" } else { dir }
-    );
-    println!(
-        "Arrived:   {}",
-        crate::message::rfc5322_date(env.time as i64)
-    );
-    println!("Size:      {} bytes", meta.len().saturating_sub(off));
-    println!("Submitter: uid {}", env.submitter(meta.uid(), owner));
-    println!("Sender:    <{}>", env.sender);
-    if st.next > 0 {
-        println!(
-            "Next try:  {} (after {} deferred attempt(s))",
-            crate::message::rfc5322_date(st.next as i64),
-            st.attempts
-        );
+impl Op {
+    const ALL: [Op; 5] = [
+        Op::Show { body: false },
+        Op::Show { body: true },
+        Op::Hold,
+        Op::Release,
+        Op::Delete,
+    ];
+
+    /// `relayq show|hold|release|delete` (and `--body` for show).
+    pub fn parse(cmd: &str, args: &[String]) -> Option<Op> {
+        match cmd {
+            "show" => Some(Op::Show {
+                body: args.iter().any(|a| a == "--body"),
+            }),
+            "hold" => Some(Op::Hold),
+            "release" => Some(Op::Release),
+            "delete" => Some(Op::Delete),
+            _ => None,
+        }
     }
-    for (r, s) in env.rcpts.iter().zip(st.rcpts.iter()) {
-        let (what, reply) = match s {
-            RcptState::Pending => ("queued", String::new()),
-            RcptState::Deferred(_, x) => ("deferred", format!(" ({x})")),
-            RcptState::Delivered(_, x) => ("sent", format!(" ({x})")),
-            RcptState::Failed(_, x) => ("failed", format!(" ({x})")),
+
+    /// The request's verb on the daemon's socket (like LIST, SUBM).
+    pub fn verb(self) -> &'static [u8; 4] {
+        match self {
+            Op::Show { body: false } => b"SHOW",
+            Op::Show { body: true } => b"SHWB",
+            Op::Hold => b"HOLD",
+            Op::Release => b"RLSE",
+            Op::Delete => b"DELE",
+        }
+    }
+
+    pub fn from_verb(v: &[u8]) -> Option<Op> {
+        Op::ALL.into_iter().find(|o| o.verb() == v)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::Show { .. } => "show",
+            Op::Hold => "hold",
+            Op::Release => "release",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// Whose messages a caller may touch. `owner` is the spool's owner (see
+/// `Envelope::submitter`); `only` is None for root and the spool's owner, and Some(uid) for
+/// an ordinary user, who may touch what that uid submitted and nothing else.
+#[derive(Clone, Copy, Debug)]
+pub struct Scope {
+    pub owner: u32,
+    pub only: Option<u32>,
+}
+
+impl Scope {
+    fn sees(&self, path: &Path) -> bool {
+        self.only.is_none_or(|uid| {
+            read_envelope(path)
+                .is_ok_and(|(env, _, meta)| env.submitter(meta.uid(), self.owner) == uid)
+        })
+    }
+}
+
+/// Why one ID was not handled. `NoSuch` is also the answer for another user's message: the
+/// two must be indistinguishable.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    NoSuch(String),
+    Broken(String),
+    Io(String),
+}
+
+impl Failure {
+    fn line(&self) -> String {
+        match self {
+            Failure::NoSuch(id) => format!("{id}: no such message in the queue"),
+            Failure::Broken(m) | Failure::Io(m) => m.clone(),
+        }
+    }
+
+    fn into_error(self) -> Error {
+        let class = match self {
+            Failure::NoSuch(_) => Class::NoUser,
+            Failure::Broken(_) => Class::Data,
+            Failure::Io(_) => Class::Temp,
         };
-        println!("Recipient: <{}> {what}{reply}", r.addr);
+        Error::new(class, self.line())
     }
-    println!();
-    let mut f =
-        std::io::BufReader::new(fs::File::open(&path).map_err(|e| Error::temp(e.to_string()))?);
-    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(off))
-        .map_err(|e| Error::temp(e.to_string()))?;
-    let mut out = std::io::stdout().lock();
-    let mut line = Vec::new();
-    let mut in_body = false;
-    loop {
-        line.clear();
-        if f.read_until(b'\n', &mut line)
-            .map_err(|e| Error::temp(e.to_string()))?
-            == 0
-        {
-            break;
+
+    /// The answer line on the daemon's socket.
+    fn wire(&self) -> String {
+        let (tag, text) = match self {
+            Failure::NoSuch(id) => ("MISS", id),
+            Failure::Broken(m) => ("BAD", m),
+            Failure::Io(m) => ("IO", m),
+        };
+        format!("{tag} {}", text.replace(['\r', '\n'], " "))
+    }
+
+    fn from_wire(tag: &str, text: &str) -> Option<Failure> {
+        match tag {
+            "MISS" => Some(Failure::NoSuch(text.into())),
+            "BAD" => Some(Failure::Broken(text.into())),
+            "IO" => Some(Failure::Io(text.into())),
+            _ => None,
         }
-        if !in_body && line == b"\r\n" {
-            if !body {
-                break;
+    }
+}
+
+/// Where a message `scope` may see is now: (directory, path). Anything else, including a
+/// name that is not a queue ID (no path traversal), is not there.
+fn locate(layout: &Layout, id: &str, scope: Scope) -> Option<(&'static str, PathBuf)> {
+    if !spool::is_id(id) {
+        return None;
+    }
+    ["queue", "hold", "new"]
+        .into_iter()
+        .map(|d| (d, layout.dir(d).join(id)))
+        .find(|(_, p)| p.exists())
+        .filter(|(_, p)| scope.sees(p))
+}
+
+/// The IDs a request names: its arguments, or with `--all` every message `scope` may see in
+/// the directories `op` applies to.
+fn targets(layout: &Layout, op: Op, args: &[String], scope: Scope) -> Vec<String> {
+    if !args.iter().any(|a| a == "--all") {
+        return args
+            .iter()
+            .filter(|a| !a.starts_with("--"))
+            .cloned()
+            .collect();
+    }
+    let dirs: &[&str] = match op {
+        Op::Release => &["hold"],
+        Op::Hold => &["queue", "new"],
+        _ => &["queue", "hold", "new"],
+    };
+    all_ids(layout, dirs)
+        .into_iter()
+        .filter(|id| dirs.iter().any(|d| scope.sees(&layout.dir(d).join(id))))
+        .collect()
+}
+
+/// What a successful operation reports: a line, or the message `show` prints.
+enum Report {
+    Line(String),
+    Show(Box<Shown>),
+}
+
+struct Shown {
+    id: String,
+    dir: &'static str,
+    path: PathBuf,
+    env: Envelope,
+    off: u64,
+    meta: fs::Metadata,
+    owner: u32,
+    body: bool,
+}
+
+/// Run `op` on one message `scope` may see.
+fn apply(layout: &Layout, scope: Scope, op: Op, id: &str) -> Result<Report, Failure> {
+    let (dir, path) = locate(layout, id, scope).ok_or_else(|| Failure::NoSuch(id.to_string()))?;
+    let io = |e: std::io::Error| Failure::Io(format!("{id}: {e}"));
+    match (op, dir) {
+        (Op::Show { body }, _) => {
+            let (env, off, meta) =
+                read_envelope(&path).map_err(|e| Failure::Broken(format!("{id}: {e}")))?;
+            return Ok(Report::Show(Box::new(Shown {
+                id: id.to_string(),
+                dir,
+                path,
+                env,
+                off,
+                meta,
+                owner: scope.owner,
+                body,
+            })));
+        }
+        (Op::Hold, "hold") | (Op::Release, "queue" | "new") => {}
+        (Op::Hold, _) => move_with_state(&path, &layout.dir("hold").join(id)).map_err(io)?,
+        // Released mail goes back through new/, where the daemon notices it at once.
+        (Op::Release, _) => {
+            let st = state::path_for(&path);
+            if st.exists() {
+                fs::rename(&st, state::path_for(&layout.dir("queue").join(id))).map_err(io)?;
             }
-            in_body = true;
+            fs::rename(&path, layout.dir("new").join(id)).map_err(io)?;
         }
-        let _ = std::io::Write::write_all(&mut out, &line);
+        (Op::Delete, _) => {
+            fs::remove_file(&path).map_err(io)?;
+            match fs::remove_file(state::path_for(&path)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+                _ => {}
+            }
+        }
     }
-    Ok(0)
+    let done = match op {
+        Op::Hold => "held",
+        Op::Release => "released",
+        _ => "deleted",
+    };
+    Ok(Report::Line(format!("{id}: {done}\n")))
+}
+
+impl Report {
+    fn write(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        match self {
+            Report::Line(l) => out.write_all(l.as_bytes()),
+            Report::Show(s) => s.write(out),
+        }
+    }
+}
+
+impl Shown {
+    /// Envelope, per-recipient state, header (and with `--body` the body).
+    fn write(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let (id, env) = (&self.id, &self.env);
+        let st = State::load(&state::path_for(&self.path), env.rcpts.len());
+        let shown_dir = if self.dir == "queue" {
+            "queued"
+        } else {
+            self.dir
+        };
+        writeln!(out, "Queue ID:  {id} ({shown_dir})")?;
+        writeln!(
+            out,
+            "Arrived:   {}",
+            crate::message::rfc5322_date(env.time as i64)
+        )?;
+        writeln!(
+            out,
+            "Size:      {} bytes",
+            self.meta.len().saturating_sub(self.off)
+        )?;
+        writeln!(
+            out,
+            "Submitter: uid {}",
+            env.submitter(self.meta.uid(), self.owner)
+        )?;
+        writeln!(out, "Sender:    <{}>", env.sender)?;
+        if st.next > 0 {
+            writeln!(
+                out,
+                "Next try:  {} (after {} deferred attempt(s))",
+                crate::message::rfc5322_date(st.next as i64),
+                st.attempts
+            )?;
+        }
+        for (r, s) in env.rcpts.iter().zip(st.rcpts.iter()) {
+            let (what, reply) = match s {
+                RcptState::Pending => ("queued", String::new()),
+                RcptState::Deferred(_, x) => ("deferred", format!(" ({x})")),
+                RcptState::Delivered(_, x) => ("sent", format!(" ({x})")),
+                RcptState::Failed(_, x) => ("failed", format!(" ({x})")),
+            };
+            writeln!(out, "Recipient: <{}> {what}{reply}", r.addr)?;
+        }
+        writeln!(out)?;
+        let mut f = std::io::BufReader::new(fs::File::open(&self.path)?);
+        f.seek(std::io::SeekFrom::Start(self.off))?;
+        let mut line = Vec::new();
+        let (mut in_body, mut line_start) = (false, true);
+        loop {
+            line.clear();
+            // Pieces of at most 64 KiB: a crafted file with one huge line stays bounded.
+            if f.by_ref().take(64 * 1024).read_until(b'\n', &mut line)? == 0 {
+                return Ok(());
+            }
+            if !in_body && line_start && line == b"\r\n" {
+                if !self.body {
+                    return Ok(());
+                }
+                in_body = true;
+            }
+            line_start = line.ends_with(b"\n");
+            out.write_all(&line)?;
+        }
+    }
+}
+
+/// The outcome of a request: hold/release/delete report each failed ID as it comes and exit
+/// 1; show's failure is the command's error (no such message: EX_NOUSER).
+struct Tally {
+    op: Op,
+    failed: usize,
+    error: Option<Failure>,
+}
+
+impl Tally {
+    fn add(&mut self, r: Result<(), Failure>) {
+        let Err(f) = r else { return };
+        self.failed += 1;
+        if matches!(self.op, Op::Show { .. }) {
+            self.error.get_or_insert(f);
+        } else {
+            eprintln!("relayq: {}", f.line());
+        }
+    }
+
+    fn finish(self) -> Result<i32> {
+        match self.error {
+            Some(f) => Err(f.into_error()),
+            None => Ok(i32::from(self.failed > 0)),
+        }
+    }
+}
+
+/// `relayq show|hold|release|delete`: root and the spool's owner work on the spool; anyone
+/// else asks the daemon, which (by SO_PEERCRED) lets them touch only what they submitted.
+pub fn manage(layout: &Layout, cmd: &str, args: &[String]) -> Result<i32> {
+    let op = Op::parse(cmd, args).ok_or_else(|| Error::usage(format!("unknown command {cmd}")))?;
+    let all = args.iter().any(|a| a == "--all");
+    let named = args.iter().filter(|a| !a.starts_with("--")).count();
+    if matches!(op, Op::Show { .. }) && (named != 1 || all) {
+        return Err(Error::usage("usage: relayq show ID [--body]"));
+    }
+    if named == 0 && !all {
+        return Err(Error::usage(format!(
+            "usage: relayq {} ID... | --all",
+            op.name()
+        )));
+    }
+    let owner = spool_owner(layout)?;
+    let me = nix::unistd::geteuid().as_raw();
+    let mut tally = Tally {
+        op,
+        failed: 0,
+        error: None,
+    };
+    if me == 0 || me == owner {
+        let scope = Scope { owner, only: None };
+        let mut out = std::io::stdout().lock();
+        for id in targets(layout, op, args, scope) {
+            tally.add(apply(layout, scope, op, &id).and_then(|r| {
+                r.write(&mut out)
+                    .map_err(|e| Failure::Io(format!("{id}: {e}")))
+            }));
+        }
+    } else {
+        ask_daemon(layout, op, args, &mut tally)?;
+    }
+    tally.finish()
+}
+
+/// An ordinary user's request, answered by the daemon one ID at a time: `OK` and the report
+/// in chunks, or a failure line (`MISS ID`, `BAD text`, `IO text`); `END` at the end.
+fn ask_daemon(layout: &Layout, op: Op, args: &[String], tally: &mut Tally) -> Result<()> {
+    let mut req = op.verb().to_vec();
+    for a in args {
+        if a == "--all" || spool::is_id(a) {
+            req.extend_from_slice(a.as_bytes());
+            req.push(b'\n');
+        } else if !a.starts_with("--") {
+            tally.add(Err(Failure::NoSuch(a.clone())));
+        }
+    }
+    let lost = |e: std::io::Error| Error::temp(format!("lost the relayq daemon's answer: {e}"));
+    let s = UnixStream::connect(layout.socket()).map_err(|e| {
+        Error::temp(format!(
+            "the relayq daemon is not running ({e}); only it can tell which messages are yours (root can manage the queue directly)"
+        ))
+    })?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .map_err(lost)?;
+    (&s).write_all(&req)
+        .and_then(|_| s.shutdown(std::net::Shutdown::Write))
+        .map_err(lost)?;
+    let mut r = std::io::BufReader::new(&s);
+    let mut out = std::io::stdout().lock();
+    for _ in 0..MAX_ANSWERS {
+        let mut line = String::new();
+        r.by_ref().take(4096).read_line(&mut line).map_err(lost)?;
+        let line = line.trim_end_matches('\n');
+        let (tag, text) = line.split_once(' ').unwrap_or((line, ""));
+        match tag {
+            "END" => return Ok(()),
+            "OK" => {
+                if !crate::sink::read_chunks(&mut r, &mut out, u64::MAX).map_err(lost)? {
+                    return Err(Error::temp(
+                        "the relayq daemon stopped in the middle of an answer",
+                    ));
+                }
+            }
+            "ERR" => return Err(Error::temp(format!("relayq daemon: {text}"))),
+            _ => match Failure::from_wire(tag, text) {
+                Some(f) => tally.add(Err(f)),
+                None => return Err(Error::temp("the relayq daemon sent no answer")),
+            },
+        }
+    }
+    Err(Error::temp("the relayq daemon sent too many answers"))
+}
+
+/// The daemon's side of a request on its socket: `peer` (from SO_PEERCRED) is root, or may
+/// touch only what it submitted; anyone else's message is "no such message". The reply
+/// ends with the `END` line the caller writes.
+pub fn serve(
+    layout: &Layout,
+    peer: u32,
+    op: Op,
+    s: &UnixStream,
+) -> std::result::Result<String, String> {
+    let owner = spool_owner(layout).map_err(|e| e.msg)?;
+    let scope = Scope {
+        owner,
+        only: (peer != 0).then_some(peer),
+    };
+    let mut req = Vec::new();
+    s.take(MAX_REQUEST + 1)
+        .read_to_end(&mut req)
+        .map_err(|e| e.to_string())?;
+    if req.len() as u64 > MAX_REQUEST {
+        return Err("request too large".into());
+    }
+    let args: Vec<String> = String::from_utf8_lossy(&req)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let io = |e: std::io::Error| e.to_string();
+    let mut w = std::io::BufWriter::new(s);
+    for id in targets(layout, op, &args, scope) {
+        match apply(layout, scope, op, &id) {
+            Ok(report) => {
+                w.write_all(b"OK\n").map_err(io)?;
+                let mut c = ChunkWriter::new(&mut w);
+                let r = report.write(&mut c);
+                c.finish().map_err(io)?;
+                if let Err(e) = r {
+                    writeln!(w, "{}", Failure::Io(format!("{id}: {e}")).wire()).map_err(io)?;
+                }
+            }
+            Err(f) => writeln!(w, "{}", f.wire()).map_err(io)?,
+        }
+    }
+    w.flush().map_err(io)?;
+    Ok("END".into())
 }
 
 #[derive(serde::Serialize)]

@@ -23,6 +23,8 @@ Commands:
   hold ID...|--all       keep messages from being sent
   release ID...|--all    let held messages go again
   delete ID...|--all     remove messages from the queue
+                         (show/hold/release/delete: root and the spool's owner
+                         on any message; other users on their own, via the daemon)
   status [--json] [--stuck-after 1h] [--metrics FILE]
                          daemon, queue counts, oldest message; exit 1 when mail is stuck
   test [--to ADDR] [--no-send]
@@ -178,19 +180,12 @@ fn relayq(args: Vec<OsString>) -> Result<i32> {
                 || nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
             crate::daemon::daemon(load()?, config.clone(), fg)
         }
-        "hold" | "release" | "delete" => {
+        "show" | "hold" | "release" | "delete" => {
             let a: Vec<String> = rest
                 .iter()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect();
-            crate::admin::change(&Layout::new(&load()?.spool_dir), &cmd, &a)
-        }
-        "show" => {
-            let a: Vec<String> = rest
-                .iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect();
-            crate::admin::show(&Layout::new(&load()?.spool_dir), &a)
+            crate::admin::manage(&Layout::new(&load()?.spool_dir), &cmd, &a)
         }
         "test" => {
             let a: Vec<String> = rest

@@ -901,6 +901,17 @@ impl Daemon {
         let mut n = 0;
         for name in names {
             let src = new_dir.join(&name);
+            // Held and released while we still track it: the entry we have is stale (its file
+            // moved away). A worker still sending the old file finishes first.
+            if let Some(m) = self.msgs.get(&name)
+                && !m.path.exists()
+            {
+                if m.in_flight {
+                    continue;
+                }
+                self.msgs.remove(&name);
+                self.timers.retain(|(_, x)| *x != name);
+            }
             if !spool::is_id(&name) || self.msgs.contains_key(&name) {
                 self.corrupt(&src, &name, "bad queue file name");
                 continue;
@@ -1623,7 +1634,8 @@ fn listen(layout: &Layout) -> Result<UnixListener> {
 }
 
 /// The local socket: submissions from processes that cannot use setgid postdrop
-/// (NoNewPrivileges), and flush requests. The submitter's uid comes from SO_PEERCRED.
+/// (NoNewPrivileges), flush requests, and ordinary users' queue listing and
+/// show/hold/release/delete of their own messages. The peer's uid comes from SO_PEERCRED.
 fn serve_socket(
     l: UnixListener,
     ctx: Arc<Ctx>,
@@ -1643,6 +1655,7 @@ fn serve_socket(
         active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         std::thread::spawn(move || {
             let _ = s.set_read_timeout(Some(Duration::from_secs(300)));
+            let _ = s.set_write_timeout(Some(Duration::from_secs(300)));
             let reply = match handle_client(&s, &ctx, max_size, &flush) {
                 Ok(r) => r,
                 Err(e) => format!("ERR {}", e.replace('\n', " ")),
@@ -1702,7 +1715,10 @@ fn handle_client(
             }
             d.commit().map(|id| format!("OK {id}")).map_err(|e| e.msg)
         }
-        _ => Err("unknown request".into()),
+        v => match crate::admin::Op::from_verb(v) {
+            Some(op) => crate::admin::serve(&ctx.layout, cred.uid(), op, s),
+            None => Err("unknown request".into()),
+        },
     }
 }
 

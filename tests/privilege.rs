@@ -2,68 +2,325 @@
 //! relayq-postdrop (the file's owner records who, unforgeably) and cannot list the spool;
 //! under NoNewPrivileges (setgid ignored) submission goes through the daemon's socket, and
 //! with no daemon it fails with exit 75 and says what to fix — never exit 0 without the
-//! message on disk. Skipped (with a note) when not root.
+//! message on disk. Users manage their own messages (and only those) through the daemon;
+//! nobody can make the daemon record another submitter. Skipped (with a note) when not root.
 
 mod support;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 use support::*;
 
+/// The spool's owner (the daemon's user).
 const USER: &str = "relayqtest";
+/// Two ordinary users.
+const USER_A: &str = "relayqtest-a";
+const USER_B: &str = "relayqtest-b";
+/// A well-formed queue ID that names no message.
+const NO_SUCH: &str = "0123456789ABCDEF0123456";
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-fn ensure_user() -> (u32, u32) {
-    if nix::unistd::User::from_name(USER).ok().flatten().is_none() {
-        let st = Command::new("useradd")
+/// (uid, gid) of `name`, created as a system user if missing. Serialized (useradd locks
+/// /etc/passwd) and retried a bounded number of times.
+fn ensure_user(name: &str) -> (u32, u32) {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let lookup = || nix::unistd::User::from_name(name).ok().flatten();
+    for _ in 0..10 {
+        if let Some(u) = lookup() {
+            return (u.uid.as_raw(), u.gid.as_raw());
+        }
+        let _ = Command::new("useradd")
             .args([
                 "--system",
                 "--user-group",
                 "--no-create-home",
                 "--shell",
                 "/usr/sbin/nologin",
-                USER,
+                name,
             ])
-            .status()
-            .unwrap();
-        assert!(st.success() || nix::unistd::User::from_name(USER).ok().flatten().is_some());
+            .status();
+        if lookup().is_none() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
-    let u = nix::unistd::User::from_name(USER).unwrap().unwrap();
+    let u = lookup().unwrap_or_else(|| panic!("cannot create user {name}"));
     (u.uid.as_raw(), u.gid.as_raw())
 }
 
-/// Run `sendmail` as nobody, optionally with no_new_privs.
-fn sendmail_as_nobody(bin_dir: &Path, cfg: &Path, nnp: bool, input: &str) -> std::process::Output {
-    let mut args: Vec<String> = vec![
-        "--reuid=65534".into(),
-        "--regid=65534".into(),
-        "--clear-groups".into(),
-    ];
-    if nnp {
-        args.push("--no-new-privs".into());
+/// An unprivileged identity to run commands as.
+#[derive(Clone, Copy)]
+struct Who {
+    uid: u32,
+    gid: u32,
+}
+
+impl Who {
+    fn user(name: &str) -> Who {
+        let (uid, gid) = ensure_user(name);
+        Who { uid, gid }
     }
-    args.push(bin_dir.join("sendmail").display().to_string());
-    args.push("-i".into());
-    args.push("someone@example.org".into());
-    let mut c = Command::new("setpriv")
-        .args(&args)
-        .env("RELAYQ_CONFIG", cfg)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    c.wait_with_output().unwrap()
+
+    const NOBODY: Who = Who {
+        uid: 65534,
+        gid: 65534,
+    };
+
+    /// Run `prog args` as this user (no supplementary groups), `input` on stdin.
+    fn run(&self, nnp: bool, prog: &Path, args: &[&str], input: &[u8]) -> Output {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .arg("--clear-groups");
+        if nnp {
+            c.arg("--no-new-privs");
+        }
+        let mut c = c
+            .arg(prog)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let _ = c.stdin.take().unwrap().write_all(input);
+        c.wait_with_output().unwrap()
+    }
+
+    /// Python as this user: `script` with `args`.
+    fn python(&self, script: &str, args: &[&str], input: &[u8]) -> String {
+        let mut a = vec!["-c", script];
+        a.extend_from_slice(args);
+        let o = self.run(false, Path::new("/usr/bin/python3"), &a, input);
+        assert!(o.status.success(), "python: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The errno name when this user opens `p` for reading ("OK" if it can).
+    fn open_error(&self, p: &Path) -> String {
+        self.python(
+            "import sys, errno\ntry:\n    open(sys.argv[1], 'rb')\n    print('OK')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])",
+            &[p.to_str().unwrap()],
+            b"",
+        )
+        .trim()
+        .to_string()
+    }
+
+    /// Send `request` raw on the daemon's socket as this user; the whole answer.
+    fn socket(&self, sock: &Path, request: &[u8]) -> String {
+        self.python(
+            "import sys, socket\ns = socket.socket(socket.AF_UNIX)\ns.settimeout(20)\ns.connect(sys.argv[1])\ns.sendall(sys.stdin.buffer.read())\ns.shutdown(socket.SHUT_WR)\nout = b''\nwhile True:\n    b = s.recv(65536)\n    if not b:\n        break\n    out += b\nsys.stdout.write(out.decode('latin-1'))",
+            &[sock.to_str().unwrap()],
+            request,
+        )
+    }
 }
 
 fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A relay, a spool owned by USER, a config others can read, and install-like copies of
+/// relayq and setgid relayq-postdrop.
+struct Host {
+    relay: Relay,
+    env: Env,
+    bin: PathBuf,
+    spool_uid: u32,
+    spool_gid: u32,
+    _tmp: tempfile::TempDir,
+}
+
+impl Host {
+    fn new(extra: &str) -> Host {
+        let (spool_uid, spool_gid) = ensure_user(USER);
+        let tmp = tempfile::tempdir().unwrap();
+        chmod(tmp.path(), 0o755);
+        let relay = Relay::start(
+            tmp.path(),
+            RelayOpts {
+                tls: "none",
+                auth: None,
+                ..Default::default()
+            },
+        );
+        let env = Env::new(
+            &format!(
+                "url = \"smtp://127.0.0.1:{}\"\nallow_plaintext = true",
+                relay.port
+            ),
+            extra,
+        );
+        chmod(env.path(), 0o755);
+        chmod(&env.cfg, 0o644);
+        let o = env.relayq(&["init", "--user", USER]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let bin = env.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::copy(BIN, bin.join("relayq")).unwrap();
+        std::fs::copy(
+            Path::new(BIN).with_file_name("relayq-postdrop"),
+            bin.join("relayq-postdrop"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("relayq", bin.join("sendmail")).unwrap();
+        nix::unistd::chown(
+            &bin.join("relayq-postdrop"),
+            Some(nix::unistd::Uid::from_raw(0)),
+            Some(nix::unistd::Gid::from_raw(spool_gid)),
+        )
+        .unwrap();
+        chmod(&bin.join("relayq-postdrop"), 0o2755);
+        Host {
+            relay,
+            env,
+            bin,
+            spool_uid,
+            spool_gid,
+            _tmp: tmp,
+        }
+    }
+
+    fn sendmail(&self, who: Who, nnp: bool, input: &str) -> Output {
+        let cfg = self.env.cfg.display().to_string();
+        who.run(
+            nnp,
+            Path::new("/usr/bin/env"),
+            &[
+                &format!("RELAYQ_CONFIG={cfg}"),
+                self.bin.join("sendmail").to_str().unwrap(),
+                "-i",
+                "someone@example.org",
+            ],
+            input.as_bytes(),
+        )
+    }
+
+    fn relayq(&self, who: Who, args: &[&str]) -> Output {
+        let cfg = self.env.cfg.display().to_string();
+        let mut a = vec!["-C", &cfg];
+        a.extend_from_slice(args);
+        who.run(false, &self.bin.join("relayq"), &a, b"")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.env.spool("run").join("submit.sock")
+    }
+
+    /// Root's view of the queue (`relayq queue --json`).
+    fn entries(&self) -> Vec<serde_json::Value> {
+        json_lines(&self.env.relayq(&["queue", "--json"]))
+    }
+
+    /// Root's view: the IDs `uid` submitted.
+    fn ids_of(&self, uid: u32) -> Vec<String> {
+        self.entries()
+            .iter()
+            .filter(|e| e["uid"].as_u64() == Some(uid as u64))
+            .map(|e| e["queue_id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Wait (bounded) until root sees `n` messages, all deferred.
+    fn wait_deferred(&self, n: usize) {
+        let ok = wait_until(Duration::from_secs(30), || {
+            let e = self.entries();
+            e.len() == n && e.iter().all(|e| e["queue_name"] == "deferred")
+        });
+        assert!(ok, "not all deferred: {:?}", self.entries());
+    }
+
+    /// Every file (and state log) of `id` in the spool: (directory, contents).
+    fn snapshot(&self, id: &str) -> Vec<(String, Vec<u8>)> {
+        let mut v = Vec::new();
+        for d in ["new", "queue", "hold", "failed", "corrupt"] {
+            for name in [id.to_string(), format!("{id}.st")] {
+                if let Ok(b) = std::fs::read(self.env.spool(d).join(&name)) {
+                    v.push((format!("{d}/{name}"), b));
+                }
+            }
+        }
+        v
+    }
+
+    /// Which directory `id` is in, if any.
+    fn where_is(&self, id: &str) -> Option<&'static str> {
+        ["new", "queue", "hold", "failed", "corrupt"]
+            .into_iter()
+            .find(|d| self.env.spool(d).join(id).exists())
+    }
+}
+
+/// The daemon, stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
+struct Daemon(std::process::Child);
+
+impl Daemon {
+    fn start(h: &Host) -> Daemon {
+        let d = Daemon(h.env.daemon());
+        let sock = h.socket();
+        assert!(
+            wait_until(Duration::from_secs(10), || sock.exists()),
+            "daemon socket: {}",
+            h.env.daemon_log()
+        );
+        d
+    }
+
+    fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(st)) = self.0.try_wait() {
+            return Some(st);
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.0.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 #[test]
@@ -72,49 +329,11 @@ fn ordinary_users_submit_but_cannot_see_the_spool() {
         eprintln!("SKIP: privilege tests need root");
         return;
     }
-    let (uid, gid) = ensure_user();
-    let tmp = tempfile::tempdir().unwrap();
-    chmod(tmp.path(), 0o755);
-    let relay = Relay::start(
-        tmp.path(),
-        RelayOpts {
-            tls: "none",
-            auth: None,
-            ..Default::default()
-        },
-    );
-    let env = Env::new(
-        &format!(
-            "url = \"smtp://127.0.0.1:{}\"\nallow_plaintext = true",
-            relay.port
-        ),
-        "",
-    );
-    chmod(env.path(), 0o755);
-    chmod(&env.cfg, 0o644);
-    let o = env.relayq(&["init", "--user", USER]);
-    assert!(o.status.success(), "{}", stderr(&o));
-
-    // Install-like copies: relayq, and relayq-postdrop setgid to the spool's group.
-    let bin = env.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    std::fs::copy(BIN, bin.join("relayq")).unwrap();
-    std::fs::copy(
-        Path::new(BIN).with_file_name("relayq-postdrop"),
-        bin.join("relayq-postdrop"),
-    )
-    .unwrap();
-    std::os::unix::fs::symlink("relayq", bin.join("sendmail")).unwrap();
-    nix::unistd::chown(
-        &bin.join("relayq-postdrop"),
-        Some(nix::unistd::Uid::from_raw(0)),
-        Some(nix::unistd::Gid::from_raw(gid)),
-    )
-    .unwrap();
-    chmod(&bin.join("relayq-postdrop"), 0o2755);
+    let h = Host::new("");
+    let (env, relay, gid) = (&h.env, &h.relay, h.spool_gid);
 
     // 1. nobody submits through postdrop; the file belongs to nobody (the kernel says who).
-    let o = sendmail_as_nobody(&bin, &env.cfg, false, "Subject: from nobody\n\nhi\n");
+    let o = h.sendmail(Who::NOBODY, false, "Subject: from nobody\n\nhi\n");
     assert!(o.status.success(), "postdrop submission: {}", stderr(&o));
     let files: Vec<_> = std::fs::read_dir(env.spool("new"))
         .unwrap()
@@ -126,24 +345,24 @@ fn ordinary_users_submit_but_cannot_see_the_spool() {
     assert_eq!(m.gid(), gid);
     assert_eq!(m.mode() & 0o777, 0o640);
     let queue_owner = std::fs::metadata(env.spool("queue")).unwrap().uid();
-    assert_eq!(queue_owner, uid);
+    assert_eq!(queue_owner, h.spool_uid);
 
     // nobody cannot list or read the spool.
-    let ls = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "ls"])
-        .arg(env.spool("new"))
-        .output()
-        .unwrap();
+    let ls = Who::NOBODY.run(
+        false,
+        Path::new("/bin/ls"),
+        &[env.spool("new").to_str().unwrap()],
+        b"",
+    );
     assert!(!ls.status.success(), "nobody must not list new/");
-    let cat = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
-        .arg(files[0].path())
-        .output()
-        .unwrap();
-    assert!(!cat.status.success(), "nobody must not read queued mail");
+    assert_eq!(
+        Who::NOBODY.open_error(&files[0].path()),
+        "EACCES",
+        "nobody must not read queued mail"
+    );
 
     // 2. Under NoNewPrivileges setgid does nothing: with no daemon, exit 75 and say what to fix.
-    let o = sendmail_as_nobody(&bin, &env.cfg, true, "Subject: nnp\n\nhi\n");
+    let o = h.sendmail(Who::NOBODY, true, "Subject: nnp\n\nhi\n");
     assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
@@ -159,12 +378,8 @@ fn ordinary_users_submit_but_cannot_see_the_spool() {
 
     // With the daemon running (as root here; it drops to the spool owner), the socket works,
     // and the daemon records nobody's uid from SO_PEERCRED.
-    let mut d = env.daemon();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !env.spool("run").join("submit.sock").exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let o = sendmail_as_nobody(&bin, &env.cfg, true, "Subject: nnp with daemon\n\nhi\n");
+    let mut d = Daemon::start(&h);
+    let o = h.sendmail(Who::NOBODY, true, "Subject: nnp with daemon\n\nhi\n");
     assert!(o.status.success(), "socket submission: {}", stderr(&o));
     let got = relay.wait_for(2, Duration::from_secs(15));
     assert_eq!(got.len(), 2, "both messages delivered");
@@ -177,12 +392,7 @@ fn ordinary_users_submit_but_cannot_see_the_spool() {
         "{}",
         nnp["data"]
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(d.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(d.wait().unwrap().success());
+    assert!(d.stop().is_some_and(|s| s.success()));
     // The daemon ran as the spool owner: nothing it wrote belongs to root.
     for dir in ["queue", "failed", "new"] {
         for e in std::fs::read_dir(env.spool(dir))
@@ -219,4 +429,325 @@ fn daemon_refuses_unsafe_secrets_and_spool() {
     let o = env.flush();
     assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
     assert!(stderr(&o).contains("relayq init"), "{}", stderr(&o));
+}
+
+/// Queue IDs in `relayq queue --json` output.
+fn listed(o: &Output) -> Vec<String> {
+    json_lines(o)
+        .iter()
+        .map(|e| e["queue_id"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn users_manage_only_their_own_mail() {
+    if !is_root() {
+        eprintln!("SKIP: privilege tests need root");
+        return;
+    }
+    let (a, b) = (Who::user(USER_A), Who::user(USER_B));
+    let h = Host::new("[queue]\nretry_min = 3600\nretry_max = 3600");
+    // Every recipient is greylisted: the mail stays queued (deferred) while we look at it.
+    h.relay
+        .set_faults(r#"{"rcpt_all": "451 4.7.1 greylisted"}"#);
+    let mut d = Daemon::start(&h);
+    for (who, subject) in [(a, "a1"), (a, "a2"), (b, "b1")] {
+        let o = h.sendmail(
+            who,
+            false,
+            &format!("Subject: {subject}\n\nbody of {subject}\n"),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    h.wait_deferred(3);
+    let mine = h.ids_of(a.uid);
+    let [a1, a2] = &mine[..] else {
+        panic!("A's messages: {mine:?}")
+    };
+    let theirs = h.ids_of(b.uid);
+    let [b1] = &theirs[..] else {
+        panic!("B's messages: {theirs:?}")
+    };
+
+    // B sees only B's mail in the queue listing, in both formats.
+    assert_eq!(
+        listed(&h.relayq(b, &["queue", "--json"])),
+        std::slice::from_ref(b1)
+    );
+    let o = h.relayq(b, &["queue"]);
+    let text = stdout(&o);
+    assert!(o.status.success() && text.contains(b1.as_str()), "{text}");
+    assert!(
+        !text.contains(a1.as_str()) && !text.contains(a2.as_str()),
+        "{text}"
+    );
+    assert_eq!(listed(&h.relayq(a, &["queue", "--json"])).len(), 2);
+
+    // B cannot read the spool files nor the relay's password.
+    let a1_file = h.env.spool("queue").join(a1);
+    assert!(a1_file.exists());
+    assert_eq!(b.open_error(&a1_file), "EACCES");
+    assert_eq!(b.open_error(&h.env.spool("new")), "EACCES");
+    assert_eq!(b.open_error(&h.env.path().join("password")), "EACCES");
+    assert_eq!(
+        b.open_error(&h.env.cfg),
+        "OK",
+        "the config (no secrets) is readable"
+    );
+
+    // B cannot show, hold, release or delete A's message: exactly what a message that does
+    // not exist gets, and A's message stays as it was.
+    let before = h.snapshot(a1);
+    assert_eq!(before.len(), 2, "queue/ID and its state log: {before:?}");
+    for (cmd, code) in [("show", 67), ("hold", 1), ("release", 1), ("delete", 1)] {
+        let theirs = h.relayq(b, &[cmd, a1]);
+        let none = h.relayq(b, &[cmd, NO_SUCH]);
+        assert_eq!(
+            theirs.status.code(),
+            Some(code),
+            "{cmd}: {}",
+            stderr(&theirs)
+        );
+        assert_eq!(none.status.code(), Some(code), "{cmd}: {}", stderr(&none));
+        assert_eq!(
+            stderr(&theirs),
+            stderr(&none).replace(NO_SUCH, a1),
+            "{cmd} must not tell A's message from no message"
+        );
+        assert!(
+            stderr(&theirs).contains("no such message"),
+            "{}",
+            stderr(&theirs)
+        );
+        assert_eq!(stdout(&theirs), "", "{cmd}");
+    }
+    // --all means all of B's own: A's stay where they are.
+    let o = h.relayq(b, &["hold", "--all"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), format!("{b1}: held\n"));
+    // Crafted requests on the socket: another user's ID, and a path instead of an ID.
+    let sock = h.socket();
+    assert_eq!(
+        b.socket(&sock, format!("DELE{a1}\n").as_bytes()),
+        format!("MISS {a1}\nEND\n")
+    );
+    assert_eq!(
+        b.socket(&sock, format!("SHWB../queue/{a1}\n").as_bytes()),
+        format!("MISS ../queue/{a1}\nEND\n")
+    );
+    assert_eq!(h.snapshot(a1), before, "A's message untouched by B");
+    assert_eq!(h.where_is(a2), Some("queue"));
+    assert_eq!(h.where_is(b1), Some("hold"));
+
+    // A manages A's own: show (with and without the body), hold, release, delete.
+    let o = h.relayq(a, &["show", a1]);
+    let text = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        text.contains(&format!("Submitter: uid {}", a.uid))
+            && text.contains("Subject: a1")
+            && text.contains("deferred (451 4.7.1 greylisted)"),
+        "{text}"
+    );
+    assert!(!text.contains("body of a1"), "{text}");
+    let o = h.relayq(a, &["show", a1, "--body"]);
+    assert!(stdout(&o).contains("body of a1"), "{}", stdout(&o));
+    let o = h.relayq(a, &["hold", a1]);
+    assert_eq!(
+        (o.status.code(), stdout(&o)),
+        (Some(0), format!("{a1}: held\n"))
+    );
+    assert_eq!(h.where_is(a1), Some("hold"));
+    assert!(stdout(&h.relayq(a, &["queue"])).contains(&format!("{a1}!")));
+    let o = h.relayq(a, &["release", a1]);
+    assert_eq!(
+        (o.status.code(), stdout(&o)),
+        (Some(0), format!("{a1}: released\n"))
+    );
+    // The daemon takes it back (through new/) and keeps its state: deferred, in queue/.
+    assert!(
+        wait_until(Duration::from_secs(10), || h.where_is(a1) == Some("queue")),
+        "released: {:?}\n{}",
+        h.where_is(a1),
+        h.env.daemon_log()
+    );
+    assert!(
+        !h.env.daemon_log().contains("corrupt"),
+        "{}",
+        h.env.daemon_log()
+    );
+    // One request, two IDs: A's is done, B's is "no such message".
+    let o = h.relayq(a, &["hold", a2, b1]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), format!("{a2}: held\n"));
+    assert_eq!(
+        stderr(&o),
+        format!("relayq: {b1}: no such message in the queue\n")
+    );
+    assert_eq!(h.where_is(b1), Some("hold"));
+    let o = h.relayq(a, &["delete", a1]);
+    assert_eq!(
+        (o.status.code(), stdout(&o)),
+        (Some(0), format!("{a1}: deleted\n"))
+    );
+    assert!(h.snapshot(a1).is_empty(), "deleted with its state log");
+
+    // Root can do everything to anyone's mail.
+    let o = h.env.relayq(&["show", b1]);
+    assert!(
+        stdout(&o).contains(&format!("Submitter: uid {}", b.uid)),
+        "{}",
+        stdout(&o)
+    );
+    assert!(h.env.relayq(&["release", b1]).status.success());
+    assert!(wait_until(Duration::from_secs(10), || h.where_is(b1) == Some("queue")));
+    assert!(h.env.relayq(&["delete", b1]).status.success());
+    assert_eq!(h.where_is(b1), None);
+
+    // Without the daemon, ordinary users are told so (exit 75, one line); root goes direct.
+    assert!(d.stop().is_some_and(|s| s.success()));
+    let o = h.relayq(a, &["release", a2]);
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.lines().count() == 1 && err.contains("daemon is not running") && err.contains("root"),
+        "{err}"
+    );
+    assert_eq!(h.where_is(a2), Some("hold"));
+    assert!(h.env.relayq(&["release", a2]).status.success());
+    assert_eq!(h.where_is(a2), Some("new"));
+}
+
+/// A queue file as `relayq` writes it, claiming to come from root.
+fn forged(subject: &str) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!(
+        "relayq-envelope 1\nsender <forger@example.com>\nrcpt <x@example.org>\ntime {now}\nuid 0\nuser root\nend\n\
+         Subject: {subject}\r\nTo: other@example.net\r\nCc: root@example.net\r\nBcc: y@example.net\r\n\r\nforged\r\n"
+    )
+    .into_bytes()
+}
+
+/// `data` in the chunked framing of postdrop and the socket, with the end chunk.
+fn chunked(data: &[u8]) -> Vec<u8> {
+    let mut v = (data.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(data);
+    v.extend_from_slice(&0u32.to_be_bytes());
+    v
+}
+
+#[test]
+fn submitters_cannot_be_forged() {
+    if !is_root() {
+        eprintln!("SKIP: privilege tests need root");
+        return;
+    }
+    let (a, b) = (Who::user(USER_A), Who::user(USER_B));
+    let h = Host::new("[queue]\nretry_min = 3600\nretry_max = 3600");
+    h.relay
+        .set_faults(r#"{"rcpt_all": "451 4.7.1 greylisted"}"#);
+
+    // Files put in the spool by hand (as root, before the daemon starts), owned by B and
+    // claiming root: in new/ readable by the daemon's group, in new/ unreadable to it, and
+    // in queue/ (which only the daemon writes).
+    let place = |dir: &str, id: &str, mode: u32, subject: &str| {
+        let staging = h.env.path().join(id);
+        std::fs::write(&staging, forged(subject)).unwrap();
+        nix::unistd::chown(
+            &staging,
+            Some(nix::unistd::Uid::from_raw(b.uid)),
+            Some(nix::unistd::Gid::from_raw(h.spool_gid)),
+        )
+        .unwrap();
+        chmod(&staging, mode);
+        std::fs::rename(&staging, h.env.spool(dir).join(id)).unwrap();
+    };
+    let (in_new, unreadable, in_queue) = (
+        "0000000000000000000A1",
+        "0000000000000000000A2",
+        "0000000000000000000A3",
+    );
+    place("new", in_new, 0o640, "placed in new");
+    place("new", unreadable, 0o600, "unreadable");
+    place("queue", in_queue, 0o640, "placed in queue");
+    let mut d = Daemon::start(&h);
+
+    // B over the socket, with an envelope claiming uid 0 / root: recorded as B.
+    let mut req = b"SUBM".to_vec();
+    req.extend(chunked(&forged("socket")));
+    let answer = b.socket(&h.socket(), &req);
+    let sock_id = answer
+        .trim()
+        .strip_prefix("OK ")
+        .unwrap_or_else(|| panic!("SUBM: {answer}"))
+        .to_string();
+    // B through setgid postdrop, the same forged envelope: recorded as B (the file's owner).
+    let o = b.run(
+        false,
+        &h.bin.join("relayq-postdrop"),
+        &[h.env.spool("").to_str().unwrap()],
+        &chunked(&forged("postdrop")),
+    );
+    assert!(o.status.success(), "postdrop: {}", stderr(&o));
+    let pd_id = stdout(&o).trim().to_string();
+
+    h.wait_deferred(4);
+    let all = [sock_id.as_str(), pd_id.as_str(), in_new, in_queue];
+    for e in h.entries() {
+        assert_eq!(e["uid"].as_u64(), Some(b.uid as u64), "{e}");
+        assert!(all.contains(&e["queue_id"].as_str().unwrap()), "{e}");
+    }
+    for id in all {
+        let o = h.env.relayq(&["show", id]);
+        assert!(
+            stdout(&o).contains(&format!("Submitter: uid {}\n", b.uid)),
+            "{id}: {}",
+            stdout(&o)
+        );
+    }
+    // The daemon writes socket submissions itself, from SO_PEERCRED.
+    let env_text = std::fs::read_to_string(h.env.spool("queue").join(&sock_id)).unwrap();
+    assert!(
+        env_text.contains(&format!("\nuid {}\nuser {USER_B}\n", b.uid)),
+        "{env_text}"
+    );
+    // B owns them, A sees none of them, the file the daemon cannot read is set aside.
+    assert_eq!(listed(&h.relayq(b, &["queue", "--json"])).len(), 4);
+    assert!(listed(&h.relayq(a, &["queue", "--json"])).is_empty());
+    assert_eq!(h.relayq(a, &["show", &sock_id]).status.code(), Some(67));
+    assert_eq!(h.where_is(unreadable), None, "not left in new/ nor queued");
+    assert_eq!(h.env.count("corrupt"), 1);
+    let log = h.env.daemon_log();
+    assert!(
+        log.contains(&format!("{unreadable}: moved to corrupt/")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{in_new}: from=<forger@example.com>"))
+            && log.contains(&format!("uid={}", b.uid))
+            && !log.contains("uid=0"),
+        "{log}"
+    );
+
+    // Delivered to the envelope's recipient only, whatever the header says.
+    h.relay.set_faults("{}");
+    assert!(h.env.relayq(&["flush"]).status.success());
+    let got = h.relay.wait_for(4, Duration::from_secs(20));
+    assert_eq!(got.len(), 4, "{}", h.env.daemon_log());
+    for m in &got {
+        assert_eq!(rcpts_of(m), ["x@example.org"], "{}", subject_of(m));
+        assert_eq!(m["mail_from"], "forger@example.com");
+    }
+    let mut subjects: Vec<String> = got.iter().map(subject_of).collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        ["placed in new", "placed in queue", "postdrop", "socket"]
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(h.relay.arrived().len(), 4, "nothing else sent");
+    assert!(d.stop().is_some_and(|s| s.success()));
 }
