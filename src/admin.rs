@@ -230,42 +230,45 @@ pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Stat
     require_access(layout)?;
     let (running, pid) = daemon_state(layout);
     let count = |d: &str| all_ids(layout, &[d]).len();
+    // One pass over the queue: the listing has every message's state.
     let entries = crate::queue::scan(layout, None);
     let now = crate::daemon::now();
-    let mut deferred = 0;
-    let mut last_error: Option<(u64, String)> = None;
-    for id in all_ids(layout, &["queue"]) {
-        let p = layout.dir("queue").join(&id);
-        if let Ok((env, _, _)) = read_envelope(&p) {
-            let st = State::load(&state::path_for(&p), env.rcpts.len());
-            if st.attempts > 0 {
-                deferred += 1;
+    let (mut incoming, mut queued, mut deferred, mut held) = (0, 0, 0, 0);
+    let mut oldest = None;
+    let mut last_error: Option<(u64, &str)> = None;
+    for e in &entries {
+        match e.queue_name {
+            "incoming" => incoming += 1,
+            "hold" => {
+                held += 1;
+                continue;
             }
-            for r in &st.rcpts {
-                if let RcptState::Deferred(t, x) = r
-                    && last_error.as_ref().is_none_or(|(lt, _)| t > lt)
-                {
-                    last_error = Some((*t, x.clone()));
+            q => {
+                queued += 1;
+                deferred += usize::from(q == "deferred");
+                for r in &e.recipients {
+                    if let Some(why) = r.delay_reason.as_deref()
+                        && r.state == "deferred"
+                        && last_error.is_none_or(|(lt, _)| r.since > lt)
+                    {
+                        last_error = Some((r.since, why));
+                    }
                 }
             }
         }
+        oldest = oldest.max(Some(now.saturating_sub(e.arrival_time)));
     }
-    let oldest = entries
-        .iter()
-        .filter(|e| e.queue_name != "hold")
-        .map(|e| now.saturating_sub(e.arrival_time))
-        .max();
     Ok(Status {
         daemon_running: running,
         daemon_pid: pid,
-        incoming: count("new"),
-        queued: count("queue"),
+        incoming,
+        queued,
         deferred,
-        held: count("hold"),
+        held,
         failed: count("failed"),
         corrupt: count("corrupt"),
         oldest_age_seconds: oldest,
-        last_error: last_error.map(|x| x.1),
+        last_error: last_error.map(|x| x.1.to_string()),
         stuck: oldest.is_some_and(|a| a >= stuck_after.as_secs()),
     })
 }
