@@ -205,6 +205,8 @@ pub struct Status {
     pub corrupt: usize,
     pub oldest_age_seconds: Option<u64>,
     pub last_error: Option<String>,
+    /// The most recent successful delivery the daemon (or a flush) recorded.
+    pub last_delivery: Option<state::LastDelivery>,
     pub stuck: bool,
 }
 
@@ -269,6 +271,7 @@ pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Stat
         corrupt: count("corrupt"),
         oldest_age_seconds: oldest,
         last_error: last_error.map(|x| x.1.to_string()),
+        last_delivery: state::LastDelivery::load(&state::LastDelivery::path(layout)),
         stuck: oldest.is_some_and(|a| a >= stuck_after.as_secs()),
     })
 }
@@ -324,8 +327,27 @@ pub fn status(layout: &Layout, args: &[String]) -> Result<i32> {
         if let Some(e) = &s.last_error {
             println!("last error:  {e}");
         }
+        if let Some(d) = &s.last_delivery {
+            println!(
+                "last delivery: {} ({} ago) to <{}>: {}",
+                crate::message::rfc5322_date(d.time as i64),
+                ago(crate::daemon::now().saturating_sub(d.time)),
+                d.rcpt,
+                d.reply
+            );
+        }
     }
     Ok(if s.stuck { 1 } else { 0 })
+}
+
+/// "42s", "5m 3s", "2h 5m", "3d 4h".
+fn ago(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+        3600..86400 => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d {}h", secs / 86400, secs % 86400 / 3600),
+    }
 }
 
 /// Prometheus text format, for node_exporter's textfile collector (written atomically).
@@ -354,6 +376,13 @@ fn write_metrics(path: &std::path::Path, s: &Status) -> Result<()> {
     ));
     m.push_str("# HELP relayq_stuck Whether mail has waited longer than --stuck-after.\n# TYPE relayq_stuck gauge\n");
     m.push_str(&format!("relayq_stuck {}\n", u8::from(s.stuck)));
+    m.push_str("# HELP relayq_last_delivery_timestamp_seconds When the relay last accepted a message (absent: none recorded).\n# TYPE relayq_last_delivery_timestamp_seconds gauge\n");
+    if let Some(d) = &s.last_delivery {
+        m.push_str(&format!(
+            "relayq_last_delivery_timestamp_seconds {}\n",
+            d.time
+        ));
+    }
     let tmp = path.with_extension("prom.tmp");
     fs::write(&tmp, m)
         .and_then(|_| fs::rename(&tmp, path))
