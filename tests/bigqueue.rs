@@ -5,10 +5,11 @@
 //! would make a slow CI machine fail, not the code. Correctness is checked at full size:
 //! counts, 100,000 entries, arrival order, corrupt files skipped.
 //!
-//! Measured on the development machine (Debian 12, 2 vCPUs shared with another build, ext4
-//! on virtio, release build; bench/README.md has the details), warm page cache: before
-//! issue #6 `mailq` 1.15–1.87 s, `queue --json` 0.69–1.18 s, `status --json` 1.07–1.79 s;
-//! after it 0.33 s, 0.33 s and 0.31 s. The whole test takes about 5 s, generation included.
+//! Measured on the development machine (Debian 12, 2 vCPUs, ext4 on virtio, release build;
+//! bench/README.md has the details), warm page cache, before → after issue #6: `mailq`
+//! 0.70 s → 0.33 s, `queue --json` 0.65 s → 0.33 s, `status --json` 1.1 s → 0.31 s (while
+//! another build ran: up to 1.9 s before); after `echo 3 > /proc/sys/vm/drop_caches`:
+//! 9.6 s → 2.3 s, 10.5 s → 2.3 s, 12.7 s → 2.25 s. The whole test takes about 5 s.
 
 mod support;
 use relayq::spool::{Envelope, Rcpt};
