@@ -530,6 +530,8 @@ pub struct Status {
     pub corrupt: usize,
     pub oldest_age_seconds: Option<u64>,
     pub last_error: Option<String>,
+    /// The most recent successful delivery the daemon (or a flush) recorded.
+    pub last_delivery: Option<state::LastDelivery>,
     pub stuck: bool,
 }
 
@@ -555,42 +557,46 @@ pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Stat
     require_access(layout)?;
     let (running, pid) = daemon_state(layout);
     let count = |d: &str| all_ids(layout, &[d]).len();
+    // One pass over the queue: the listing has every message's state.
     let entries = crate::queue::scan(layout, None);
     let now = crate::daemon::now();
-    let mut deferred = 0;
-    let mut last_error: Option<(u64, String)> = None;
-    for id in all_ids(layout, &["queue"]) {
-        let p = layout.dir("queue").join(&id);
-        if let Ok((env, _, _)) = read_envelope(&p) {
-            let st = State::load(&state::path_for(&p), env.rcpts.len());
-            if st.attempts > 0 {
-                deferred += 1;
+    let (mut incoming, mut queued, mut deferred, mut held) = (0, 0, 0, 0);
+    let mut oldest = None;
+    let mut last_error: Option<(u64, &str)> = None;
+    for e in &entries {
+        match e.queue_name {
+            "incoming" => incoming += 1,
+            "hold" => {
+                held += 1;
+                continue;
             }
-            for r in &st.rcpts {
-                if let RcptState::Deferred(t, x) = r
-                    && last_error.as_ref().is_none_or(|(lt, _)| t > lt)
-                {
-                    last_error = Some((*t, x.clone()));
+            q => {
+                queued += 1;
+                deferred += usize::from(q == "deferred");
+                for r in &e.recipients {
+                    if let Some(why) = r.delay_reason.as_deref()
+                        && r.state == "deferred"
+                        && last_error.is_none_or(|(lt, _)| r.since > lt)
+                    {
+                        last_error = Some((r.since, why));
+                    }
                 }
             }
         }
+        oldest = oldest.max(Some(now.saturating_sub(e.arrival_time)));
     }
-    let oldest = entries
-        .iter()
-        .filter(|e| e.queue_name != "hold")
-        .map(|e| now.saturating_sub(e.arrival_time))
-        .max();
     Ok(Status {
         daemon_running: running,
         daemon_pid: pid,
-        incoming: count("new"),
-        queued: count("queue"),
+        incoming,
+        queued,
         deferred,
-        held: count("hold"),
+        held,
         failed: count("failed"),
         corrupt: count("corrupt"),
         oldest_age_seconds: oldest,
-        last_error: last_error.map(|x| x.1),
+        last_error: last_error.map(|x| x.1.to_string()),
+        last_delivery: state::LastDelivery::load(&state::LastDelivery::path(layout)),
         stuck: oldest.is_some_and(|a| a >= stuck_after.as_secs()),
     })
 }
@@ -646,8 +652,27 @@ pub fn status(layout: &Layout, args: &[String]) -> Result<i32> {
         if let Some(e) = &s.last_error {
             println!("last error:  {e}");
         }
+        if let Some(d) = &s.last_delivery {
+            println!(
+                "last delivery: {} ({} ago) to <{}>: {}",
+                crate::message::rfc5322_date(d.time as i64),
+                ago(crate::daemon::now().saturating_sub(d.time)),
+                d.rcpt,
+                d.reply
+            );
+        }
     }
     Ok(if s.stuck { 1 } else { 0 })
+}
+
+/// "42s", "5m 3s", "2h 5m", "3d 4h".
+fn ago(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+        3600..86400 => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d {}h", secs / 86400, secs % 86400 / 3600),
+    }
 }
 
 /// Prometheus text format, for node_exporter's textfile collector (written atomically).
@@ -676,6 +701,13 @@ fn write_metrics(path: &std::path::Path, s: &Status) -> Result<()> {
     ));
     m.push_str("# HELP relayq_stuck Whether mail has waited longer than --stuck-after.\n# TYPE relayq_stuck gauge\n");
     m.push_str(&format!("relayq_stuck {}\n", u8::from(s.stuck)));
+    m.push_str("# HELP relayq_last_delivery_timestamp_seconds When the relay last accepted a message (absent: none recorded).\n# TYPE relayq_last_delivery_timestamp_seconds gauge\n");
+    if let Some(d) = &s.last_delivery {
+        m.push_str(&format!(
+            "relayq_last_delivery_timestamp_seconds {}\n",
+            d.time
+        ));
+    }
     let tmp = path.with_extension("prom.tmp");
     fs::write(&tmp, m)
         .and_then(|_| fs::rename(&tmp, path))

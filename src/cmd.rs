@@ -263,10 +263,7 @@ pub fn init_spool(cfg: &Config, user: Option<&str>) -> Result<()> {
 }
 
 fn queue_list(cfg: &Config, json: bool) -> Result<i32> {
-    let out = crate::queue::list(&Layout::new(&cfg.spool_dir), json)?;
-    print!("{out}");
-    if !out.is_empty() && !out.ends_with('\n') {
-        println!();
-    }
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    crate::queue::list(&Layout::new(&cfg.spool_dir), json, &mut out)?;
     Ok(0)
 }

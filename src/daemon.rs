@@ -313,6 +313,8 @@ struct Ctx {
     layout: Layout,
     reports: Mutex<mpsc::Sender<Report>>,
     wake: UnixStream,
+    /// The latest successful delivery, for `relayq status` (run/last-delivery).
+    last_delivery: Mutex<state::DeliveryNote>,
 }
 
 impl Ctx {
@@ -675,6 +677,20 @@ fn record_tx(ctx: &Ctx, job: &Job, tx: &relay::TxResult, peer: &str, started: In
     if all_sent && prior_all_delivered {
         info!("{}: removed", job.id);
     }
+    if let Some(Event::Delivered(i, t, reply)) = events
+        .iter()
+        .rev()
+        .find(|e| matches!(e, Event::Delivered(..)))
+        && let Ok(mut note) = ctx.last_delivery.lock()
+    {
+        note.set(state::LastDelivery {
+            time: *t,
+            queue_id: job.id.clone(),
+            rcpt: job.env.rcpts[*i].addr.clone(),
+            message_id: job.env.message_id.clone(),
+            reply: reply.clone(),
+        });
+    }
     any_temp
 }
 
@@ -835,6 +851,7 @@ impl Daemon {
                 idle_connected: 0,
             }),
             cv: Condvar::new(),
+            last_delivery: Mutex::new(state::DeliveryNote::new(state::LastDelivery::path(&layout))),
             layout,
             reports: Mutex::new(tx),
             wake: wake_tx,
@@ -1381,6 +1398,19 @@ impl Daemon {
         }
     }
 
+    /// Write run/last-delivery if it is due (`now`: whatever is pending). True when a write
+    /// is still pending.
+    fn note_delivery(&self, now: bool) -> bool {
+        let Ok(mut note) = self.ctx.last_delivery.lock() else {
+            return false;
+        };
+        if now {
+            note.write_now();
+            return false;
+        }
+        note.write_due()
+    }
+
     fn in_flight(&self) -> usize {
         self.msgs.values().filter(|m| m.in_flight).count()
     }
@@ -1422,6 +1452,7 @@ impl Daemon {
                     progress_line(self.stats.attempted, total, started.elapsed())
                 );
             }
+            self.note_delivery(false);
             if !workers_alive {
                 self.drain_reports();
                 break;
@@ -1441,6 +1472,7 @@ impl Daemon {
                 progress_line(self.stats.attempted, total, started.elapsed())
             );
         }
+        self.note_delivery(true);
         self.cleanup();
         self.stats.elapsed = started.elapsed();
         Ok(self.stats)
@@ -1531,6 +1563,10 @@ impl Daemon {
             if let Some(c) = next_cleanup {
                 due = Some(due.map_or(c, |d| d.min(c)));
             }
+            if self.note_delivery(false) {
+                let soon = now() + 1;
+                due = Some(due.map_or(soon, |d| d.min(soon)));
+            }
             let timeout = if stopping.is_some() {
                 nix::poll::PollTimeout::from(100u16)
             } else {
@@ -1599,6 +1635,7 @@ impl Daemon {
                 let _ = w.join();
             }
         }
+        self.note_delivery(true);
         let _ = fs::remove_file(self.layout().socket());
         info!("stopped");
         Ok(())

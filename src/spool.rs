@@ -16,6 +16,20 @@ pub const MAGIC: &str = "relayq-envelope 1";
 pub const MAX_RCPTS: usize = 10_000;
 pub const MAX_ENVELOPE_BYTES: usize = 4 << 20;
 pub const MAX_ADDR: usize = 512;
+/// What `Envelope::read_head` reads in one go: an envelope with a few recipients fits.
+pub const HEAD_BYTES: usize = 4096;
+/// Envelope keys that may appear once (`rcpt` repeats).
+const ONCE_KEYS: [&str; 9] = [
+    "sender",
+    "envid",
+    "ret",
+    "body",
+    "message-id",
+    "time",
+    "uid",
+    "user",
+    "bounce",
+];
 
 /// The spool's directories, each one a state.
 #[derive(Debug, Clone)]
@@ -218,7 +232,7 @@ impl Envelope {
         let mut env = Envelope::default();
         let mut total = 0usize;
         let mut line = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = 0u16;
         let mut first = true;
         loop {
             line.clear();
@@ -250,8 +264,11 @@ impl Envelope {
             let (key, val) = l
                 .split_once(' ')
                 .ok_or_else(|| format!("bad envelope line {l:?}"))?;
-            if key != "rcpt" && !seen.insert(key.to_string()) {
-                return Err(format!("duplicate envelope key {key:?}"));
+            if let Some(k) = ONCE_KEYS.iter().position(|&k| k == key) {
+                if seen & (1 << k) != 0 {
+                    return Err(format!("duplicate envelope key {key:?}"));
+                }
+                seen |= 1 << k;
             }
             let angle = |v: &str| -> std::result::Result<String, String> {
                 let a = v
@@ -309,10 +326,53 @@ impl Envelope {
         if env.rcpts.is_empty() {
             return Err("no recipients".into());
         }
-        if !seen.contains("sender") {
+        if seen & 1 == 0 {
             return Err("no sender line".into());
         }
         Ok(env)
+    }
+
+    /// Parse the envelope at the start of an open queue file of `len` bytes, reading only its
+    /// head: one `read` of at most `HEAD_BYTES` covers the usual envelope (and a small message
+    /// whole); a longer envelope is read again through a buffer. Readahead is turned off for
+    /// larger files, so on a cold cache a large message costs no more I/O than a small one. Returns the
+    /// envelope and the offset of the message.
+    pub fn read_head(
+        f: &mut File,
+        len: u64,
+        buf: &mut Vec<u8>,
+    ) -> std::result::Result<(Envelope, u64), String> {
+        use std::io::{Read, Seek};
+        use std::os::fd::AsRawFd;
+        let want = usize::try_from(len).unwrap_or(usize::MAX).min(HEAD_BYTES);
+        if len > HEAD_BYTES as u64 {
+            // SAFETY: advice only; the fd is open for the call's duration.
+            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+        }
+        buf.resize(want, 0);
+        let mut n = 0;
+        while n < want {
+            match f.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read error: {e}")),
+            }
+        }
+        let mut head = &buf[..n];
+        match Envelope::read_from(&mut head) {
+            Ok(env) => Ok((env, (n - head.len()) as u64)),
+            Err(_) if n == HEAD_BYTES => {
+                f.rewind().map_err(|e| format!("read error: {e}"))?;
+                let mut r = io::BufReader::new(f);
+                let env = Envelope::read_from(&mut r)?;
+                let off = r
+                    .stream_position()
+                    .map_err(|e| format!("read error: {e}"))?;
+                Ok((env, off))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The uid that submitted a queue file: the file's owner, which the kernel records and a
@@ -478,6 +538,35 @@ mod tests {
         let mut rest = String::new();
         io::Read::read_to_string(&mut r, &mut rest).unwrap();
         assert_eq!(rest, "Subject: hi\r\n\r\nbody\r\n");
+    }
+
+    #[test]
+    fn read_head_short_and_long_envelopes() {
+        let d = tempfile::tempdir().unwrap();
+        let mut long = env();
+        long.rcpts = (0..300)
+            .map(|i| Rcpt {
+                addr: format!("rcpt{i}@example.org"),
+                ..Rcpt::default()
+            })
+            .collect();
+        let mut buf = Vec::new();
+        for (i, e) in [env(), long].into_iter().enumerate() {
+            let mut data = Vec::new();
+            e.write_to(&mut data).unwrap();
+            let off = data.len() as u64;
+            data.extend(std::iter::repeat_n(b'x', 10_000));
+            let p = d.path().join(i.to_string());
+            fs::write(&p, &data).unwrap();
+            let mut f = File::open(&p).unwrap();
+            let got = Envelope::read_head(&mut f, data.len() as u64, &mut buf).unwrap();
+            assert_eq!(got, (e, off), "envelope {i}");
+            // Cut inside the envelope: an error, whichever way it was read.
+            let cut = off as usize - 3;
+            fs::write(&p, &data[..cut]).unwrap();
+            let mut f = File::open(&p).unwrap();
+            assert!(Envelope::read_head(&mut f, cut as u64, &mut buf).is_err());
+        }
     }
 
     #[test]

@@ -172,6 +172,125 @@ impl Event {
     }
 }
 
+/// The most recent successful delivery, in `run/last-delivery` for `relayq status`. Lines of
+/// `key value` like the envelope: `time`, `queue-id`, `rcpt`, `message-id`, `reply`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct LastDelivery {
+    /// Unix seconds of the relay's reply.
+    pub time: u64,
+    pub queue_id: String,
+    pub rcpt: String,
+    pub message_id: Option<String>,
+    pub reply: String,
+}
+
+impl LastDelivery {
+    pub fn path(layout: &crate::spool::Layout) -> PathBuf {
+        layout.dir("run").join("last-delivery")
+    }
+
+    /// Read the file; None when it is missing or has no time or recipient.
+    pub fn load(path: &Path) -> Option<LastDelivery> {
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(File::open(path).ok()?, 4096),
+            &mut text,
+        )
+        .ok()?;
+        let mut d = LastDelivery::default();
+        for (k, v) in text.lines().filter_map(|l| l.split_once(' ')) {
+            match k {
+                "time" => d.time = v.parse().ok()?,
+                "queue-id" => d.queue_id = clean(v),
+                "rcpt" => d.rcpt = clean(v),
+                "message-id" => d.message_id = Some(clean(v)),
+                "reply" => d.reply = clean(v),
+                _ => {}
+            }
+        }
+        (d.time > 0 && !d.rcpt.is_empty()).then_some(d)
+    }
+
+    /// Replace the file atomically (write a temporary file, rename). Not fsynced: it is
+    /// informational, and a crash at worst shows an older delivery.
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        let mut text = format!(
+            "time {}\nqueue-id {}\nrcpt {}\n",
+            self.time,
+            clean(&self.queue_id),
+            clean(&self.rcpt)
+        );
+        if let Some(m) = &self.message_id {
+            text.push_str(&format!("message-id {}\n", clean(m)));
+        }
+        text.push_str(&format!("reply {}\n", clean(&self.reply)));
+        let tmp = path.with_extension("tmp");
+        let _ = std::fs::remove_file(&tmp);
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .and_then(|()| std::fs::rename(&tmp, path))
+    }
+}
+
+/// Keeps `run/last-delivery` current without slowing deliveries: workers `set` the latest
+/// delivery in memory; the daemon's main loop calls `write_due`, which writes at most once a
+/// second, and `write_now` when it finishes.
+#[derive(Debug)]
+pub struct DeliveryNote {
+    path: PathBuf,
+    pending: Option<LastDelivery>,
+    written: Option<std::time::Instant>,
+    warned: bool,
+}
+
+impl DeliveryNote {
+    pub fn new(path: PathBuf) -> DeliveryNote {
+        DeliveryNote {
+            path,
+            pending: None,
+            written: None,
+            warned: false,
+        }
+    }
+
+    /// A delivery happened; an older one than what is pending is ignored.
+    pub fn set(&mut self, d: LastDelivery) {
+        if self.pending.as_ref().is_none_or(|p| p.time <= d.time) {
+            self.pending = Some(d);
+        }
+    }
+
+    /// Write what is pending if the last write is a second old. True when something is still
+    /// pending (call again within a second).
+    pub fn write_due(&mut self) -> bool {
+        if self
+            .written
+            .is_some_and(|w| w.elapsed() < std::time::Duration::from_secs(1))
+        {
+            return self.pending.is_some();
+        }
+        self.write_now();
+        false
+    }
+
+    pub fn write_now(&mut self) {
+        let Some(d) = self.pending.take() else {
+            return;
+        };
+        self.written = Some(std::time::Instant::now());
+        if let Err(e) = d.save(&self.path)
+            && !std::mem::replace(&mut self.warned, true)
+        {
+            log::warn!("cannot write {}: {e}", self.path.display());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +328,49 @@ mod tests {
         // Out-of-range indices from a damaged log are ignored.
         std::fs::write(&p, "d 99 1 x\nzz\n").unwrap();
         assert!(State::load(&p, 1).rcpts[0] == RcptState::Pending);
+    }
+
+    #[test]
+    fn last_delivery_file_and_rate_limit() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("last-delivery");
+        let one = LastDelivery {
+            time: 1_700_000_000,
+            queue_id: "06B04FC53EAC338EBBC37B".into(),
+            rcpt: "a@example.org".into(),
+            message_id: Some("<x@y>".into()),
+            reply: "250 2.0.0 OK\r\nqueued".into(),
+        };
+        let mut note = DeliveryNote::new(p.clone());
+        note.set(one.clone());
+        assert!(!note.write_due(), "the first write is due at once");
+        let back = LastDelivery::load(&p).unwrap();
+        assert_eq!(
+            back.reply, "250 2.0.0 OK  queued",
+            "no line breaks in the file"
+        );
+        assert_eq!(
+            (back.time, &back.rcpt, &back.message_id),
+            (one.time, &one.rcpt, &one.message_id)
+        );
+        // Within the second: kept pending; an older delivery does not replace a newer one.
+        let two = LastDelivery {
+            time: one.time + 5,
+            rcpt: "b@example.org".into(),
+            ..one.clone()
+        };
+        note.set(two.clone());
+        note.set(one.clone());
+        assert!(note.write_due(), "rate limited");
+        assert_eq!(LastDelivery::load(&p).unwrap().rcpt, "a@example.org");
+        note.write_now();
+        assert_eq!(LastDelivery::load(&p).unwrap().rcpt, "b@example.org");
+        assert!(!note.write_due(), "nothing pending");
+        // Damaged or missing files read as nothing.
+        std::fs::write(&p, "time x\nrcpt a@b\n").unwrap();
+        assert_eq!(LastDelivery::load(&p), None);
+        std::fs::write(&p, "rcpt a@b\n").unwrap();
+        assert_eq!(LastDelivery::load(&p), None);
+        assert_eq!(LastDelivery::load(&d.path().join("none")), None);
     }
 }

@@ -50,9 +50,20 @@ fn hold_release_delete_show_status() {
         String::from_utf8_lossy(&o.stdout).contains(&format!("{}!", all[0])),
         "held mark"
     );
+    let o = env.relayq(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["last_delivery"].is_null(), "nothing delivered yet: {v}");
+    assert!(!String::from_utf8_lossy(&env.relayq(&["status"]).stdout).contains("last delivery"));
     assert!(env.flush().status.success());
     let got = relay.arrived();
     assert_eq!(got.iter().map(subject_of).collect::<Vec<_>>(), ["third"]);
+    let o = env.relayq(&["status"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("last delivery: ")
+            && out.contains(" ago) to <c@example.org>: 250 2.0.0 OK queued as "),
+        "{out}"
+    );
 
     // status: counts, and exit 1 when mail is older than --stuck-after.
     let prom = env.path().join("relayq.prom");
@@ -63,6 +74,12 @@ fn hold_release_delete_show_status() {
             && metrics.contains("relayq_daemon_running 0"),
         "{metrics}"
     );
+    let stamp: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("relayq_last_delivery_timestamp_seconds "))
+        .and_then(|t| t.parse().ok())
+        .expect("last delivery metric");
+    assert!(relayq::daemon::now().abs_diff(stamp) < 60, "{metrics}");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
@@ -72,6 +89,12 @@ fn hold_release_delete_show_status() {
             v["daemon_running"].as_bool()
         ),
         (Some(1), Some(0), Some(false))
+    );
+    assert_eq!(v["last_delivery"]["rcpt"], "c@example.org", "{v}");
+    assert_eq!(v["last_delivery"]["time"], stamp);
+    assert_eq!(
+        v["last_delivery"]["queue_id"].as_str(),
+        Some(all[2].as_str())
     );
     relay.set_faults(r#"{"mail": "451 4.3.0 not now"}"#);
     assert!(env.relayq(&["release", "--all"]).status.success());
@@ -96,4 +119,56 @@ fn hold_release_delete_show_status() {
     assert_eq!(env.relayq(&["status"]).status.code(), Some(0));
     let o = env.relayq(&["delete", "NOSUCHID0000000000000"]);
     assert_eq!(o.status.code(), Some(1));
+}
+
+/// The daemon records the latest delivery within about a second, also the last one of a
+/// burst (rate limited, written by the main loop while the daemon keeps running).
+#[test]
+fn status_shows_the_daemons_last_delivery() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(tmp.path(), RelayOpts::default());
+    // One connection: deliveries happen in the order the relay stores them.
+    let env = Env::new(&relay_toml("smtp", relay.port), "[queue]\nconnections = 1");
+    let mut d = env.daemon();
+    for (i, rcpt) in ["x@example.org", "y@example.org", "z@example.org"]
+        .iter()
+        .enumerate()
+    {
+        env.send(&[rcpt], &format!("burst {i}"));
+    }
+    let got = relay.wait_for(3, Duration::from_secs(10));
+    assert_eq!(got.len(), 3, "{}", env.daemon_log());
+    let last = got.last().unwrap();
+    let header_id = last["data"]
+        .as_str()
+        .unwrap_or("")
+        .lines()
+        .find_map(|l| l.strip_prefix("Message-ID: "))
+        .map(|x| x.trim().to_string());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let v = loop {
+        let o = env.relayq(&["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        if v["last_delivery"]["rcpt"] == rcpts_of(last)[0].as_str()
+            || std::time::Instant::now() > deadline
+        {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = d.wait();
+    let ld = &v["last_delivery"];
+    assert_eq!(ld["rcpt"].as_str(), Some(rcpts_of(last)[0].as_str()), "{v}");
+    assert_eq!(ld["message_id"].as_str(), header_id.as_deref(), "{v}");
+    assert!(
+        ld["reply"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("250 2.0.0 OK queued as ")),
+        "{v}"
+    );
+    assert!(relayq::daemon::now().abs_diff(ld["time"].as_u64().unwrap()) < 60);
 }
