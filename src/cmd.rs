@@ -39,6 +39,125 @@ Commands:
 As sendmail, mailq or newaliases (by program name), relayq behaves like them;
 see sendmail(8), relayq(8), relayq.toml(5).";
 
+/// One `relayq` command's `--help` (fits a screen) and the options it takes, so every
+/// command answers `--help` and refuses an unknown option the same way.
+struct Spec {
+    name: &'static str,
+    help: &'static str,
+    /// Options without a value.
+    flags: &'static [&'static str],
+    /// Options that take a value.
+    valued: &'static [&'static str],
+    /// Positional arguments (IDs) allowed.
+    positional: bool,
+}
+
+const SPECS: &[Spec] = &[
+    Spec {
+        name: "init",
+        help: "usage: relayq init [--user NAME]\n\nCreate the spool with its owners and modes (idempotent). The owner is NAME, else\nthe user relayq if it exists, else the caller.",
+        flags: &[],
+        valued: &["--user"],
+        positional: false,
+    },
+    Spec {
+        name: "daemon",
+        help: "usage: relayq daemon [--foreground]\n\nRelay the queue until stopped (SIGTERM); new mail is noticed at once (inotify).\nSIGHUP rereads the config (a bad one is refused, the old one kept); SIGUSR1 retries\nthe whole queue now. --foreground (or a terminal) also logs to stderr.\nUsually started by systemd: systemctl enable --now relayq",
+        flags: &["--foreground", "-f"],
+        valued: &[],
+        positional: false,
+    },
+    Spec {
+        name: "flush",
+        help: "usage: relayq flush [ID...]\n\nOne delivery pass now, ignoring backoff, then exit (also sendmail -q, -qI<id>,\n-qR<domain>, -qS<sender>). With a daemon running, the daemon flushes instead.\nOn a terminal: progress (count, rate, ETA) and a summary. From cron: silent unless\nsomething fails.",
+        flags: &[],
+        valued: &[],
+        positional: true,
+    },
+    Spec {
+        name: "queue",
+        help: "usage: relayq queue [--json]\n\nList the queue (also mailq, sendmail -bp): each message's ID, size, arrival,\nsender, and every pending recipient with the relay's last reply and the next\nattempt; ! marks a held message. --json: one object per line, like postqueue -j.\nRoot sees every message; other users see their own (through the daemon).",
+        flags: &["--json"],
+        valued: &[],
+        positional: false,
+    },
+    Spec {
+        name: "show",
+        help: "usage: relayq show ID [--body]\n\nOne message: envelope, submitter, each recipient's state with the relay's reply,\nthe next attempt, and the header (--body: the whole message).\nRoot, or the user who sent it.",
+        flags: &["--body"],
+        valued: &[],
+        positional: true,
+    },
+    Spec {
+        name: "hold",
+        help: "usage: relayq hold ID...|--all\n\nKeep messages from being sent until released. Root, or the user who sent them\n(--all: all of your own).",
+        flags: &["--all"],
+        valued: &[],
+        positional: true,
+    },
+    Spec {
+        name: "release",
+        help: "usage: relayq release ID...|--all\n\nLet held messages go again (the daemon takes them at once). Root, or the user who\nsent them.",
+        flags: &["--all"],
+        valued: &[],
+        positional: true,
+    },
+    Spec {
+        name: "delete",
+        help: "usage: relayq delete ID...|--all\n\nRemove messages from the queue, without a bounce. Root, or the user who sent them.",
+        flags: &["--all"],
+        valued: &[],
+        positional: true,
+    },
+    Spec {
+        name: "status",
+        help: "usage: relayq status [--json] [--stuck-after 1h] [--metrics FILE]\n\nDaemon running or not, queue counts by state, oldest message, last delivery, last\nerror. Exits 1 when a message has waited longer than --stuck-after (default 1h),\nfor monitoring. --metrics FILE also writes Prometheus text (node_exporter's\ntextfile collector).",
+        flags: &["--json"],
+        valued: &["--stuck-after", "--metrics"],
+        positional: false,
+    },
+    Spec {
+        name: "test",
+        help: "usage: relayq test [--to ADDR] [--no-send]\n\nCheck each relay step by step: DNS, TCP, TLS and its certificate, EHLO, AUTH,\nwhether the relay accepts the sender, and a test message to ADDR (default: the\nadmin address). Each failure comes with a hint. Exits 69 when a step fails.",
+        flags: &["--no-send"],
+        valued: &["--to"],
+        positional: false,
+    },
+    Spec {
+        name: "doctor",
+        help: "usage: relayq doctor [--json] [--dns HOST:PORT]\n\nCheck the set-up without sending: config, owners and modes of the spool and the\nsecrets, the daemon, the queue, and the sender domain's DNS (SPF includes the\nprovider, DKIM under its selectors, the DMARC policy). One line per check: pass,\nwarn or FAIL, with the fix. --dns asks that server instead of /etc/resolv.conf's.\nExits 1 when a check fails.",
+        flags: &["--json"],
+        valued: &["--dns"],
+        positional: false,
+    },
+];
+
+/// `--help` for a command (Ok(Some(text))), or a usage error for an option it does not take.
+fn check_args(cmd: &str, rest: &[OsString]) -> Result<Option<&'static str>> {
+    let Some(spec) = SPECS.iter().find(|s| s.name == cmd) else {
+        return Ok(None);
+    };
+    let mut it = rest.iter().map(|a| a.to_string_lossy());
+    while let Some(a) = it.next() {
+        if a == "-h" || a == "--help" {
+            return Ok(Some(spec.help));
+        }
+        let bad = |why: String| Error::usage(format!("{cmd}: {why} (see relayq {cmd} --help)"));
+        if spec.valued.contains(&a.as_ref()) {
+            if it.next().is_none() {
+                return Err(bad(format!("{a} needs a value")));
+            }
+        } else if a.starts_with('-') && a.len() > 1 {
+            if !spec.flags.contains(&a.as_ref()) {
+                return Err(bad(format!("unknown option {a}")));
+            }
+        } else if !spec.positional {
+            return Err(bad(format!("unexpected argument {a:?}")));
+        }
+    }
+    Ok(None)
+}
+
 pub fn main(args: Vec<OsString>) -> std::result::Result<i32, (&'static str, Error)> {
     let argv0 = args
         .first()
@@ -149,6 +268,10 @@ fn relayq(args: Vec<OsString>) -> Result<i32> {
     };
     let rest: Vec<OsString> = p.raw_args().map(|r| r.collect()).unwrap_or_default();
     let load = || Config::load(config.as_deref());
+    if let Some(help) = check_args(&cmd, &rest)? {
+        println!("{help}");
+        return Ok(0);
+    }
     match cmd.as_str() {
         "version" => {
             println!("relayq {}", env!("CARGO_PKG_VERSION"));

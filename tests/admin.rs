@@ -172,3 +172,42 @@ fn status_shows_the_daemons_last_delivery() {
     );
     assert!(relayq::daemon::now().abs_diff(ld["time"].as_u64().unwrap()) < 60);
 }
+
+#[test]
+fn every_command_has_help_and_refuses_unknown_options() {
+    // --help needs no config and fits one screen (24 lines).
+    for cmd in [
+        "setup", "init", "daemon", "flush", "queue", "show", "hold", "release", "delete", "status",
+        "test", "doctor", "import",
+    ] {
+        let o = std::process::Command::new(BIN)
+            .args(["-C", "/nonexistent/relayq.toml", cmd, "--help"])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{cmd}: {}", stderr(&o));
+        assert!(out.starts_with("usage: relayq"), "{cmd}: {out}");
+        assert!(out.contains(cmd), "{cmd}: {out}");
+        assert!(
+            out.lines().count() <= 24,
+            "{cmd}: {} lines",
+            out.lines().count()
+        );
+    }
+    for args in [
+        &["queue", "--jsn"][..],
+        &["status", "--metrics"],
+        &["test", "extra"],
+        &["daemon", "--bogus"],
+    ] {
+        let o = std::process::Command::new(BIN)
+            .args(["-C", "/nonexistent/relayq.toml"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(64), "{args:?}");
+        let e = stderr(&o);
+        assert_eq!(e.lines().count(), 1, "{args:?}: {e}");
+        assert!(e.contains(args[0]) && e.contains("--help"), "{args:?}: {e}");
+    }
+}
