@@ -68,6 +68,7 @@ install: $(INSTALL_NEEDS)
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(UNITDIR)
 	install -m 0755 $(REL)/relayq $(DESTDIR)$(SBINDIR)/relayq
 	install -m 0755 $(REL)/relayq-postdrop $(DESTDIR)$(SBINDIR)/relayq-postdrop
+	install -m 0755 $(REL)/relayq-doctor $(DESTDIR)$(SBINDIR)/relayq-doctor
 	@if [ -z "$(DESTDIR)" ]; then chgrp relayq $(SBINDIR)/relayq-postdrop && chmod 2755 $(SBINDIR)/relayq-postdrop; fi
 	ln -sf relayq $(DESTDIR)$(SBINDIR)/sendmail
 	ln -sf ../sbin/relayq $(DESTDIR)$(PREFIX)/lib/sendmail
@@ -88,7 +89,7 @@ install: $(INSTALL_NEEDS)
 
 uninstall:
 	-command -v systemctl >/dev/null && systemctl disable --now relayq relayq-flush.timer 2>/dev/null
-	rm -f $(DESTDIR)$(SBINDIR)/relayq $(DESTDIR)$(SBINDIR)/relayq-postdrop
+	rm -f $(DESTDIR)$(SBINDIR)/relayq $(DESTDIR)$(SBINDIR)/relayq-postdrop $(DESTDIR)$(SBINDIR)/relayq-doctor
 	for l in $(DESTDIR)$(SBINDIR)/sendmail $(DESTDIR)$(PREFIX)/lib/sendmail $(DESTDIR)$(BINDIR)/mailq $(DESTDIR)$(BINDIR)/newaliases; do \
 	  if readlink $$l | grep -q relayq; then rm -f $$l; fi; done
 	rm -f $(DESTDIR)$(MANDIR)/man8/sendmail.8 $(DESTDIR)$(MANDIR)/man8/relayq.8 $(DESTDIR)$(MANDIR)/man5/relayq.toml.5

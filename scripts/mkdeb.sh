@@ -17,7 +17,7 @@ OUTDIR=${OUTDIR:-target/debian}
 version=${DEB_VERSION:-$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)}
 arch=$(dpkg --print-architecture)
 
-for b in relayq relayq-postdrop; do
+for b in relayq relayq-postdrop relayq-doctor; do
   [ -x "$REL/$b" ] || { echo "mkdeb: $REL/$b is missing: run 'make build' first" >&2; exit 1; }
 done
 
@@ -30,7 +30,7 @@ make -s --no-print-directory install DESTDIR="$root" REL="$REL" INSTALL_NEEDS= >
 
 # Debian policy: stripped binaries, compressed man pages, copyright and changelog in /usr/share/doc.
 if command -v strip >/dev/null; then
-  strip --strip-unneeded "$root/usr/sbin/relayq" "$root/usr/sbin/relayq-postdrop"
+  strip --strip-unneeded "$root/usr/sbin/relayq" "$root/usr/sbin/relayq-postdrop" "$root/usr/sbin/relayq-doctor"
 fi
 find "$root/usr/share/man" -type f -name '*.[0-9]' -exec gzip -9n {} +
 doc=$root/usr/share/doc/relayq
@@ -54,7 +54,7 @@ depends="libc6 (>= 2.34)"
 if command -v dpkg-shlibdeps >/dev/null; then
   mkdir -p "$stage/src/debian"
   printf 'Source: relayq\n\nPackage: relayq\nArchitecture: any\n' > "$stage/src/debian/control"
-  if line=$(cd "$stage/src" && dpkg-shlibdeps -O "$root/usr/sbin/relayq" "$root/usr/sbin/relayq-postdrop" 2>/dev/null); then
+  if line=$(cd "$stage/src" && dpkg-shlibdeps -O "$root/usr/sbin/relayq" "$root/usr/sbin/relayq-postdrop" "$root/usr/sbin/relayq-doctor" 2>/dev/null); then
     depends=${line#shlibs:Depends=}
   fi
 fi

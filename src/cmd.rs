@@ -317,10 +317,7 @@ fn relayq(args: Vec<OsString>) -> Result<i32> {
                 .collect();
             crate::diag::run(&load()?, &a)
         }
-        "doctor" => {
-            let a: Vec<String> = rest.iter().map(|a| a.to_string_lossy().into()).collect();
-            crate::doctor::run(config.as_deref(), &a)
-        }
+        "doctor" => exec_beside("relayq-doctor", config.as_deref(), &rest),
         "status" => {
             let a: Vec<String> = rest
                 .iter()
@@ -341,6 +338,31 @@ fn relayq(args: Vec<OsString>) -> Result<i32> {
             "unknown command {other:?}\n{RELAYQ_USAGE}"
         ))),
     }
+}
+
+/// Run a companion program installed beside this one (`relayq doctor` is relayq-doctor), with
+/// `-C config` first when given. Only returns on failure.
+fn exec_beside(prog: &str, config: Option<&std::path::Path>, args: &[OsString]) -> Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(|e| {
+        Error::new(
+            crate::error::Class::OsErr,
+            format!("cannot find myself: {e}"),
+        )
+    })?;
+    let path = exe.with_file_name(prog);
+    let mut c = std::process::Command::new(&path);
+    if let Some(cfg) = config {
+        c.arg("-C").arg(cfg);
+    }
+    let e = c.args(args).exec();
+    Err(Error::new(
+        crate::error::Class::Unavailable,
+        format!(
+            "cannot run {}: {e} (it is installed beside relayq; reinstall relayq)",
+            path.display()
+        ),
+    ))
 }
 
 fn init(cfg: &Config, args: Vec<OsString>) -> Result<i32> {

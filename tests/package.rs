@@ -248,6 +248,15 @@ fn check_installed(relayq_gid: u32) {
         stat("/usr/sbin/relayq-postdrop"),
         ("2755".into(), 0, relayq_gid)
     );
+    assert_eq!(stat("/usr/sbin/relayq-doctor"), ("0755".into(), 0, 0));
+    // `relayq doctor` finds its companion program where the package put it.
+    let d = run("/usr/sbin/relayq", &["doctor", "--dns", "127.0.0.1:9"], 60);
+    let out = String::from_utf8_lossy(&d.stdout);
+    assert!(
+        matches!(d.status.code(), Some(0 | 1)) && out.contains("permissions"),
+        "doctor: {out}{}",
+        String::from_utf8_lossy(&d.stderr)
+    );
     for link in [
         "/usr/sbin/sendmail",
         "/usr/lib/sendmail",
