@@ -355,6 +355,21 @@ pub fn run(cfg_flag: Option<&Path>, args: Vec<std::ffi::OsString>) -> Result<i32
     }
     let cfg = Config::load(Some(&path))?;
     crate::cmd::init_spool(&cfg, None)?;
+    // A daemon already running keeps its old config until told (as `systemctl reload`).
+    if let (true, Some(pid)) =
+        crate::admin::daemon_state(&crate::spool::Layout::new(&cfg.spool_dir))
+    {
+        let hup = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        );
+        match hup {
+            Ok(()) => println!("told the running daemon (pid {pid}) to reload the config"),
+            Err(e) => println!(
+                "the daemon (pid {pid}) still has the old config ({e}): systemctl reload relayq"
+            ),
+        }
+    }
     if a.no_test {
         println!(
             "next: `relayq test` checks the relay; `systemctl enable --now relayq` starts the daemon"

@@ -207,3 +207,40 @@ fn interactive_on_a_terminal_without_echoing_the_password() {
         "{text}"
     );
 }
+
+#[test]
+fn a_running_daemon_is_told_to_reload() {
+    let c = Case::new();
+    let mut a = ANSWERS.to_vec();
+    a.push("--no-test");
+    let o = c.setup(&a, "secret\n");
+    assert_eq!(o.status.code(), Some(0), "{}", all(&o));
+    let env = Env {
+        dir: tempfile::tempdir().unwrap(),
+        cfg: c.cfg(),
+    };
+    let mut d = env.daemon();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !env.daemon_log().contains("daemon started") {
+        assert!(std::time::Instant::now() < deadline, "{}", env.daemon_log());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    a.push("--force");
+    let o = c.setup(&a, "secret\n");
+    let out = all(&o);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !env.daemon_log().contains("configuration reloaded")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = d.kill();
+    let _ = d.wait();
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("told the running daemon"), "{out}");
+    assert!(
+        env.daemon_log().contains("configuration reloaded"),
+        "{}",
+        env.daemon_log()
+    );
+}
