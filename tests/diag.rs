@@ -85,6 +85,19 @@ fn relayq_test_steps_and_hints() {
         out.contains("FAIL  tcp") && out.contains("nothing answers on port"),
         "{out}"
     );
+    // A host that does not resolve (.invalid never does): a DNS step failure, with the hint
+    // that says it is a name problem.
+    let env5 = Env::new(
+        &relay_toml("smtp", port).replace("localhost", "no-such-host.invalid"),
+        "",
+    );
+    let (code, out) = test_cmd(&env5, &["--no-send"]);
+    assert_eq!(code, 69, "{out}");
+    assert!(
+        out.contains("FAIL  dns") && out.contains("cannot resolve no-such-host.invalid"),
+        "{out}"
+    );
+    assert!(out.contains("check the host name"), "{out}");
 }
 
 #[test]
