@@ -209,7 +209,7 @@ fn complete(a: &mut Answers, p: Option<&mut Prompter>) -> Result<()> {
     }
     if a.username.is_none() {
         let (fixed, hint) = username_hint(&pname);
-        println!("  user name: {hint} (empty for a relay without AUTH)");
+        println!("  user name: {hint} (- for a relay without AUTH)");
         let v = p.line("SMTP user name", Some(fixed.unwrap_or("")))?;
         a.username = (!v.is_empty() && v != "-").then_some(v);
     }
