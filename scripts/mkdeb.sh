@@ -35,7 +35,9 @@ fi
 find "$root/usr/share/man" -type f -name '*.[0-9]' -exec gzip -9n {} +
 doc=$root/usr/share/doc/relayq
 install -d "$doc"
-install -m 0644 docs/providers.md docs/install.md "$doc/"
+install -m 0644 README.md docs/*.md "$doc/"
+install -d "$doc/providers"
+install -m 0644 docs/providers/*.md "$doc/providers/"
 cat > "$doc/copyright" <<COPYRIGHT
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: relayq

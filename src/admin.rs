@@ -557,6 +557,14 @@ pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Stat
     require_access(layout)?;
     let (running, pid) = daemon_state(layout);
     let count = |d: &str| all_ids(layout, &[d]).len();
+    // corrupt/ holds whatever was set aside, under new names (ID-oldname): every file.
+    let corrupt = fs::read_dir(layout.dir("corrupt"))
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .filter(|e| !e.file_name().to_string_lossy().ends_with(".st"))
+                .count()
+        })
+        .unwrap_or(0);
     // One pass over the queue: the listing has every message's state.
     let entries = crate::queue::scan(layout, None);
     let now = crate::daemon::now();
@@ -593,7 +601,7 @@ pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Stat
         deferred,
         held,
         failed: count("failed"),
-        corrupt: count("corrupt"),
+        corrupt,
         oldest_age_seconds: oldest,
         last_error: last_error.map(|x| x.1.to_string()),
         last_delivery: state::LastDelivery::load(&state::LastDelivery::path(layout)),
@@ -631,26 +639,26 @@ pub fn status(layout: &Layout, args: &[String]) -> Result<i32> {
             (true, None) => "running".into(),
             (false, _) => "not running".into(),
         };
-        println!("daemon:      {daemon}");
+        println!("daemon:        {daemon}");
         println!(
-            "queue:       {} queued ({} deferred), {} incoming, {} held",
+            "queue:         {} queued ({} deferred), {} incoming, {} held",
             s.queued, s.deferred, s.incoming, s.held
         );
         println!(
-            "failed:      {} bounced originals kept, {} corrupt files set aside",
+            "failed:        {} bounced originals kept, {} corrupt files set aside",
             s.failed, s.corrupt
         );
         match s.oldest_age_seconds {
             Some(a) => println!(
-                "oldest:      {}m {}s{}",
+                "oldest:        {}m {}s{}",
                 a / 60,
                 a % 60,
                 if s.stuck { "  <- STUCK" } else { "" }
             ),
-            None => println!("oldest:      (queue empty)"),
+            None => println!("oldest:        (queue empty)"),
         }
         if let Some(e) = &s.last_error {
-            println!("last error:  {e}");
+            println!("last error:    {e}");
         }
         if let Some(d) = &s.last_delivery {
             println!(

@@ -184,7 +184,10 @@ fn sendmail(args: Vec<OsString>) -> Result<i32> {
     }
     let cfg = Config::load(req.config.as_deref())?;
     match &req.mode {
-        Mode::Print => return queue_list(&cfg, false),
+        Mode::Print => {
+            default_sigpipe();
+            return queue_list(&cfg, false);
+        }
         Mode::Flush(f) => return crate::daemon::flush(cfg, req.config.clone(), f),
         _ => {}
     }
@@ -201,6 +204,7 @@ fn sendmail(args: Vec<OsString>) -> Result<i32> {
     };
     match req.mode {
         Mode::Verify => {
+            default_sigpipe();
             if req.recipients.is_empty() {
                 return Err(Error::usage("-bv: no addresses given"));
             }
@@ -245,6 +249,7 @@ fn sendmail(args: Vec<OsString>) -> Result<i32> {
 }
 
 fn relayq(args: Vec<OsString>) -> Result<i32> {
+    default_sigpipe();
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_args(args);
     let mut config: Option<PathBuf> = None;
@@ -268,6 +273,15 @@ fn relayq(args: Vec<OsString>) -> Result<i32> {
     };
     let rest: Vec<OsString> = p.raw_args().map(|r| r.collect()).unwrap_or_default();
     let load = || Config::load(config.as_deref());
+    // Commands that only print end quietly when their reader goes away (`relayq status |
+    // head`), like any Unix tool. The daemon and flush keep SIGPIPE ignored: they write to
+    // sockets and pipes whose loss must be an error they handle, not death.
+    if matches!(cmd.as_str(), "daemon" | "flush" | "sendmail") {
+        // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
+    }
     if let Some(help) = check_args(&cmd, &rest)? {
         println!("{help}");
         return Ok(0);
@@ -337,6 +351,14 @@ fn relayq(args: Vec<OsString>) -> Result<i32> {
         other => Err(Error::usage(format!(
             "unknown command {other:?}\n{RELAYQ_USAGE}"
         ))),
+    }
+}
+
+/// SIGPIPE back to its default (main ignores it for the submission paths).
+fn default_sigpipe() {
+    // SAFETY: setting a signal disposition to SIG_DFL has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

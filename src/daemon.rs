@@ -1793,8 +1793,13 @@ pub fn flush(
             let _ = BufReader::new(&s).read_line(&mut reply);
             if reply.starts_with("OK") {
                 if nix::unistd::isatty(std::io::stdout()).unwrap_or(false) || !cfg.log.syslog {
+                    let whole = if filter == &crate::cli::QueueFilter::default() {
+                        ""
+                    } else {
+                        " (all of it: a running daemon does not take ID, -qI, -qR or -qS selections)"
+                    };
                     println!(
-                        "relayq: the daemon is flushing the queue (`mailq` shows what is left)"
+                        "relayq: the daemon is flushing the queue{whole}; `mailq` shows what is left"
                     );
                 }
                 return Ok(0);

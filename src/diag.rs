@@ -45,7 +45,7 @@ pub fn cert_summary(der: &[u8]) -> Option<CertSummary> {
 /// A hint for a failed session, from where it failed and how.
 fn hint(t: &Target, e: &SessionError) -> String {
     match (&e.kind, e.stage) {
-        (Kind::Timeout, Stage::Greeting) if t.tls != TlsMode::Implicit => format!(
+        (Kind::Timeout | Kind::Network(_) | Kind::Protocol(_), Stage::Greeting) if t.tls != TlsMode::Implicit => format!(
             "the server said nothing: port {} may expect TLS from the first byte (implicit TLS). Try url = \"smtps://{}:{}\"",
             t.port, t.host, t.port
         ),
@@ -71,7 +71,12 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<i32> {
         .and_then(|i| args.get(i + 1))
         .cloned()
         .or_else(|| cfg.address.admin.clone());
-    let targets = crate::daemon::resolved_targets(cfg)?;
+    let mut targets = crate::daemon::resolved_targets(cfg)?;
+    // A person is waiting: a server that says nothing (implicit TLS spoken to as plain
+    // SMTP) should be named in seconds, not after the daemon's 5-minute command timeout.
+    for (_, t) in targets.iter_mut() {
+        t.timeouts.command = t.timeouts.command.min(std::time::Duration::from_secs(20));
+    }
     let sender = cfg
         .address
         .sender

@@ -631,13 +631,25 @@ fn check_spf(
             Some(true)
         }
         Ok(false) => {
-            r.fail(
-                "spf",
-                format!("{domain}: {rec} — does not include {want}, your provider's servers"),
-                format!(
-                    "add include:{want} before the final \"all\" of the SPF record at {domain}"
-                ),
+            let found =
+                format!("{domain}: {rec} — does not include {want}, your provider's servers");
+            let fix = format!(
+                "add include:{want} before the final \"all\" of the SPF record at {domain}"
             );
+            // Mailbox providers send with your address as the envelope sender, so SPF is
+            // checked against your domain. Sending services use their own bounce domain
+            // unless you set up a custom MAIL FROM / return path; then DMARC rests on DKIM.
+            let own_envelope =
+                preset.is_some_and(|p| matches!(p.name, "gmail" | "office365" | "fastmail"));
+            if own_envelope {
+                r.fail("spf", found, fix);
+            } else {
+                r.warn(
+                    "spf",
+                    found,
+                    format!("{fix} (needed when the provider sends with your domain as the return path, e.g. a custom MAIL FROM; otherwise DKIM carries DMARC)"),
+                );
+            }
             Some(false)
         }
         Err(SpfError::Dns(e)) => {

@@ -242,14 +242,19 @@ impl Ctime {
     }
 }
 
-const PAD: &str = "                                                    ";
+/// Indent of recipient lines: the ID column (a 22-character ID and the `!` of a held
+/// message), size, arrival time, each with its separating space.
+const PAD: &str = "                                                      ";
+const ID_WIDTH: usize = 23;
 
 /// The Postfix `mailq` layout, written to `w` (buffer it: one write per line otherwise).
 pub fn render_to(entries: &[Entry], w: &mut dyn io::Write) -> io::Result<()> {
     if entries.is_empty() {
         return w.write_all(b"Mail queue is empty\n");
     }
-    w.write_all(b"-Queue ID-            --Size-- ----Arrival Time---- -Sender/Recipient-------\n")?;
+    w.write_all(
+        b"-Queue ID-              --Size-- ----Arrival Time---- -Sender/Recipient-------\n",
+    )?;
     let mut total = 0u64;
     let mut ctime = Ctime::default();
     for e in entries {
@@ -260,7 +265,7 @@ pub fn render_to(entries: &[Entry], w: &mut dyn io::Write) -> io::Result<()> {
         } else {
             &e.sender
         };
-        let id_pad = 21usize.saturating_sub(e.queue_id.len() + mark.len());
+        let id_pad = ID_WIDTH.saturating_sub(e.queue_id.len() + mark.len());
         writeln!(
             w,
             "{}{mark}{} {:>8} {:<20} {sender}",

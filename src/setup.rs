@@ -112,7 +112,10 @@ fn username_hint(provider: &str) -> (Option<&'static str>, &'static str) {
         "sendgrid" => (Some("apikey"), "SendGrid's SMTP user is literally 'apikey'"),
         "postmark" => (None, "Postmark: the server API token"),
         "mailgun" => (None, "Mailgun: postmaster@your-sending-domain"),
-        p if p.starts_with("ses:") => (None, "SES: the SMTP user name (not the IAM access key)"),
+        p if p.starts_with("ses:") => (
+            None,
+            "SES: the SMTP user name from the SES console's SMTP credentials (its password is the SMTP password, not an IAM secret key)",
+        ),
         "gmail" | "office365" | "fastmail" => (None, "the full mailbox address"),
         _ => (None, "the SMTP user name"),
     }

@@ -211,3 +211,43 @@ fn every_command_has_help_and_refuses_unknown_options() {
         assert!(e.contains(args[0]) && e.contains("--help"), "{args:?}: {e}");
     }
 }
+
+#[test]
+fn printing_commands_end_quietly_when_the_reader_goes_away() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new(&relay_toml("smtp", 9), "");
+    // Enough output to outlast a closed pipe.
+    for i in 0..50 {
+        env.send(&[&format!("r{i}@example.org")], "x");
+    }
+    for args in [
+        &["status"][..],
+        &["queue"],
+        &["queue", "--json"],
+        &["--help"],
+    ] {
+        let mut c = std::process::Command::new(BIN)
+            .arg("-C")
+            .arg(&env.cfg)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(c.stdout.take());
+        let o = c.wait_with_output().unwrap();
+        assert_ne!(
+            o.status.signal(),
+            Some(6),
+            "{args:?} aborted: {}",
+            stderr(&o)
+        );
+        assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
+        assert!(
+            o.status.success() || o.status.signal() == Some(13),
+            "{args:?}: {:?} {}",
+            o.status,
+            stderr(&o)
+        );
+    }
+}

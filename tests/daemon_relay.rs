@@ -526,6 +526,9 @@ fn crafted_spool_files_are_set_aside_never_delivered() {
     );
     assert!(stderr(&o).contains("moved to corrupt/"), "{}", stderr(&o));
     assert_eq!(env.count("corrupt"), 8, "{}", stderr(&o));
+    let st = env.relayq(&["status", "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["corrupt"], 8, "status counts what was set aside: {st}");
     assert_eq!(env.queued(), 0);
     assert!(
         std::fs::read_to_string("/etc/passwd")

@@ -276,6 +276,9 @@ fn check_installed(relayq_gid: u32) {
         "/lib/systemd/system/relayq.service",
         "/lib/systemd/system/relayq-flush.timer",
         "/usr/share/doc/relayq/copyright",
+        "/usr/share/doc/relayq/admin.md",
+        "/usr/share/doc/relayq/troubleshooting.md",
+        "/usr/share/doc/relayq/providers/ses.md",
     ] {
         assert!(exists(f), "{f} installed");
     }
