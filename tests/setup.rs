@@ -244,3 +244,21 @@ fn a_running_daemon_is_told_to_reload() {
         env.daemon_log()
     );
 }
+
+#[test]
+fn replaces_the_config_make_install_left_without_force() {
+    let c = Case::new();
+    std::fs::create_dir_all(c.cfg().parent().unwrap()).unwrap();
+    // What `make install` and the package leave: the example config, an empty password file.
+    std::fs::copy(repo().join("contrib/examples/relayq.toml.example"), c.cfg()).unwrap();
+    let pw = c.dir.path().join("etc/password");
+    std::fs::write(&pw, "").unwrap();
+    let mut a = ANSWERS.to_vec();
+    a.push("--no-send");
+    let o = c.setup(&a, "secret\n");
+    assert_eq!(o.status.code(), Some(0), "{}", all(&o));
+    assert_eq!(std::fs::read_to_string(&pw).unwrap(), "secret\n");
+    // Once edited, it is somebody's config: --force is needed again.
+    let o = c.setup(&a, "secret\n");
+    assert_eq!(o.status.code(), Some(64), "{}", all(&o));
+}
