@@ -703,7 +703,7 @@ fn relay_line(r: &RelayStatus) -> String {
     let mut line = String::from("down");
     if let Some(t) = st.down_since {
         line.push_str(&format!(
-            " since {} ({})",
+            " since {} ({} ago)",
             date(t),
             ago(crate::daemon::now().saturating_sub(t))
         ));

@@ -500,4 +500,46 @@ mod tests {
         assert_eq!(LastDelivery::load(&p), None);
         assert_eq!(LastDelivery::load(&d.path().join("none")), None);
     }
+
+    #[test]
+    fn relay_state_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("relay");
+        let down = RelayState {
+            up: false,
+            relay: "smtp://smtp.example.com:587".into(),
+            down_since: Some(1_700_000_000),
+            reason: Some("authentication failed: 535 5.7.8 no\r\nsecond line".into()),
+            next_try: Some(1_700_000_120),
+        };
+        let mut note = RelayNote::with_saved(p.clone(), RelayState::load(&p));
+        assert!(note.saved().is_none());
+        note.set(down.clone());
+        note.write_now();
+        let back = RelayState::load(&p).unwrap();
+        assert_eq!(
+            back.reason.as_deref(),
+            Some("authentication failed: 535 5.7.8 no  second line")
+        );
+        assert_eq!(
+            (back.up, back.down_since, back.next_try, &back.relay),
+            (false, down.down_since, down.next_try, &down.relay)
+        );
+        assert_eq!(note.saved(), Some(&down));
+        // The same state again is not rewritten.
+        std::fs::remove_file(&p).unwrap();
+        note.set(down.clone());
+        note.write_now();
+        assert!(!p.exists());
+        let up = RelayState {
+            up: true,
+            relay: down.relay.clone(),
+            ..RelayState::default()
+        };
+        note.set(up.clone());
+        note.write_now();
+        assert_eq!(RelayState::load(&p), Some(up));
+        std::fs::write(&p, "relay x\nreason y\n").unwrap();
+        assert_eq!(RelayState::load(&p), None, "no state line");
+    }
 }
