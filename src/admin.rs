@@ -237,6 +237,8 @@ struct Shown {
     meta: fs::Metadata,
     owner: u32,
     body: bool,
+    /// The relay's state when it is down (the reason a queued message waits).
+    relay: Option<state::RelayState>,
 }
 
 /// Run `op` on one message `scope` may see.
@@ -256,6 +258,7 @@ fn apply(layout: &Layout, scope: Scope, op: Op, id: &str) -> Result<Report, Fail
                 meta,
                 owner: scope.owner,
                 body,
+                relay: state::RelayState::down(layout).filter(|_| dir == "queue"),
             })));
         }
         (Op::Hold, "hold") | (Op::Release, "queue" | "new") => {}
@@ -328,9 +331,13 @@ impl Shown {
                 st.attempts
             )?;
         }
+        let waiting = self.relay.as_ref().and_then(|r| r.reason.as_deref());
         for (r, s) in env.rcpts.iter().zip(st.rcpts.iter()) {
             let (what, reply) = match s {
-                RcptState::Pending => ("queued", String::new()),
+                RcptState::Pending => (
+                    "queued",
+                    waiting.map(|w| format!(" ({w})")).unwrap_or_default(),
+                ),
                 RcptState::Deferred(_, x) => ("deferred", format!(" ({x})")),
                 RcptState::Delivered(_, x) => ("sent", format!(" ({x})")),
                 RcptState::Failed(_, x) => ("failed", format!(" ({x})")),
@@ -533,6 +540,16 @@ pub struct Status {
     /// The most recent successful delivery the daemon (or a flush) recorded.
     pub last_delivery: Option<state::LastDelivery>,
     pub stuck: bool,
+    /// The relay's state as the daemon (or a flush) last recorded it; None before any attempt.
+    pub relay: Option<RelayStatus>,
+}
+
+#[derive(serde::Serialize)]
+pub struct RelayStatus {
+    #[serde(flatten)]
+    pub state: state::RelayState,
+    /// Down longer than --stuck-after.
+    pub stuck: bool,
 }
 
 /// Whether a daemon (or flush) runs on this spool, and its pid: it holds run/daemon.lock,
@@ -606,11 +623,18 @@ pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Stat
         last_error: last_error.map(|x| x.1.to_string()),
         last_delivery: state::LastDelivery::load(&state::LastDelivery::path(layout)),
         stuck: oldest.is_some_and(|a| a >= stuck_after.as_secs()),
+        relay: state::RelayState::load(&state::RelayState::path(layout)).map(|r| RelayStatus {
+            stuck: !r.up
+                && r.down_since
+                    .is_some_and(|t| now.saturating_sub(t) >= stuck_after.as_secs()),
+            state: r,
+        }),
     })
 }
 
-/// Daemon, queue counts, oldest message, last error; exit 1 when mail is stuck (queued
-/// longer than `--stuck-after`, default 1 hour), for monitoring.
+/// Daemon, relay, queue counts, oldest message, last error; exit 1 when mail is stuck (queued
+/// longer than `--stuck-after`, default 1 hour) or the relay has been down that long, for
+/// monitoring.
 pub fn status(layout: &Layout, args: &[String]) -> Result<i32> {
     let json = args.iter().any(|a| a == "--json");
     let stuck_after = args
@@ -640,6 +664,9 @@ pub fn status(layout: &Layout, args: &[String]) -> Result<i32> {
             (false, _) => "not running".into(),
         };
         println!("daemon:        {daemon}");
+        if let Some(r) = &s.relay {
+            println!("relay:         {}", relay_line(r));
+        }
         println!(
             "queue:         {} queued ({} deferred), {} incoming, {} held",
             s.queued, s.deferred, s.incoming, s.held
@@ -670,7 +697,33 @@ pub fn status(layout: &Layout, args: &[String]) -> Result<i32> {
             );
         }
     }
-    Ok(if s.stuck { 1 } else { 0 })
+    let relay_stuck = s.relay.as_ref().is_some_and(|r| r.stuck);
+    Ok(if s.stuck || relay_stuck { 1 } else { 0 })
+}
+
+/// "up", or "down since <time> (<age>): <reason>; next try <time>".
+fn relay_line(r: &RelayStatus) -> String {
+    let st = &r.state;
+    if st.up {
+        return "up".into();
+    }
+    let date = |t: u64| crate::message::rfc5322_date(t as i64);
+    let mut line = String::from("down");
+    if let Some(t) = st.down_since {
+        line.push_str(&format!(
+            " since {} ({} ago)",
+            date(t),
+            ago(crate::daemon::now().saturating_sub(t))
+        ));
+    }
+    line.push_str(&format!(": {}", st.reason.as_deref().unwrap_or("unknown")));
+    if let Some(t) = st.next_try {
+        line.push_str(&format!("; next try {}", date(t)));
+    }
+    if r.stuck {
+        line.push_str("  <- STUCK");
+    }
+    line
 }
 
 /// "42s", "5m 3s", "2h 5m", "3d 4h".
@@ -715,6 +768,10 @@ fn write_metrics(path: &std::path::Path, s: &Status) -> Result<()> {
             "relayq_last_delivery_timestamp_seconds {}\n",
             d.time
         ));
+    }
+    m.push_str("# HELP relayq_relay_up Whether the relay was usable at the last attempt (absent: none recorded).\n# TYPE relayq_relay_up gauge\n");
+    if let Some(r) = &s.relay {
+        m.push_str(&format!("relayq_relay_up {}\n", u8::from(r.state.up)));
     }
     let tmp = path.with_extension("prom.tmp");
     fs::write(&tmp, m)

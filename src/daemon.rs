@@ -12,7 +12,8 @@ use crate::config::{AuthKind, Config};
 use crate::error::{Class, Error, Result};
 use crate::provider::{self, Tls};
 use crate::relay::{
-    self, Auth, AuthMech, OutEnvelope, OutRcpt, Session, SessionError, Target, Timeouts,
+    self, Auth, AuthMech, Kind, OutEnvelope, OutRcpt, Session, SessionError, Stage, Target,
+    Timeouts,
 };
 use crate::spool::{self, Draft, Envelope, Layout, Rcpt};
 use crate::state::{self, Event, Journal, RcptState, State};
@@ -105,6 +106,11 @@ struct Slot {
     config_problem: bool,
     /// Consecutive transactions refused with 4xx at MAIL (a relay-wide refusal).
     mail_tempfails: u32,
+    /// Why it is down, in plain words (for run/relay).
+    reason: String,
+    /// Marked down at MAIL (the configured sender refused, or every transaction refused): a
+    /// connection alone does not show it is back; a probe's MAIL FROM must be accepted.
+    mail_probe: bool,
 }
 
 impl Slot {
@@ -133,8 +139,9 @@ impl Slot {
         Duration::from_secs(secs)
     }
 
-    fn mark_down(&mut self, config_problem: bool) {
+    fn mark_down(&mut self, config_problem: bool, reason: String) {
         let now = Instant::now();
+        self.reason = reason;
         self.failures += 1;
         self.config_problem = config_problem;
         self.down_since.get_or_insert(now);
@@ -149,6 +156,8 @@ impl Slot {
         self.failures = 0;
         self.probing = false;
         self.config_problem = false;
+        self.mail_probe = false;
+        self.reason.clear();
         was_down
     }
 }
@@ -242,6 +251,8 @@ fn build_slots(cfg: &Config) -> Result<Vec<Slot>> {
             probing: false,
             config_problem: false,
             mail_tempfails: 0,
+            reason: String::new(),
+            mail_probe: false,
         });
     }
     if out.is_empty() {
@@ -273,6 +284,9 @@ struct Shared {
     idle_timeout: Duration,
     /// Workers waiting with an open connection: a worker without one leaves them the jobs.
     idle_connected: usize,
+    /// The sender local mail and bounces go out as: a 5xx to it at MAIL is a relay-wide
+    /// configuration problem, not a property of the message.
+    relay_sender: String,
 }
 
 impl Shared {
@@ -315,6 +329,8 @@ struct Ctx {
     wake: UnixStream,
     /// The latest successful delivery, for `relayq status` (run/last-delivery).
     last_delivery: Mutex<state::DeliveryNote>,
+    /// Whether the relay is up, or down since when and why (run/relay).
+    relay_note: Mutex<state::RelayNote>,
 }
 
 impl Ctx {
@@ -334,13 +350,18 @@ struct Conn {
     reused: bool,
 }
 
-fn connect_slot(ctx: &Ctx, i: usize) -> std::result::Result<Session, (SessionError, bool, String)> {
-    let (mut target, secret, name) = {
+/// Why a connection attempt failed: the error, whether it is a configuration problem, the
+/// relay's name, and the reason in plain words for run/relay.
+type ConnectFailure = (SessionError, bool, String, String);
+
+fn connect_slot(ctx: &Ctx, i: usize) -> std::result::Result<Session, ConnectFailure> {
+    let (mut target, secret, name, probe_sender) = {
         let g = ctx.shared.lock().expect("lock");
         (
             g.slots[i].target.clone(),
             g.slots[i].secret.clone(),
             g.slots[i].name.clone(),
+            g.slots[i].mail_probe.then(|| g.relay_sender.clone()),
         )
     };
     if let Some(a) = target.auth.as_mut() {
@@ -348,15 +369,147 @@ fn connect_slot(ctx: &Ctx, i: usize) -> std::result::Result<Session, (SessionErr
             Secret::Static(s) => s,
             Secret::Command(c) => match run_secret_command(&c) {
                 Ok(s) => s,
-                Err(e) => return Err((SessionError::local(&e), true, name)),
+                Err(e) => return Err((SessionError::local(&e), true, name, e)),
             },
             Secret::None => String::new(),
         };
     }
-    Session::connect(&target).map_err(|e| {
-        let cp = e.is_config_problem();
-        (e, cp, name)
-    })
+    let failed = |e: SessionError| {
+        let reason = plain_reason(&e, &target);
+        let cp = e.is_config_problem() || sender_refused(&e);
+        (e, cp, name.clone(), reason)
+    };
+    let mut session = Session::connect(&target).map_err(failed)?;
+    let Some(sender) = probe_sender else {
+        return Ok(session);
+    };
+    // Down at MAIL: back only when the relay takes the sender again.
+    match session.probe_sender(&sender) {
+        Ok(r) if r.is_ok() => Ok(session),
+        Ok(r) => {
+            session.quit();
+            let e = SessionError {
+                stage: Stage::Mail,
+                kind: Kind::Reply(r),
+            };
+            let refused = sender_refused(&e);
+            let reason = if refused {
+                refused_sender_reason(&sender, &e)
+            } else {
+                format!("the relay refuses every transaction: {e}")
+            };
+            Err((e, refused, name, reason))
+        }
+        Err(e) => Err(failed(e)),
+    }
+}
+
+/// A 5xx to MAIL FROM that is about the sender (not the message's size or parameters).
+fn sender_refused(e: &SessionError) -> bool {
+    e.stage == Stage::Mail
+        && matches!(&e.kind, Kind::Reply(r) if r.is_perm() && r.code != 552 && r.code != 555)
+}
+
+fn refused_sender_reason(sender: &str, e: &SessionError) -> String {
+    let reply = match &e.kind {
+        Kind::Reply(r) => r.text.clone(),
+        _ => e.to_string(),
+    };
+    format!("the relay refuses the sender <{sender}>: {reply}")
+}
+
+/// The relay refused the configured sender: one error, naming it and the fix.
+fn log_sender_refused(name: &str, reason: &str, sender: &str, retry: u64) {
+    error!(
+        "relay {name}: {reason} -- this is a configuration problem: mail stays queued; verify {sender} (or its domain) with your provider, or set [address] sender to an address it accepts, then run `systemctl reload relayq` (retrying in {retry}s)"
+    );
+}
+
+/// A relay-wide failure in plain words, for run/relay: what failed and where, never a secret.
+fn plain_reason(e: &SessionError, t: &Target) -> String {
+    let hp = format!("{}:{}", t.host, t.port);
+    let scheme_hint = "(smtps:// is TLS from the first byte, usually port 465; smtp:// is STARTTLS, usually port 587: check the url)";
+    let r = match (&e.kind, e.stage) {
+        (Kind::Network(m), Stage::Connect)
+            if m.starts_with("cannot resolve") || m.ends_with("has no address") =>
+        {
+            m.clone()
+        }
+        (Kind::Network(m), Stage::Connect) => format!("cannot connect to {hp}: {}", plain_io(m)),
+        (Kind::Timeout, Stage::Connect) => format!("cannot connect to {hp}: timed out"),
+        (Kind::Network(_) | Kind::Timeout, Stage::Greeting) => format!("{hp}: {e} {scheme_hint}"),
+        (Kind::Tls(m), _) => format!("TLS failure with {hp}: {m} {scheme_hint}"),
+        (Kind::Certificate(m), _) => format!("certificate not trusted for {}: {m}", t.host),
+        (Kind::Network(_) | Kind::Timeout | Kind::Protocol(_), _) => format!("{hp}: {e}"),
+        _ => e.to_string(),
+    };
+    match t.auth.as_ref().map(|a| a.secret.as_str()) {
+        Some(s) if !s.is_empty() => r.replace(s, "<secret>"),
+        _ => r,
+    }
+}
+
+/// "Connection refused (os error 111)" → "connection refused".
+fn plain_io(m: &str) -> String {
+    let m = match m.rfind(" (os error ") {
+        Some(i) if m.ends_with(')') => &m[..i],
+        _ => m,
+    };
+    let mut c = m.chars();
+    c.next()
+        .map(|f| f.to_lowercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+/// The relays' state for run/relay: up when one is usable, else down since the earliest
+/// failure, with each one's reason and the next probe.
+fn relay_state(slots: &[Slot]) -> state::RelayState {
+    if let Some(s) = slots.iter().find(|s| s.down_until.is_none()) {
+        return state::RelayState {
+            up: true,
+            relay: s.name.clone(),
+            ..Default::default()
+        };
+    }
+    let (t, now_i) = (now(), Instant::now());
+    let reason = match slots {
+        [one] => one.reason.clone(),
+        _ => slots
+            .iter()
+            .map(|s| format!("{}: {}", s.name, s.reason))
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    state::RelayState {
+        up: false,
+        relay: slots.first().map(|s| s.name.clone()).unwrap_or_default(),
+        down_since: slots
+            .iter()
+            .filter_map(|s| s.down_since)
+            .min()
+            .map(|d| t.saturating_sub(d.elapsed().as_secs())),
+        reason: Some(reason),
+        next_try: slots
+            .iter()
+            .filter_map(|s| s.down_until)
+            .min()
+            .map(|d| t + d.saturating_duration_since(now_i).as_secs()),
+    }
+}
+
+/// Record the relays' state (written by the main loop, at most once a second). A relay still
+/// down keeps the "since" the file already has (across probes, reloads and flush runs).
+fn note_relay(ctx: &Ctx, slots: &[Slot]) {
+    let mut st = relay_state(slots);
+    if let Ok(mut note) = ctx.relay_note.lock() {
+        if let (Some(s), Some(prev)) = (
+            st.down_since.as_mut(),
+            note.saved().and_then(|p| p.down_since),
+        ) {
+            *s = (*s).min(prev);
+        }
+        note.set(st);
+    }
 }
 
 /// Connect to the first usable relay, in order (failover). None if none can be reached.
@@ -383,6 +536,7 @@ fn connect_any(ctx: &Ctx) -> Option<Conn> {
                         session.peer()
                     );
                 }
+                note_relay(ctx, &g.slots);
                 return Some(Conn {
                     session,
                     slot: i,
@@ -390,11 +544,14 @@ fn connect_any(ctx: &Ctx) -> Option<Conn> {
                     reused: false,
                 });
             }
-            Err((e, config_problem, name)) => {
+            Err((e, config_problem, name, reason)) => {
                 let mut g = ctx.shared.lock().expect("lock");
-                g.slots[i].mark_down(config_problem);
+                g.slots[i].mark_down(config_problem, reason);
+                note_relay(ctx, &g.slots);
                 let retry = g.slots[i].interval().as_secs();
-                if config_problem {
+                if sender_refused(&e) {
+                    log_sender_refused(&name, &g.slots[i].reason, &g.relay_sender, retry);
+                } else if config_problem {
                     error!(
                         "relay {name}: {e} -- this is a configuration problem: mail stays queued; fix the config and run `systemctl reload relayq` (retrying in {retry}s)"
                     );
@@ -558,6 +715,30 @@ fn run_job(ctx: &Ctx, conn: &mut Option<Conn>, job: &Job) -> Outcome {
                 {
                     b.session.quit();
                 }
+                if sender_refused(&e) {
+                    let mut g = ctx.shared.lock().expect("lock");
+                    if g.relay_sender.eq_ignore_ascii_case(&env.sender) {
+                        // The configured sender (bounces use it too): a relay-wide
+                        // configuration problem; the message waits like in an outage.
+                        if g.slots[slot].down_until.is_none() {
+                            let reason = refused_sender_reason(&env.sender, &e);
+                            g.slots[slot].mark_down(true, reason);
+                            g.slots[slot].mail_probe = true;
+                            note_relay(ctx, &g.slots);
+                            let s = &g.slots[slot];
+                            log_sender_refused(
+                                &s.name,
+                                &s.reason,
+                                &env.sender,
+                                s.interval().as_secs(),
+                            );
+                        }
+                        g.ready.push_front(job.clone());
+                        drop(g);
+                        ctx.cv.notify_all();
+                        return Outcome::Blocked;
+                    }
+                }
                 let reply = e.to_string();
                 let perm = e.is_permanent();
                 let now_s = now();
@@ -592,7 +773,12 @@ fn run_job(ctx: &Ctx, conn: &mut Option<Conn>, job: &Job) -> Outcome {
                     g.slots[slot].mail_tempfails += 1;
                     if g.slots[slot].mail_tempfails >= 5 {
                         g.slots[slot].mail_tempfails = 0;
-                        g.slots[slot].mark_down(false);
+                        g.slots[slot].mark_down(
+                            false,
+                            format!("the relay refuses every transaction: {reply}"),
+                        );
+                        g.slots[slot].mail_probe = true;
+                        note_relay(ctx, &g.slots);
                         warn!(
                             "relay {} refuses every transaction ({reply}): treating it as down, probing every {}s",
                             g.slots[slot].name,
@@ -849,9 +1035,14 @@ impl Daemon {
                 once,
                 idle_timeout: cfg.queue.idle_timeout,
                 idle_connected: 0,
+                relay_sender: bounce_sender(&cfg, &crate::submit::host_names().1),
             }),
             cv: Condvar::new(),
             last_delivery: Mutex::new(state::DeliveryNote::new(state::LastDelivery::path(&layout))),
+            relay_note: Mutex::new(state::RelayNote::with_saved(
+                state::RelayState::path(&layout),
+                state::RelayState::load(&state::RelayState::path(&layout)),
+            )),
             layout,
             reports: Mutex::new(tx),
             wake: wake_tx,
@@ -1245,12 +1436,7 @@ impl Daemon {
             .domain
             .clone()
             .unwrap_or_else(|| self.fqdn.clone());
-        let from = self
-            .cfg
-            .address
-            .sender
-            .clone()
-            .unwrap_or_else(|| format!("MAILER-DAEMON@{domain}"));
+        let from = bounce_sender(&self.cfg, &self.fqdn);
         let mut headers = Vec::new();
         if let Ok(f) = File::open(&m.path) {
             let mut r = BufReader::new(f);
@@ -1360,10 +1546,15 @@ impl Daemon {
 
     fn reload(&mut self) {
         match Config::load(self.cfg_flag.as_deref()).and_then(|c| build_slots(&c).map(|s| (c, s))) {
-            Ok((c, slots)) => {
+            Ok((c, mut slots)) => {
                 let mut g = self.ctx.shared.lock().expect("lock");
+                // Retried at once; one down at MAIL must still show MAIL is accepted.
+                for s in slots.iter_mut() {
+                    s.mail_probe = g.slots.iter().any(|o| o.name == s.name && o.mail_probe);
+                }
                 g.slots = slots;
                 g.idle_timeout = c.queue.idle_timeout;
+                g.relay_sender = bounce_sender(&c, &self.fqdn);
                 drop(g);
                 self.cfg = c;
                 self.ctx.cv.notify_all();
@@ -1398,17 +1589,16 @@ impl Daemon {
         }
     }
 
-    /// Write run/last-delivery if it is due (`now`: whatever is pending). True when a write
-    /// is still pending.
+    /// Write run/last-delivery and run/relay if due (`now`: whatever is pending). True when
+    /// a write is still pending.
     fn note_delivery(&self, now: bool) -> bool {
-        let Ok(mut note) = self.ctx.last_delivery.lock() else {
-            return false;
-        };
-        if now {
-            note.write_now();
-            return false;
-        }
-        note.write_due()
+        let relay = self.ctx.relay_note.lock().is_ok_and(|mut n| n.write(now));
+        let delivery = self
+            .ctx
+            .last_delivery
+            .lock()
+            .is_ok_and(|mut n| n.write(now));
+        relay || delivery
     }
 
     fn in_flight(&self) -> usize {
@@ -1648,6 +1838,14 @@ impl Daemon {
     }
 }
 
+/// The envelope sender of bounces, and of local mail when `[address] sender` is set.
+fn bounce_sender(cfg: &Config, fqdn: &str) -> String {
+    cfg.address.sender.clone().unwrap_or_else(|| {
+        let domain = cfg.address.domain.as_deref().unwrap_or(fqdn);
+        format!("MAILER-DAEMON@{domain}")
+    })
+}
+
 fn backoff(cfg: &Config, attempts: u32) -> u64 {
     let min = cfg.queue.retry_min.as_secs().max(1);
     let max = cfg.queue.retry_max.as_secs().max(min);
@@ -1717,7 +1915,7 @@ fn handle_client(
         b"LIST" | b"LSTJ" => {
             let entries = crate::queue::scan(&ctx.layout, (cred.uid() != 0).then_some(cred.uid()));
             let text = if &verb == b"LIST" {
-                crate::queue::render(&entries)
+                crate::queue::render(&entries, state::RelayState::down(&ctx.layout).as_ref())
             } else {
                 crate::queue::json(&entries)
             };

@@ -248,15 +248,26 @@ const PAD: &str = "                                                      ";
 const ID_WIDTH: usize = 23;
 
 /// The Postfix `mailq` layout, written to `w` (buffer it: one write per line otherwise).
-pub fn render_to(entries: &[Entry], w: &mut dyn io::Write) -> io::Result<()> {
+/// `relay`: the relay's recorded state when it is down: one line above the listing, and its
+/// reason under waiting messages that have no reply of their own.
+pub fn render_to(
+    entries: &[Entry],
+    relay: Option<&state::RelayState>,
+    w: &mut dyn io::Write,
+) -> io::Result<()> {
     if entries.is_empty() {
         return w.write_all(b"Mail queue is empty\n");
+    }
+    let mut ctime = Ctime::default();
+    let down = relay.filter(|r| !r.up).and_then(|r| r.reason.as_deref());
+    if let (Some(r), Some(why)) = (relay, down) {
+        let since = r.down_since.map(|t| format!(" since {}", ctime.get(t)));
+        writeln!(w, "-- relay down{}: {why}", since.unwrap_or_default())?;
     }
     w.write_all(
         b"-Queue ID-              --Size-- ----Arrival Time---- -Sender/Recipient-------\n",
     )?;
     let mut total = 0u64;
-    let mut ctime = Ctime::default();
     for e in entries {
         total += e.message_size;
         let mark = if e.queue_name == "hold" { "!" } else { "" };
@@ -275,8 +286,10 @@ pub fn render_to(entries: &[Entry], w: &mut dyn io::Write) -> io::Result<()> {
             ctime.get(e.arrival_time)
         )?;
         let mut last_reason: Option<&str> = None;
+        let waiting = down.filter(|_| matches!(e.queue_name, "active" | "deferred"));
         for r in &e.recipients {
-            if let Some(why) = r.delay_reason.as_deref()
+            let own = r.delay_reason.as_deref();
+            if let Some(why) = own.or(waiting.filter(|_| r.state == "queued"))
                 && last_reason != Some(why)
             {
                 writeln!(w, "{PAD}({why})")?;
@@ -313,9 +326,9 @@ fn to_string(f: impl FnOnce(&mut dyn io::Write) -> io::Result<()>) -> String {
     String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// The Postfix `mailq` layout.
-pub fn render(entries: &[Entry]) -> String {
-    to_string(|w| render_to(entries, w))
+/// The Postfix `mailq` layout (`relay`: see [`render_to`]).
+pub fn render(entries: &[Entry], relay: Option<&state::RelayState>) -> String {
+    to_string(|w| render_to(entries, relay, w))
 }
 
 pub fn json(entries: &[Entry]) -> String {
@@ -338,7 +351,7 @@ pub fn list(layout: &Layout, as_json: bool, out: &mut dyn io::Write) -> Result<(
         if as_json {
             json_to(&e, out)
         } else {
-            render_to(&e, out)
+            render_to(&e, state::RelayState::down(layout).as_ref(), out)
         }
     } else {
         let text = from_daemon(layout, as_json)?;

@@ -172,6 +172,49 @@ impl Event {
     }
 }
 
+/// A small informational file in `run/` for `relayq status` (and mailq): `key value` lines
+/// like the envelope, replaced atomically, at most once a second (see [`Note`]).
+pub trait RunFile: Clone + PartialEq {
+    /// The file's text, one `key value` a line, values without line breaks.
+    fn text(&self) -> String;
+    /// Whether this may replace what is `pending` (an older delivery does not replace a
+    /// newer one).
+    fn replaces(&self, _pending: &Self) -> bool {
+        true
+    }
+}
+
+/// The `key value` lines of a run/ file (at most 4 KiB read); None when it is missing.
+fn read_run_file(path: &Path) -> Option<Vec<(String, String)>> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(File::open(path).ok()?, 4096),
+        &mut text,
+    )
+    .ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(k, v)| (k.to_string(), clean(v)))
+            .collect(),
+    )
+}
+
+/// Replace a run/ file atomically (write a temporary file, rename). Not fsynced: it is
+/// informational, and a crash at worst shows an older state.
+fn save_run_file(path: &Path, text: &str) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, path))
+}
+
 /// The most recent successful delivery, in `run/last-delivery` for `relayq status`. Lines of
 /// `key value` like the envelope: `time`, `queue-id`, `rcpt`, `message-id`, `reply`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
@@ -191,29 +234,23 @@ impl LastDelivery {
 
     /// Read the file; None when it is missing or has no time or recipient.
     pub fn load(path: &Path) -> Option<LastDelivery> {
-        let mut text = String::new();
-        std::io::Read::read_to_string(
-            &mut std::io::Read::take(File::open(path).ok()?, 4096),
-            &mut text,
-        )
-        .ok()?;
         let mut d = LastDelivery::default();
-        for (k, v) in text.lines().filter_map(|l| l.split_once(' ')) {
-            match k {
+        for (k, v) in read_run_file(path)? {
+            match k.as_str() {
                 "time" => d.time = v.parse().ok()?,
-                "queue-id" => d.queue_id = clean(v),
-                "rcpt" => d.rcpt = clean(v),
-                "message-id" => d.message_id = Some(clean(v)),
-                "reply" => d.reply = clean(v),
+                "queue-id" => d.queue_id = v,
+                "rcpt" => d.rcpt = v,
+                "message-id" => d.message_id = Some(v),
+                "reply" => d.reply = v,
                 _ => {}
             }
         }
         (d.time > 0 && !d.rcpt.is_empty()).then_some(d)
     }
+}
 
-    /// Replace the file atomically (write a temporary file, rename). Not fsynced: it is
-    /// informational, and a crash at worst shows an older delivery.
-    pub fn save(&self, path: &Path) -> io::Result<()> {
+impl RunFile for LastDelivery {
+    fn text(&self) -> String {
         let mut text = format!(
             "time {}\nqueue-id {}\nrcpt {}\n",
             self.time,
@@ -224,43 +261,118 @@ impl LastDelivery {
             text.push_str(&format!("message-id {}\n", clean(m)));
         }
         text.push_str(&format!("reply {}\n", clean(&self.reply)));
-        let tmp = path.with_extension("tmp");
-        let _ = std::fs::remove_file(&tmp);
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(text.as_bytes()))
-            .and_then(|()| std::fs::rename(&tmp, path))
+        text
+    }
+
+    fn replaces(&self, pending: &Self) -> bool {
+        pending.time <= self.time
     }
 }
 
-/// Keeps `run/last-delivery` current without slowing deliveries: workers `set` the latest
-/// delivery in memory; the daemon's main loop calls `write_due`, which writes at most once a
-/// second, and `write_now` when it finishes.
+/// Whether the relay is usable, in `run/relay` for `relayq status` and mailq: `state up` or
+/// `state down` with `since`, `reason` (plain words, never a secret) and `next-try`; `relay`
+/// names it (its URL, without credentials).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct RelayState {
+    pub up: bool,
+    pub relay: String,
+    /// Unix seconds: down since then (None when up).
+    pub down_since: Option<u64>,
+    pub reason: Option<String>,
+    /// Unix seconds of the next probe (None when up).
+    pub next_try: Option<u64>,
+}
+
+impl RelayState {
+    pub fn path(layout: &crate::spool::Layout) -> PathBuf {
+        layout.dir("run").join("relay")
+    }
+
+    /// Read the file; None when it is missing or says neither up nor down.
+    pub fn load(path: &Path) -> Option<RelayState> {
+        let mut r = RelayState::default();
+        let mut known = false;
+        for (k, v) in read_run_file(path)? {
+            match k.as_str() {
+                "state" => (r.up, known) = (v == "up", v == "up" || v == "down"),
+                "relay" => r.relay = v,
+                "since" => r.down_since = v.parse().ok(),
+                "reason" => r.reason = Some(v),
+                "next-try" => r.next_try = v.parse().ok(),
+                _ => {}
+            }
+        }
+        known.then_some(r)
+    }
+
+    /// The recorded state if it is "down" (for mailq and show).
+    pub fn down(layout: &crate::spool::Layout) -> Option<RelayState> {
+        RelayState::load(&RelayState::path(layout)).filter(|r| !r.up)
+    }
+}
+
+impl RunFile for RelayState {
+    fn text(&self) -> String {
+        let mut text = format!(
+            "state {}\nrelay {}\n",
+            if self.up { "up" } else { "down" },
+            clean(&self.relay)
+        );
+        if let Some(t) = self.down_since {
+            text.push_str(&format!("since {t}\n"));
+        }
+        if let Some(r) = &self.reason {
+            text.push_str(&format!("reason {}\n", clean(r)));
+        }
+        if let Some(t) = self.next_try {
+            text.push_str(&format!("next-try {t}\n"));
+        }
+        text
+    }
+}
+
+/// Keeps a run/ file current without slowing deliveries: workers `set` the latest state in
+/// memory; the daemon's main loop calls `write_due`, which writes at most once a second, and
+/// `write_now` when it finishes. A state equal to the one on disk is not written again.
 #[derive(Debug)]
-pub struct DeliveryNote {
+pub struct Note<T> {
     path: PathBuf,
-    pending: Option<LastDelivery>,
+    pending: Option<T>,
+    /// What the file holds (as last written, or as found at the start).
+    saved: Option<T>,
     written: Option<std::time::Instant>,
     warned: bool,
 }
 
-impl DeliveryNote {
-    pub fn new(path: PathBuf) -> DeliveryNote {
-        DeliveryNote {
+/// run/last-delivery.
+pub type DeliveryNote = Note<LastDelivery>;
+/// run/relay.
+pub type RelayNote = Note<RelayState>;
+
+impl<T: RunFile> Note<T> {
+    pub fn new(path: PathBuf) -> Note<T> {
+        Note::with_saved(path, None)
+    }
+
+    /// `saved`: what the file holds now.
+    pub fn with_saved(path: PathBuf, saved: Option<T>) -> Note<T> {
+        Note {
             path,
             pending: None,
+            saved,
             written: None,
             warned: false,
         }
     }
 
-    /// A delivery happened; an older one than what is pending is ignored.
-    pub fn set(&mut self, d: LastDelivery) {
-        if self.pending.as_ref().is_none_or(|p| p.time <= d.time) {
+    /// What the file holds (as last written, or as found at the start).
+    pub fn saved(&self) -> Option<&T> {
+        self.saved.as_ref()
+    }
+
+    /// A new state; one that may not replace what is pending is ignored.
+    pub fn set(&mut self, d: T) {
+        if self.pending.as_ref().is_none_or(|p| d.replaces(p)) {
             self.pending = Some(d);
         }
     }
@@ -282,12 +394,27 @@ impl DeliveryNote {
         let Some(d) = self.pending.take() else {
             return;
         };
-        self.written = Some(std::time::Instant::now());
-        if let Err(e) = d.save(&self.path)
-            && !std::mem::replace(&mut self.warned, true)
-        {
-            log::warn!("cannot write {}: {e}", self.path.display());
+        if self.saved.as_ref() == Some(&d) {
+            return;
         }
+        self.written = Some(std::time::Instant::now());
+        match save_run_file(&self.path, &d.text()) {
+            Ok(()) => self.saved = Some(d),
+            Err(e) => {
+                if !std::mem::replace(&mut self.warned, true) {
+                    log::warn!("cannot write {}: {e}", self.path.display());
+                }
+            }
+        }
+    }
+
+    /// `write_now` (`now`) or `write_due`; true when a write is still pending.
+    pub fn write(&mut self, now: bool) -> bool {
+        if now {
+            self.write_now();
+            return false;
+        }
+        self.write_due()
     }
 }
 
@@ -372,5 +499,47 @@ mod tests {
         std::fs::write(&p, "rcpt a@b\n").unwrap();
         assert_eq!(LastDelivery::load(&p), None);
         assert_eq!(LastDelivery::load(&d.path().join("none")), None);
+    }
+
+    #[test]
+    fn relay_state_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("relay");
+        let down = RelayState {
+            up: false,
+            relay: "smtp://smtp.example.com:587".into(),
+            down_since: Some(1_700_000_000),
+            reason: Some("authentication failed: 535 5.7.8 no\r\nsecond line".into()),
+            next_try: Some(1_700_000_120),
+        };
+        let mut note = RelayNote::with_saved(p.clone(), RelayState::load(&p));
+        assert!(note.saved().is_none());
+        note.set(down.clone());
+        note.write_now();
+        let back = RelayState::load(&p).unwrap();
+        assert_eq!(
+            back.reason.as_deref(),
+            Some("authentication failed: 535 5.7.8 no  second line")
+        );
+        assert_eq!(
+            (back.up, back.down_since, back.next_try, &back.relay),
+            (false, down.down_since, down.next_try, &down.relay)
+        );
+        assert_eq!(note.saved(), Some(&down));
+        // The same state again is not rewritten.
+        std::fs::remove_file(&p).unwrap();
+        note.set(down.clone());
+        note.write_now();
+        assert!(!p.exists());
+        let up = RelayState {
+            up: true,
+            relay: down.relay.clone(),
+            ..RelayState::default()
+        };
+        note.set(up.clone());
+        note.write_now();
+        assert_eq!(RelayState::load(&p), Some(up));
+        std::fs::write(&p, "relay x\nreason y\n").unwrap();
+        assert_eq!(RelayState::load(&p), None, "no state line");
     }
 }

@@ -152,7 +152,11 @@ fn permanent_failures_bounce_never_retry() {
     ] {
         let (env, relay) = setup(RelayOpts::default(), "smtp");
         relay.set_faults(fault);
-        env.send(&["a@example.org"], what);
+        // An application's own sender: a refusal at MAIL is about this message (the
+        // configured sender refused is a configuration problem, see below).
+        let msg = format!("Subject: {what}\n\nbody\n");
+        let o = env.sendmail(&["-f", "app@example.net", "a@example.org"], msg.as_bytes());
+        assert!(o.status.success(), "{}", stderr(&o));
         assert!(env.flush().status.success());
         assert_eq!(env.queued(), 1, "{what}: the bounce is queued");
         assert_eq!(env.count("failed"), 1, "{what}: original kept in failed/");
@@ -578,4 +582,227 @@ fn one_deliverer_per_spool() {
     )
     .unwrap();
     assert!(d.wait().unwrap().success());
+}
+
+fn status_json(env: &Env, stuck_after: &str) -> (Option<i32>, serde_json::Value) {
+    let o = env.relayq(&["status", "--json", "--stuck-after", stuck_after]);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    (o.status.code(), v)
+}
+
+/// Poll `relayq status --json` (bounded) until `want` holds for its `relay` object.
+fn wait_relay(env: &Env, want: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = status_json(env, "1h").1;
+        if want(&v["relay"]) || std::time::Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn stop(d: &mut std::process::Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = d.wait();
+}
+
+#[test]
+fn relay_down_shows_in_status_mailq_and_show() {
+    // The relay's password is not ours: authentication fails, relay-wide.
+    let (env, relay) = setup(
+        RelayOpts {
+            auth: Some("user:other"),
+            ..Default::default()
+        },
+        "smtp",
+    );
+    let (_, v) = status_json(&env, "1h");
+    assert!(v["relay"].is_null(), "nothing recorded yet: {v}");
+    env.send(&["a@example.org"], "down");
+    assert!(env.flush().status.success());
+    let (_, v) = status_json(&env, "1h");
+    let r = &v["relay"];
+    assert_eq!(r["up"], false, "{v}");
+    let reason = r["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.starts_with("authentication failed: 535 5.7.8"),
+        "{v}"
+    );
+    assert!(!v.to_string().contains("secret"), "no password text: {v}");
+    let since = r["down_since"].as_u64().expect("down_since");
+    assert!(relayq::daemon::now().abs_diff(since) < 60, "{v}");
+    assert!(r["next_try"].as_u64().is_some_and(|t| t >= since), "{v}");
+    let file = std::fs::read_to_string(env.spool("run/relay")).unwrap();
+    assert!(!file.contains("secret"), "{file}");
+    // Text status: the relay line.
+    let o = env.relayq(&["status"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("relay:         down since ")
+            && out.contains("): authentication failed: 535")
+            && out.contains("; next try "),
+        "{out}"
+    );
+    // mailq: one line on top; the message shows the reason, the layout is unchanged.
+    let q = env.relayq(&["queue"]);
+    let text = String::from_utf8_lossy(&q.stdout);
+    let mut lines = text.lines();
+    let top = lines.next().unwrap_or("");
+    assert!(
+        top.starts_with("-- relay down since ") && top.contains(": authentication failed: 535"),
+        "{text}"
+    );
+    assert!(
+        lines.next().unwrap_or("").starts_with("-Queue ID-"),
+        "{text}"
+    );
+    assert!(text.contains("(authentication failed: 535"), "{text}");
+    let j = env.relayq(&["queue", "--json"]);
+    let j = String::from_utf8_lossy(&j.stdout);
+    assert!(
+        !j.contains("relay down") && !j.contains("delay_reason"),
+        "JSON lines unchanged: {j}"
+    );
+    let id = serde_json::from_str::<serde_json::Value>(j.lines().next().unwrap_or("{}"))
+        .unwrap_or_default()["queue_id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let o = env.relayq(&["show", &id]);
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        shown.contains("Recipient: <a@example.org> queued (authentication failed: 535"),
+        "{shown}"
+    );
+    // Exit 1 once the relay has been down longer than --stuck-after, even with nothing
+    // waiting in the queue (the message is held here), and 0 before.
+    assert!(env.relayq(&["hold", "--all"]).status.success());
+    let (code, v) = status_json(&env, "0s");
+    assert_eq!(
+        (code, &v["stuck"]),
+        (Some(1), &serde_json::json!(false)),
+        "{v}"
+    );
+    assert_eq!(v["relay"]["stuck"], true, "{v}");
+    assert_eq!(status_json(&env, "1h").0, Some(0));
+    let prom = env.path().join("relayq.prom");
+    env.relayq(&["status", "--metrics", prom.to_str().unwrap()]);
+    let m = std::fs::read_to_string(&prom).unwrap();
+    assert!(m.contains("\nrelayq_relay_up 0\n"), "{m}");
+    assert!(env.relayq(&["release", "--all"]).status.success());
+    // A second flush keeps the first failure's time.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(env.flush().status.success());
+    assert_eq!(status_json(&env, "1h").1["relay"]["down_since"], since);
+    // Fixed: the relay is up, the mail delivered, the listing back to normal.
+    std::fs::write(env.path().join("password"), "other\n").unwrap();
+    assert!(env.flush().status.success());
+    assert_eq!(relay.arrived().len(), 1);
+    assert_eq!(env.queued(), 0);
+    let (code, v) = status_json(&env, "0s");
+    assert_eq!(v["relay"]["up"], true, "{v}");
+    assert!(
+        v["relay"]["reason"].is_null() && v["relay"]["down_since"].is_null(),
+        "{v}"
+    );
+    assert_eq!(code, Some(0), "{v}");
+    let out = String::from_utf8_lossy(&env.relayq(&["status"]).stdout).into_owned();
+    assert!(out.contains("relay:         up\n"), "{out}");
+    env.relayq(&["status", "--metrics", prom.to_str().unwrap()]);
+    let m = std::fs::read_to_string(&prom).unwrap();
+    assert!(m.contains("\nrelayq_relay_up 1\n"), "{m}");
+}
+
+#[test]
+fn daemon_records_wrong_password_and_recovers_on_sighup() {
+    let (env, relay) = setup(
+        RelayOpts {
+            auth: Some("user:other"),
+            ..Default::default()
+        },
+        "smtp",
+    );
+    let mut d = env.daemon();
+    env.send(&["a@example.org"], "wrong password");
+    let v = wait_relay(&env, |r| r["up"] == false);
+    assert!(
+        v["relay"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("authentication")),
+        "{v}"
+    );
+    assert!(!v.to_string().contains("secret"), "{v}");
+    assert_eq!(status_json(&env, "0s").0, Some(1));
+    let q = env.relayq(&["queue"]);
+    let text = String::from_utf8_lossy(&q.stdout);
+    assert!(text.starts_with("-- relay down since "), "{text}");
+    assert!(relay.arrived().is_empty());
+    std::fs::write(env.path().join("password"), "other\n").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let got = relay.wait_for(1, Duration::from_secs(10));
+    let v = wait_relay(&env, |r| r["up"] == true);
+    stop(&mut d);
+    assert_eq!(got.len(), 1, "{}", env.daemon_log());
+    assert_eq!(v["relay"]["up"], true, "{v}");
+    assert_eq!(env.queued(), 0);
+    assert_eq!(env.count("failed"), 0);
+}
+
+#[test]
+fn refused_configured_sender_keeps_mail_queued() {
+    // SES-style: the configured sender is not verified. Nothing may bounce (the bounce would
+    // be refused too): the mail waits, and status says why.
+    let (env, relay) = setup(RelayOpts::default(), "smtp");
+    relay.set_faults(r#"{"mail": "554 5.7.1 Email address is not verified"}"#);
+    let mut d = env.daemon();
+    env.send(&["a@example.org", "b@example.org"], "unverified");
+    env.send(&["c@example.org"], "unverified 2");
+    let v = wait_relay(&env, |r| r["up"] == false);
+    assert_eq!(
+        v["relay"]["reason"],
+        "the relay refuses the sender <server@example.com>: 554 5.7.1 Email address is not verified",
+        "{v}"
+    );
+    // Give it the time a bounce would take to appear.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(env.count("failed"), 0, "nothing failed");
+    assert_eq!(env.queued(), 2, "both messages kept");
+    assert!(relay.arrived().is_empty(), "no bounce");
+    let q = String::from_utf8_lossy(&env.relayq(&["queue"]).stdout).into_owned();
+    assert!(
+        q.starts_with("-- relay down since ")
+            && q.contains("(the relay refuses the sender <server@example.com>"),
+        "{q}"
+    );
+    // Fixed at the provider: a flush retries now, and everything goes out once.
+    relay.set_faults("{}");
+    assert!(env.flush().status.success());
+    let got = relay.wait_for(2, Duration::from_secs(10));
+    let v = wait_relay(&env, |r| r["up"] == true);
+    stop(&mut d);
+    let log = env.daemon_log();
+    assert_eq!(got.len(), 2, "{log}");
+    assert_eq!(
+        got.iter()
+            .map(subject_of)
+            .collect::<std::collections::BTreeSet<_>>(),
+        ["unverified".to_string(), "unverified 2".to_string()].into(),
+    );
+    assert_eq!(v["relay"]["up"], true, "{v}");
+    assert_eq!((env.queued(), env.count("failed")), (0, 0));
+    assert!(
+        log.contains("refuses the sender <server@example.com>")
+            && log.contains("verify server@example.com")
+            && log.contains("[address] sender"),
+        "{log}"
+    );
+    assert!(!log.contains("status=bounced"), "{log}");
 }
