@@ -1,8 +1,8 @@
 //! The flush daemon: picks up new mail (inotify on `new/`, no polling), schedules it, and
 //! drains it through the relay with a small pool of reused connections. Owns retries with
 //! backoff, the relay-wide outage state (detected once, probed, not retried per message),
-//! queue lifetime, bounces, delay warnings and the local submission socket. `relayq flush` is one pass of
-//! the same machinery.
+//! queue lifetime, bounces, delay warnings and the local submission socket. `relayq flush`
+//! is one pass of the same machinery.
 //!
 //! Commit rule: after the relay's final 250 a worker records the result (or unlinks the
 //! message) before it does anything else, so a crash can at worst resend that one message.
@@ -702,17 +702,21 @@ struct Msg {
     arrival: u64,
     state: State,
     in_flight: bool,
+    /// In flight only because no relay could be reached: waiting in the ready queue.
+    blocked: bool,
     /// Not before this time may the delay warning be tried again (queuing it failed).
     warn_retry: u64,
 }
 
 impl Msg {
     /// When this message's delay warning is due (unix seconds): `warn_after` after arrival,
-    /// if it has not been sent, is not held or in flight, still has recipients to deliver,
-    /// and will not expire first. None = no warning to schedule.
+    /// if it has not been sent, is not held or being delivered (waiting for an unreachable
+    /// relay is not), still has recipients to deliver, and will not expire first. None = no
+    /// warning to schedule.
     fn warn_at(&self, warn_after: Option<Duration>, lifetime: u64) -> Option<u64> {
         let after = warn_after?.as_secs();
-        if self.state.warned || self.state.held || self.in_flight || self.state.all_done() {
+        let busy = self.in_flight && !self.blocked;
+        if self.state.warned || self.state.held || busy || self.state.all_done() {
             return None;
         }
         let at = (self.arrival.saturating_add(after)).max(self.warn_retry);
@@ -1029,6 +1033,7 @@ impl Daemon {
             arrival,
             state: st,
             in_flight: false,
+            blocked: false,
             warn_retry: 0,
         };
         self.msgs.insert(id.to_string(), msg);
@@ -1126,7 +1131,8 @@ impl Daemon {
             return;
         };
         m.in_flight = false;
-        if !matches!(r.outcome, Outcome::Blocked) {
+        m.blocked = matches!(r.outcome, Outcome::Blocked);
+        if !m.blocked {
             self.stats.attempted += 1;
         }
         match r.outcome {
@@ -1286,7 +1292,9 @@ impl Daemon {
             // order could lose it, with the journal saying it was sent.
             let path = state::path_for(&self.msgs[&id].path);
             let m = self.msgs.get_mut(&id).expect("present");
-            // On failure `m.state.warned` is set anyway: not sent again by this process.
+            // On failure `m.state.warned` is set anyway: not sent again by this process. A
+            // blocked job may meanwhile be taken by a worker that journals too: each record
+            // is one O_APPEND write, so the lines do not mix.
             if let Err(e) =
                 Journal::open(&path).and_then(|mut j| j.record(&mut m.state, &[Event::Warned(t)]))
             {
@@ -1552,7 +1560,8 @@ impl Daemon {
             let _ = w.join();
         }
         // The pass is over: nothing is in flight any more (jobs blocked by an unreachable
-        // relay included). Delay warnings now due go out with the next pass, as bounces do.
+        // relay included). Delay warnings now due are queued, for the next pass (or the
+        // daemon) to deliver, as bounces are.
         for m in self.msgs.values_mut() {
             m.in_flight = false;
         }
@@ -1647,8 +1656,10 @@ impl Daemon {
             if let Some(exp) = self
                 .msgs
                 .values()
-                .filter(|m| !m.in_flight)
-                .flat_map(|m| std::iter::once(m.arrival + life).chain(m.warn_at(warn_after, life)))
+                .flat_map(|m| {
+                    let expiry = (!m.in_flight).then_some(m.arrival + life);
+                    expiry.into_iter().chain(m.warn_at(warn_after, life))
+                })
                 .min()
             {
                 due = Some(due.map_or(exp, |d| d.min(exp)));

@@ -772,3 +772,52 @@ fn flush_sends_due_delay_warnings_and_none_without_warn_after() {
         assert_eq!(env.queued(), 1);
     }
 }
+
+#[test]
+fn delay_warning_while_the_relay_is_unreachable() {
+    // The classic case: the smarthost is down, nothing is even tried per message, and the
+    // sender still hears after warn_after that the mail is waiting.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let env = Env::new(
+        &relay_toml("smtp", port),
+        "[queue]\nretry_min = 1\nretry_max = 2\nwarn_after = 2",
+    );
+    env.send(&["a@example.org"], "outage");
+    let mut d = env.daemon();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !env.daemon_log().contains("sender delay notification") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no warning during the outage: {}",
+            env.daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    term(&mut d);
+    let log = env.daemon_log();
+    assert!(log.contains("unreachable"), "{log}");
+    assert_eq!(log.matches("sender delay notification").count(), 1, "{log}");
+    // The original and the warning wait in the queue for the relay.
+    assert_eq!(env.queued(), 2);
+    let queue = env.spool("queue");
+    let texts: Vec<String> = std::fs::read_dir(&queue)
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .collect();
+    let warning = texts
+        .iter()
+        .find(|t| t.contains("Action: delayed"))
+        .unwrap_or_else(|| panic!("the warning is queued: {texts:?}"));
+    assert!(
+        warning.contains("Final-Recipient: rfc822; a@example.org")
+            && warning.contains("Status: 4.0.0")
+            && warning.contains("rcpt <admin@example.com>"),
+        "{warning}"
+    );
+    assert!(
+        texts.iter().any(|t| t.lines().any(|l| l.starts_with("w "))),
+        "journaled: {texts:?}"
+    );
+}
