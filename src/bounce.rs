@@ -1,16 +1,35 @@
-//! Bounces: an RFC 3464 delivery status notification (multipart/report) for the recipients
-//! that failed, with the relay's reply for each and the original message's headers. Pure:
-//! builds bytes; the daemon queues them like any message.
+//! Delivery status notifications (RFC 3464 multipart/report): bounces for the recipients that
+//! failed and delay warnings for the ones still queued, with the relay's last reply for each
+//! and the original message's headers. Pure: builds bytes; the daemon queues them like any
+//! message.
 
 use crate::message::rfc5322_date;
 
-pub struct Failed<'a> {
+/// One recipient reported in a DSN.
+pub struct Recipient<'a> {
     pub rcpt: &'a str,
     pub orcpt: Option<&'a str>,
-    /// The relay's reply, or our own reason (e.g. queue lifetime exceeded).
+    /// The relay's (last) reply, or our own reason (e.g. queue lifetime exceeded).
     pub reply: &'a str,
-    /// Status code like 5.1.1 (taken from the reply when it has one).
+    /// The relay's host name, for Remote-MTA.
     pub remote: Option<&'a str>,
+}
+
+/// What a DSN reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The recipients have been given up: `Action: failed`, a 5.x.x status.
+    Failure,
+    /// The recipients are still queued (`queue.warn_after` passed): `Action: delayed`, a
+    /// 4.x.x status, retried until `retry_until` (unix seconds, the end of the queue lifetime).
+    Delay { retry_until: u64 },
+}
+
+/// Whether a recipient's DSN NOTIFY parameter (RFC 3461 §4.1) asks for a delay notification:
+/// without one the default applies (relayq sends them); NEVER, or a list without DELAY, means
+/// none.
+pub fn wants_delay(notify: Option<&str>) -> bool {
+    notify.is_none_or(|n| n.split(',').any(|x| x.trim().eq_ignore_ascii_case("DELAY")))
 }
 
 /// The enhanced status code in a reply ("550 5.1.1 ..." → "5.1.1"), or one derived from
@@ -39,28 +58,49 @@ pub struct Dsn<'a> {
     pub arrival: u64,
     pub now: u64,
     pub envid: Option<&'a str>,
-    pub failed: Vec<Failed<'a>>,
-    /// The original header section (CRLF lines, no blank line at the end).
+    pub rcpts: Vec<Recipient<'a>>,
+    /// The original header section (CRLF lines, no blank line at the end). Headers only,
+    /// whatever RET says: a delay DSN reports no failure, and RFC 3461 §4.3 says to return
+    /// only the headers then; bounces return the headers too (RET=FULL is not honoured).
     pub original_headers: &'a [u8],
-    /// Delay warning rather than failure.
-    pub warning: bool,
+    pub kind: Kind,
 }
 
 impl Dsn<'_> {
+    /// The per-recipient Status: a failure is permanent (a 4.x.x reply that was given up on
+    /// becomes 5.4.7, delivery time expired), a delay is temporary.
+    fn status(&self, reply: &str) -> String {
+        let s = status_of(reply);
+        match (self.kind, s.starts_with('4')) {
+            (Kind::Failure, true) => "5.4.7".into(),
+            (Kind::Delay { .. }, false) => "4.0.0".into(),
+            _ => s,
+        }
+    }
+
     pub fn build(&self, boundary: &str, message_id: &str) -> Vec<u8> {
         let mut m = String::new();
-        let (subject, action, intro) = if self.warning {
-            (
-                "Delayed Mail (still being retried)",
-                "delayed",
-                "could not be delivered yet. It is still in the queue and will be retried; you do not need to send it again",
-            )
-        } else {
-            (
+        let (subject, action, intro, part) = match self.kind {
+            Kind::Failure => (
                 "Undelivered Mail Returned to Sender",
                 "failed",
-                "could not be delivered to one or more recipients. It has been given up",
-            )
+                format!(
+                    "Your message (queue ID {}) could not be delivered to one or more recipients. It has been given up.",
+                    self.queue_id
+                ),
+                "Undelivered Message Headers",
+            ),
+            Kind::Delay { retry_until } => (
+                "Delayed Mail (still being retried)",
+                "delayed",
+                format!(
+                    "####### THIS IS A WARNING ONLY. YOU DO NOT NEED TO RESEND YOUR MESSAGE. #######\r\n\r\nYour message (queue ID {}) could not be delivered yet to the recipients below, after {} in the queue. relayq will keep trying until {}.",
+                    self.queue_id,
+                    human_duration(self.now.saturating_sub(self.arrival)),
+                    rfc5322_date(retry_until as i64)
+                ),
+                "Delayed Message Headers",
+            ),
         };
         m.push_str(&format!("From: Mail Delivery System <{}>\r\n", self.from));
         m.push_str(&format!("To: <{}>\r\n", self.to));
@@ -72,10 +112,10 @@ impl Dsn<'_> {
         m.push_str("This is a MIME-encapsulated message.\r\n\r\n");
         m.push_str(&format!("--{boundary}\r\nContent-Description: Notification\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"));
         m.push_str(&format!(
-            "This is the mail system at host {}.\r\n\r\nYour message (queue ID {}) {intro}.\r\n\r\n",
-            self.reporting_host, self.queue_id
+            "This is the mail system at host {}.\r\n\r\n{intro}\r\n\r\n",
+            self.reporting_host
         ));
-        for f in &self.failed {
+        for f in &self.rcpts {
             m.push_str(&format!("<{}>: {}\r\n", f.rcpt, ascii(f.reply)));
         }
         m.push_str(&format!("\r\n--{boundary}\r\nContent-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n\r\n"));
@@ -88,27 +128,15 @@ impl Dsn<'_> {
             self.queue_id,
             rfc5322_date(self.arrival as i64)
         ));
-        for f in &self.failed {
+        for f in &self.rcpts {
             m.push_str("\r\n");
             if let Some(o) = f.orcpt {
                 m.push_str(&format!("Original-Recipient: {o}\r\n"));
             }
             m.push_str(&format!(
-                "Final-Recipient: rfc822; {}\r\nAction: {action}\r\n",
-                f.rcpt
-            ));
-            let status = if self.warning {
-                "4.0.0".to_string()
-            } else {
-                status_of(f.reply)
-            };
-            m.push_str(&format!(
-                "Status: {}\r\n",
-                if !self.warning && status.starts_with('4') {
-                    "5.4.7".into()
-                } else {
-                    status
-                }
+                "Final-Recipient: rfc822; {}\r\nAction: {action}\r\nStatus: {}\r\n",
+                f.rcpt,
+                self.status(f.reply)
             ));
             if let Some(r) = f.remote {
                 m.push_str(&format!("Remote-MTA: dns; {r}\r\n"));
@@ -121,14 +149,14 @@ impl Dsn<'_> {
                     ascii(f.reply)
                 ));
             }
-            if self.warning {
+            if let Kind::Delay { retry_until } = self.kind {
                 m.push_str(&format!(
                     "Will-Retry-Until: {}\r\n",
-                    rfc5322_date(self.now as i64)
+                    rfc5322_date(retry_until as i64)
                 ));
             }
         }
-        m.push_str(&format!("\r\n--{boundary}\r\nContent-Description: Undelivered Message Headers\r\nContent-Type: text/rfc822-headers\r\n\r\n"));
+        m.push_str(&format!("\r\n--{boundary}\r\nContent-Description: {part}\r\nContent-Type: text/rfc822-headers\r\n\r\n"));
         let mut out = m.into_bytes();
         out.extend_from_slice(self.original_headers);
         if !self.original_headers.ends_with(b"\r\n") {
@@ -137,6 +165,17 @@ impl Dsn<'_> {
         out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
         out
     }
+}
+
+/// "3 hours", "2 days", "40 seconds": for the human part of a delay warning.
+fn human_duration(secs: u64) -> String {
+    let (n, unit) = match secs {
+        s if s >= 2 * 86400 => (s / 86400, "days"),
+        s if s >= 2 * 3600 => (s / 3600, "hours"),
+        s if s >= 2 * 60 => (s / 60, "minutes"),
+        s => (s, if s == 1 { "second" } else { "seconds" }),
+    };
+    format!("{n} {unit}")
 }
 
 fn ascii(s: &str) -> String {
@@ -165,14 +204,14 @@ mod tests {
             arrival: 0,
             now: 60,
             envid: Some("E1"),
-            failed: vec![Failed {
+            rcpts: vec![Recipient {
                 rcpt: "bad@x.org",
                 orcpt: None,
                 reply: "550 5.1.1 no such user",
                 remote: Some("relay.example"),
             }],
             original_headers: b"Subject: hi\r\nTo: bad@x.org",
-            warning: false,
+            kind: Kind::Failure,
         };
         let out = String::from_utf8(d.build("BND", "<m@x>")).unwrap();
         assert!(out.contains("Content-Type: multipart/report; report-type=delivery-status"));
@@ -192,6 +231,133 @@ mod tests {
             parsed.subject(),
             Some("Undelivered Mail Returned to Sender")
         );
+    }
+
+    fn delay_dsn(rcpts: Vec<Recipient<'_>>) -> String {
+        let d = Dsn {
+            reporting_host: "web1.example.com",
+            from: "server@example.com",
+            to: "app@example.com",
+            queue_id: "ABC",
+            arrival: 1_700_000_000,
+            now: 1_700_000_000 + 4 * 3600,
+            envid: Some("E1"),
+            rcpts,
+            original_headers: b"Subject: hi\r\nTo: slow@x.org\r\n",
+            kind: Kind::Delay {
+                retry_until: 1_700_000_000 + 5 * 86400,
+            },
+        };
+        String::from_utf8(d.build("BND", "<m@x>")).unwrap()
+    }
+
+    #[test]
+    fn delay_dsn_fields() {
+        let out = delay_dsn(vec![
+            Recipient {
+                rcpt: "slow@x.org",
+                orcpt: Some("rfc822;slow@x.org"),
+                reply: "451 4.2.0 greylisted",
+                remote: Some("relay.example"),
+            },
+            Recipient {
+                rcpt: "later@x.org",
+                orcpt: None,
+                reply: "no delivery attempt has completed yet",
+                remote: None,
+            },
+        ]);
+        let until = rfc5322_date(1_700_000_000 + 5 * 86400);
+        assert!(out.contains("Subject: Delayed Mail (still being retried)\r\n"));
+        assert!(out.contains("Content-Type: multipart/report; report-type=delivery-status"));
+        assert!(out.contains("THIS IS A WARNING ONLY"));
+        assert!(
+            out.contains(&format!(
+                "after 4 hours in the queue. relayq will keep trying until {until}."
+            )),
+            "{out}"
+        );
+        assert!(out.contains(
+            "Original-Recipient: rfc822;slow@x.org\r\nFinal-Recipient: rfc822; slow@x.org\r\nAction: delayed\r\nStatus: 4.2.0\r\nRemote-MTA: dns; relay.example\r\nDiagnostic-Code: smtp; 451 4.2.0 greylisted\r\n"
+        ));
+        // A recipient without a reply yet: a generic temporary status, our own diagnostic.
+        assert!(out.contains(
+            "Final-Recipient: rfc822; later@x.org\r\nAction: delayed\r\nStatus: 4.0.0\r\nDiagnostic-Code: X-relayq; no delivery attempt has completed yet\r\n"
+        ));
+        assert_eq!(
+            out.matches(&format!("Will-Retry-Until: {until}\r\n"))
+                .count(),
+            2,
+            "one per recipient: {out}"
+        );
+        assert!(!out.contains("Action: failed") && !out.contains("Status: 5."));
+        assert!(out.contains("Original-Envelope-Id: E1\r\n"));
+        // The original's headers only.
+        assert!(out.ends_with(
+            "Content-Type: text/rfc822-headers\r\n\r\nSubject: hi\r\nTo: slow@x.org\r\n\r\n--BND--\r\n"
+        ));
+        let parsed = mail_parser::MessageParser::default()
+            .parse(out.as_bytes())
+            .unwrap();
+        assert_eq!(parsed.subject(), Some("Delayed Mail (still being retried)"));
+        assert_eq!(parsed.parts.len(), 4, "report + 3 parts");
+    }
+
+    #[test]
+    fn delay_status_is_temporary_failure_status_permanent() {
+        // A 5xx text on a still-queued recipient (e.g. our own reason) is never reported as
+        // permanent in a delay DSN, and a 4xx one that was given up is 5.4.7 in a bounce.
+        let out = delay_dsn(vec![Recipient {
+            rcpt: "a@x.org",
+            orcpt: None,
+            reply: "554 odd",
+            remote: None,
+        }]);
+        assert!(
+            out.contains("Action: delayed\r\nStatus: 4.0.0\r\n"),
+            "{out}"
+        );
+        let d = Dsn {
+            reporting_host: "h",
+            from: "f@x",
+            to: "t@x",
+            queue_id: "Q",
+            arrival: 0,
+            now: 0,
+            envid: None,
+            rcpts: vec![Recipient {
+                rcpt: "a@x.org",
+                orcpt: None,
+                reply: "451 4.2.0 greylisted",
+                remote: None,
+            }],
+            original_headers: b"",
+            kind: Kind::Failure,
+        };
+        let out = String::from_utf8(d.build("B", "<m@x>")).unwrap();
+        assert!(out.contains("Action: failed\r\nStatus: 5.4.7\r\n"), "{out}");
+        assert!(!out.contains("Will-Retry-Until") && !out.contains("WARNING"));
+    }
+
+    #[test]
+    fn notify_decides_delay_warnings() {
+        // RFC 3461: no NOTIFY = the default (warn); NEVER or a list without DELAY = none.
+        assert!(wants_delay(None));
+        assert!(wants_delay(Some("DELAY")));
+        assert!(wants_delay(Some("FAILURE,DELAY")));
+        assert!(wants_delay(Some("success,delay")));
+        assert!(!wants_delay(Some("NEVER")));
+        assert!(!wants_delay(Some("FAILURE")));
+        assert!(!wants_delay(Some("SUCCESS,FAILURE")));
+        assert!(!wants_delay(Some("")));
+    }
+
+    #[test]
+    fn durations_for_people() {
+        assert_eq!(human_duration(1), "1 second");
+        assert_eq!(human_duration(90), "90 seconds");
+        assert_eq!(human_duration(4 * 3600), "4 hours");
+        assert_eq!(human_duration(3 * 86400 + 5), "3 days");
     }
 
     #[test]

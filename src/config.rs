@@ -430,4 +430,21 @@ mod tests {
         assert_eq!(c.max_message_size, 1 << 20);
         assert_eq!(c.queue.retry_max, Duration::from_secs(7200));
     }
+
+    #[test]
+    fn warn_after_is_optional() {
+        assert_eq!(p("").unwrap().queue.warn_after, None, "unset = never");
+        for v in ["2", "\"2\"", "\"2s\""] {
+            let c = p(&format!("[queue]\nwarn_after = {v}")).unwrap();
+            assert_eq!(c.queue.warn_after, Some(Duration::from_secs(2)), "{v}");
+        }
+        let c = p("[queue]\nwarn_after = \"4h\"").unwrap();
+        assert_eq!(c.queue.warn_after, Some(Duration::from_secs(4 * 3600)));
+        assert!(
+            p("[queue]\nwarn_after = \"soon\"")
+                .unwrap_err()
+                .msg
+                .contains("warn_after")
+        );
+    }
 }

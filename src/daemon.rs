@@ -1,13 +1,13 @@
 //! The flush daemon: picks up new mail (inotify on `new/`, no polling), schedules it, and
 //! drains it through the relay with a small pool of reused connections. Owns retries with
 //! backoff, the relay-wide outage state (detected once, probed, not retried per message),
-//! queue lifetime, bounces and the local submission socket. `relayq flush` is one pass of
-//! the same machinery.
+//! queue lifetime, bounces, delay warnings and the local submission socket. `relayq flush`
+//! is one pass of the same machinery.
 //!
 //! Commit rule: after the relay's final 250 a worker records the result (or unlinks the
 //! message) before it does anything else, so a crash can at worst resend that one message.
 
-use crate::bounce::{Dsn, Failed};
+use crate::bounce::{self, Dsn, Recipient};
 use crate::config::{AuthKind, Config};
 use crate::error::{Class, Error, Result};
 use crate::provider::{self, Tls};
@@ -888,9 +888,27 @@ struct Msg {
     arrival: u64,
     state: State,
     in_flight: bool,
+    /// In flight only because no relay could be reached: waiting in the ready queue.
+    blocked: bool,
+    /// Not before this time may the delay warning be tried again (queuing it failed).
+    warn_retry: u64,
 }
 
 impl Msg {
+    /// When this message's delay warning is due (unix seconds): `warn_after` after arrival,
+    /// if it has not been sent, is not held or being delivered (waiting for an unreachable
+    /// relay is not), still has recipients to deliver, and will not expire first. None = no
+    /// warning to schedule.
+    fn warn_at(&self, warn_after: Option<Duration>, lifetime: u64) -> Option<u64> {
+        let after = warn_after?.as_secs();
+        let busy = self.in_flight && !self.blocked;
+        if self.state.warned || self.state.held || busy || self.state.all_done() {
+            return None;
+        }
+        let at = (self.arrival.saturating_add(after)).max(self.warn_retry);
+        (at < self.arrival.saturating_add(lifetime)).then_some(at)
+    }
+
     fn job(&self, id: &str) -> Job {
         Job {
             id: id.to_string(),
@@ -1206,6 +1224,8 @@ impl Daemon {
             arrival,
             state: st,
             in_flight: false,
+            blocked: false,
+            warn_retry: 0,
         };
         self.msgs.insert(id.to_string(), msg);
         if self.msgs[id].state.all_done() {
@@ -1302,7 +1322,8 @@ impl Daemon {
             return;
         };
         m.in_flight = false;
-        if !matches!(r.outcome, Outcome::Blocked) {
+        m.blocked = matches!(r.outcome, Outcome::Blocked);
+        if !m.blocked {
             self.stats.attempted += 1;
         }
         match r.outcome {
@@ -1326,7 +1347,10 @@ impl Daemon {
                     .iter()
                     .map(|x| matches!(x, RcptState::Delivered(..)))
                     .collect();
+                // Keep a warning sent whose journal line could not be written: once per run.
+                let warned = m.state.warned;
                 m.state = State::load(&state::path_for(&m.path), m.env.rcpts.len());
+                m.state.warned |= warned;
                 self.stats.delivered += m
                     .state
                     .rcpts
@@ -1384,7 +1408,7 @@ impl Daemon {
             return;
         }
         if !m.state.bounced {
-            match self.bounce(id, &failed) {
+            match self.queue_dsn(id, &failed, bounce::Kind::Failure) {
                 Ok(Some(bid)) => info!("{id}: sender non-delivery notification: {bid}"),
                 Ok(None) => {}
                 Err(e) => {
@@ -1409,14 +1433,79 @@ impl Daemon {
         self.msgs.remove(id);
     }
 
-    /// Queue a DSN for `failed` recipients. None when no bounce is due (null sender, a
-    /// bounce itself, or bounces disabled).
-    fn bounce(&self, id: &str, failed: &[usize]) -> Result<Option<String>> {
+    /// Messages still undelivered `queue.warn_after` after arrival: one delay DSN each, to
+    /// whoever would get the bounce, for the recipients still queued whose NOTIFY allows it.
+    /// Then the `w` journal event, so that it is sent once, across restarts too.
+    fn warn(&mut self) {
+        let t = now();
+        let (after, life) = (self.cfg.queue.warn_after, self.cfg.queue.lifetime.as_secs());
+        let due: Vec<String> = self
+            .msgs
+            .iter()
+            .filter(|(_, m)| m.warn_at(after, life).is_some_and(|at| at <= t))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let m = &self.msgs[&id];
+            if !m.path.exists() {
+                // Held or deleted meanwhile: not due here (a released message is admitted
+                // again, from its journal).
+                if let Some(m) = self.msgs.get_mut(&id) {
+                    m.state.warned = true;
+                }
+                continue;
+            }
+            let delayed: Vec<usize> = m
+                .state
+                .pending()
+                .filter(|&i| bounce::wants_delay(m.env.rcpts[i].notify.as_deref()))
+                .collect();
+            if delayed.is_empty() {
+                info!("{id}: no delay notification (NOTIFY excludes DELAY)");
+            } else {
+                let kind = bounce::Kind::Delay {
+                    retry_until: m.arrival.saturating_add(life),
+                };
+                match self.queue_dsn(&id, &delayed, kind) {
+                    Ok(Some(did)) => info!("{id}: sender delay notification: {did}"),
+                    Ok(None) => {}
+                    Err(e) => {
+                        error!("{id}: cannot create delay notification: {e}; will try again later");
+                        if let Some(m) = self.msgs.get_mut(&id) {
+                            m.warn_retry = t + 300;
+                        }
+                        continue;
+                    }
+                }
+            }
+            // The DSN is durable in new/ before this line is: a crash in between makes the
+            // restarted daemon queue it again (a duplicate warning), never lose it. The other
+            // order could lose it, with the journal saying it was sent.
+            let path = state::path_for(&self.msgs[&id].path);
+            let m = self.msgs.get_mut(&id).expect("present");
+            // On failure `m.state.warned` is set anyway: not sent again by this process. A
+            // blocked job may meanwhile be taken by a worker that journals too: each record
+            // is one O_APPEND write, so the lines do not mix.
+            if let Err(e) =
+                Journal::open(&path).and_then(|mut j| j.record(&mut m.state, &[Event::Warned(t)]))
+            {
+                error!("{id}: cannot record the delay notification: {e}");
+            }
+        }
+    }
+
+    /// Queue a DSN (a bounce, or a delay warning) for recipients `rcpts`. None when no DSN
+    /// is due (null sender, a DSN itself, or bounces disabled).
+    fn queue_dsn(&self, id: &str, rcpts: &[usize], kind: bounce::Kind) -> Result<Option<String>> {
         let m = &self.msgs[id];
         let env = &m.env;
         if env.sender.is_empty() || env.is_bounce || !self.cfg.queue.bounces {
             info!(
-                "{id}: no bounce for {} (null sender or a bounce itself)",
+                "{id}: no {} for {} (null sender, a bounce itself, or queue.bounces = false)",
+                match kind {
+                    bounce::Kind::Failure => "bounce",
+                    bounce::Kind::Delay { .. } => "delay notification",
+                },
                 if env.sender.is_empty() {
                     "<>"
                 } else {
@@ -1456,12 +1545,13 @@ impl Daemon {
                 headers.extend_from_slice(&line);
             }
         }
-        let replies: Vec<(String, String, Option<String>)> = failed
+        let replies: Vec<(String, String, Option<String>)> = rcpts
             .iter()
             .map(|&i| {
                 let reply = match &m.state.rcpts[i] {
-                    RcptState::Failed(_, r) => r.clone(),
-                    _ => String::new(),
+                    RcptState::Failed(_, r) | RcptState::Deferred(_, r) => r.clone(),
+                    RcptState::Pending => "no delivery attempt has completed yet".into(),
+                    RcptState::Delivered(..) => String::new(),
                 };
                 (env.rcpts[i].addr.clone(), reply, env.rcpts[i].orcpt.clone())
             })
@@ -1482,9 +1572,9 @@ impl Daemon {
             arrival: m.arrival,
             now: now(),
             envid: env.envid.as_deref(),
-            failed: replies
+            rcpts: replies
                 .iter()
-                .map(|(r, reply, o)| Failed {
+                .map(|(r, reply, o)| Recipient {
                     rcpt: r,
                     orcpt: o.as_deref(),
                     reply,
@@ -1492,10 +1582,13 @@ impl Daemon {
                 })
                 .collect(),
             original_headers: &headers,
-            warning: false,
+            kind,
         };
         let bid = spool::new_id();
-        let message_id = format!("<{bid}.bounce@{domain}>");
+        let message_id = match kind {
+            bounce::Kind::Failure => format!("<{bid}.bounce@{domain}>"),
+            bounce::Kind::Delay { .. } => format!("<{bid}.delay@{domain}>"),
+        };
         let body = dsn.build(&format!("{bid}/{}", self.fqdn), &message_id);
         let benv = Envelope {
             sender: from.clone(),
@@ -1514,7 +1607,7 @@ impl Daemon {
         benv.write_to(d.writer())?;
         d.writer()
             .write_all(&body)
-            .map_err(|e| Error::spool_io("cannot write bounce", &e))?;
+            .map_err(|e| Error::spool_io("cannot write DSN", &e))?;
         d.commit().map(Some)
     }
 
@@ -1656,6 +1749,13 @@ impl Daemon {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+        // The pass is over: nothing is in flight any more (jobs blocked by an unreachable
+        // relay included). Delay warnings now due are queued, for the next pass (or the
+        // daemon) to deliver, as bounces are.
+        for m in self.msgs.values_mut() {
+            m.in_flight = false;
+        }
+        self.warn();
         if shown {
             eprintln!(
                 "\r{}\x1b[K",
@@ -1734,6 +1834,7 @@ impl Daemon {
             } else {
                 self.run_timers();
                 self.expire();
+                self.warn();
                 if next_cleanup.is_some_and(|t| t <= now()) {
                     next_cleanup = self.cleanup();
                 }
@@ -1741,11 +1842,14 @@ impl Daemon {
             // Sleep until something happens or the next timer is due: no wake-ups when idle.
             let mut due: Option<u64> = self.timers.first().map(|(t, _)| *t);
             let life = self.cfg.queue.lifetime.as_secs();
+            let warn_after = self.cfg.queue.warn_after;
             if let Some(exp) = self
                 .msgs
                 .values()
-                .filter(|m| !m.in_flight)
-                .map(|m| m.arrival + life)
+                .flat_map(|m| {
+                    let expiry = (!m.in_flight).then_some(m.arrival + life);
+                    expiry.into_iter().chain(m.warn_at(warn_after, life))
+                })
                 .min()
             {
                 due = Some(due.map_or(exp, |d| d.min(exp)));

@@ -1,6 +1,7 @@
 //! Per-message delivery state: an append-only log `queue/<ID>.st` beside the message, one
-//! fsynced line per event (recipient delivered, deferred, failed; bounce sent). A torn last
-//! line after a crash is ignored, so at worst a recipient is tried again (at-least-once).
+//! fsynced line per event (recipient delivered, deferred, failed; bounce or delay warning
+//! sent). A torn last line after a crash is ignored, so at worst a recipient is tried again
+//! (at-least-once).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -31,6 +32,7 @@ pub struct State {
     /// Earliest time of the next attempt (unix seconds).
     pub next: u64,
     pub bounced: bool,
+    /// The delay warning (`queue.warn_after`) was queued, or was not due to anyone.
     pub warned: bool,
     pub held: bool,
 }
@@ -154,7 +156,8 @@ pub enum Event {
     /// Next attempt time and the attempt count so far.
     Next(u64, u32),
     Bounced,
-    Warned,
+    /// The delay warning was queued (or was due to nobody), at this time: `w <time>`.
+    Warned(u64),
     Held(bool),
 }
 
@@ -166,7 +169,7 @@ impl Event {
             Event::Failed(i, t, r) => format!("f {i} {t} {}", clean(r)),
             Event::Next(t, a) => format!("n {t} {a}"),
             Event::Bounced => "b 1".into(),
-            Event::Warned => "w 1".into(),
+            Event::Warned(t) => format!("w {t}"),
             Event::Held(h) => format!("h {}", u8::from(*h)),
         }
     }
@@ -452,6 +455,23 @@ mod tests {
         assert_eq!((back.next, back.attempts), (100, 1));
         assert_eq!(back.pending().collect::<Vec<_>>(), vec![1]);
         assert_eq!(st.rcpts, back.rcpts);
+        // The delay warning: `w <time>` (any argument) replays; journals without one, as
+        // every older journal is, read as not warned.
+        assert!(!back.warned);
+        let p = d.path().join("W.st");
+        let mut st = State::new(1);
+        Journal::open(&p)
+            .unwrap()
+            .record(&mut st, &[Event::Warned(1_700_000_000)])
+            .unwrap();
+        assert!(st.warned);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(text, "w 1700000000\n");
+        assert!(State::load(&p, 1).warned);
+        std::fs::write(&p, "t 0 5 451 later\nw 1\n").unwrap();
+        assert!(State::load(&p, 1).warned);
+        std::fs::write(&p, "t 0 5 451 later\n").unwrap();
+        assert!(!State::load(&p, 1).warned, "old journals: not warned");
         // Out-of-range indices from a damaged log are ignored.
         std::fs::write(&p, "d 99 1 x\nzz\n").unwrap();
         assert!(State::load(&p, 1).rcpts[0] == RcptState::Pending);

@@ -806,3 +806,248 @@ fn refused_configured_sender_keeps_mail_queued() {
     );
     assert!(!log.contains("status=bounced"), "{log}");
 }
+
+/// A relay that greylists slow@example.org for good, and a spool with quick retries and
+/// `queue_extra` (e.g. `warn_after = 2`).
+fn greylisting(queue_extra: &str) -> (Env, Relay) {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(tmp.path(), RelayOpts::default());
+    let env = Env::new(
+        &relay_toml("smtp", relay.port),
+        &format!("[queue]\nretry_min = 1\nretry_max = 2\nidle_timeout = 3\n{queue_extra}"),
+    );
+    std::mem::forget(tmp);
+    relay.set_faults(r#"{"rcpt": {"slow@example.org": "451 4.2.0 greylisted"}}"#);
+    (env, relay)
+}
+
+fn delay_dsns(relay: &Relay) -> Vec<serde_json::Value> {
+    relay
+        .arrived()
+        .into_iter()
+        .filter(|m| m["data"].as_str().unwrap_or("").contains("Action: delayed"))
+        .collect()
+}
+
+/// Wait (bounded) until the relay has seen `n` more RCPT commands: retries happened.
+fn wait_for_retries(relay: &Relay, n: u64) {
+    let want = relay.stat("rcpt_commands") + n;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while relay.stat("rcpt_commands") < want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no retries: {} RCPTs, want {want}",
+            relay.stat("rcpt_commands")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_for_delay_dsns(relay: &Relay, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = delay_dsns(relay);
+        if d.len() >= n || std::time::Instant::now() > deadline {
+            return d;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn term(d: &mut std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(d.wait().unwrap().success());
+}
+
+#[test]
+fn delay_warning_once_for_the_delayed_recipient_across_retries_and_restarts() {
+    let (env, relay) = greylisting("warn_after = 2");
+    let o = env.sendmail(
+        &["-f", "app@example.net", "a@example.org", "slow@example.org"],
+        b"Subject: slowpoke\n\nbody of slowpoke\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut d = env.daemon();
+    let got = relay.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1, "a@ is delivered at once");
+    assert_eq!(rcpts_of(&got[0]), ["a@example.org"]);
+    let dsns = wait_for_delay_dsns(&relay, 1);
+    assert_eq!(dsns.len(), 1, "{}", env.daemon_log());
+    let w = &dsns[0];
+    // To whoever would get the bounce: the sender (not the configured sender), from the
+    // verified sender.
+    assert_eq!(rcpts_of(w), ["app@example.net"]);
+    assert_eq!(w["mail_from"], "server@example.com");
+    let text = w["data"].as_str().unwrap();
+    for want in [
+        "Subject: Delayed Mail (still being retried)",
+        "Content-Type: multipart/report; report-type=delivery-status",
+        "THIS IS A WARNING ONLY",
+        "relayq will keep trying until ",
+        "Final-Recipient: rfc822; slow@example.org\r\nAction: delayed\r\nStatus: 4.2.0\r\n",
+        "Diagnostic-Code: smtp; 451 4.2.0 greylisted",
+        "Will-Retry-Until: ",
+        "Content-Type: text/rfc822-headers",
+        "Subject: slowpoke",
+    ] {
+        assert!(text.contains(want), "want {want:?} in {text}");
+    }
+    assert!(
+        !text.contains("a@example.org"),
+        "only the delayed recipient is named: {text}"
+    );
+    assert!(
+        !text.contains("body of slowpoke"),
+        "headers only, no body: {text}"
+    );
+    assert!(
+        env.daemon_log().contains(": sender delay notification: "),
+        "{}",
+        env.daemon_log()
+    );
+    // More retries, a restart (SIGTERM), a crash (SIGKILL): still one warning.
+    wait_for_retries(&relay, 2);
+    term(&mut d);
+    let mut d = env.daemon();
+    wait_for_retries(&relay, 2);
+    let _ = d.kill();
+    let _ = d.wait();
+    let mut d = env.daemon();
+    wait_for_retries(&relay, 2);
+    assert_eq!(delay_dsns(&relay).len(), 1, "{}", env.daemon_log());
+    assert_eq!(env.queued(), 1, "slow@ is still queued");
+    // The relay relents: slow@ gets it once, nobody gets a bounce.
+    relay.set_faults("{}");
+    let got = relay.wait_for(3, Duration::from_secs(15));
+    assert_eq!(
+        got.iter()
+            .filter(|m| rcpts_of(m) == ["slow@example.org"])
+            .count(),
+        1,
+        "{got:?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    term(&mut d);
+    assert_eq!(relay.arrived().len(), 3, "{:?}", relay.arrived());
+    assert_eq!(delay_dsns(&relay).len(), 1);
+    assert_eq!((env.queued(), env.count("failed")), (0, 0));
+}
+
+#[test]
+fn no_delay_warning_when_notify_excludes_delay() {
+    let (env, relay) = greylisting("warn_after = 2");
+    for (notify, subject) in [
+        ("never", "never"),
+        ("success,failure", "nodelay"),
+        ("failure,delay", "control"),
+    ] {
+        let o = env.sendmail(
+            &["-f", "app@example.net", "-N", notify, "slow@example.org"],
+            format!("Subject: {subject}\n\nx\n").as_bytes(),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let mut d = env.daemon();
+    // The one that asked for delay notifications gets one; once it is in, so would the
+    // others have been (same arrival, same daemon).
+    let dsns = wait_for_delay_dsns(&relay, 1);
+    assert_eq!(dsns.len(), 1, "{}", env.daemon_log());
+    wait_for_retries(&relay, 3);
+    term(&mut d);
+    let dsns = delay_dsns(&relay);
+    assert_eq!(dsns.len(), 1, "{dsns:?}");
+    let text = dsns[0]["data"].as_str().unwrap();
+    assert!(text.contains("Subject: control"), "{text}");
+    assert_eq!(
+        env.daemon_log()
+            .matches("no delay notification (NOTIFY excludes DELAY)")
+            .count(),
+        2,
+        "{}",
+        env.daemon_log()
+    );
+    assert_eq!(env.queued(), 3);
+}
+
+#[test]
+fn flush_sends_due_delay_warnings_and_none_without_warn_after() {
+    for warn in [true, false] {
+        let (env, relay) = greylisting(if warn { "warn_after = \"2s\"" } else { "" });
+        env.send(&["slow@example.org"], "flushed");
+        assert!(env.flush().status.success());
+        std::thread::sleep(Duration::from_millis(2200));
+        let o = env.flush(); // retries, then queues the warning (when due)
+        assert!(o.status.success());
+        assert_eq!(
+            stderr(&o).contains("sender delay notification"),
+            warn,
+            "{}",
+            stderr(&o)
+        );
+        for _ in 0..2 {
+            std::thread::sleep(Duration::from_millis(1100));
+            assert!(env.flush().status.success()); // delivers it; no second one
+        }
+        let dsns = delay_dsns(&relay);
+        assert_eq!(dsns.len(), usize::from(warn), "warn_after set: {warn}");
+        assert!(relay.stat("rcpt_commands") >= 4, "the retries ran");
+        if warn {
+            // The local account's mail went out as the configured sender: the admin's.
+            assert_eq!(rcpts_of(&dsns[0]), ["admin@example.com"]);
+        }
+        assert_eq!(env.queued(), 1);
+    }
+}
+
+#[test]
+fn delay_warning_while_the_relay_is_unreachable() {
+    // The classic case: the smarthost is down, nothing is even tried per message, and the
+    // sender still hears after warn_after that the mail is waiting.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let env = Env::new(
+        &relay_toml("smtp", port),
+        "[queue]\nretry_min = 1\nretry_max = 2\nwarn_after = 2",
+    );
+    env.send(&["a@example.org"], "outage");
+    let mut d = env.daemon();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !env.daemon_log().contains("sender delay notification") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no warning during the outage: {}",
+            env.daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    term(&mut d);
+    let log = env.daemon_log();
+    assert!(log.contains("unreachable"), "{log}");
+    assert_eq!(log.matches("sender delay notification").count(), 1, "{log}");
+    // The original and the warning wait in the queue for the relay.
+    assert_eq!(env.queued(), 2);
+    let queue = env.spool("queue");
+    let texts: Vec<String> = std::fs::read_dir(&queue)
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .collect();
+    let warning = texts
+        .iter()
+        .find(|t| t.contains("Action: delayed"))
+        .unwrap_or_else(|| panic!("the warning is queued: {texts:?}"));
+    assert!(
+        warning.contains("Final-Recipient: rfc822; a@example.org")
+            && warning.contains("Status: 4.0.0")
+            && warning.contains("rcpt <admin@example.com>"),
+        "{warning}"
+    );
+    assert!(
+        texts.iter().any(|t| t.lines().any(|l| l.starts_with("w "))),
+        "journaled: {texts:?}"
+    );
+}
