@@ -25,6 +25,14 @@ fn import(cfg: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `import --from TOOL --path PATH EXTRA...`.
+fn import_from(cfg: &Path, tool: &str, path: &Path, extra: &[&str]) -> Output {
+    let path = path.to_string_lossy();
+    let mut args = vec!["--from", tool, "--path", path.as_ref()];
+    args.extend_from_slice(extra);
+    import(cfg, &args)
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -223,27 +231,15 @@ fn dry_run_force_and_exit_codes() {
         Some(0)
     );
     std::fs::write(&cfg, "# mine\n").unwrap();
-    let o = import(
-        &cfg,
-        &[
-            "--from",
-            "msmtp",
-            "--path",
-            fixture("msmtp/edited/msmtprc").to_str().unwrap(),
-        ],
-    );
+    let o = import_from(&cfg, "msmtp", &fixture("msmtp/edited/msmtprc"), &[]);
     assert_eq!(o.status.code(), Some(64), "{}", text(&o));
     assert!(text(&o).contains("--force"));
     assert_eq!(std::fs::read_to_string(&cfg).unwrap(), "# mine\n");
-    let o = import(
+    let o = import_from(
         &cfg,
-        &[
-            "--from",
-            "msmtp",
-            "--path",
-            fixture("msmtp/edited/msmtprc").to_str().unwrap(),
-            "--force",
-        ],
+        "msmtp",
+        &fixture("msmtp/edited/msmtprc"),
+        &["--force"],
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(
@@ -256,28 +252,10 @@ fn dry_run_force_and_exit_codes() {
     assert_eq!(o.status.code(), Some(66), "{}", text(&o));
     let bad = dir.path().join("msmtprc");
     std::fs::write(&bad, "host x\nport many\n").unwrap();
-    let o = import(
-        &cfg,
-        &[
-            "--from",
-            "msmtp",
-            "--path",
-            bad.to_str().unwrap(),
-            "--force",
-        ],
-    );
+    let o = import_from(&cfg, "msmtp", &bad, &["--force"]);
     assert_eq!(o.status.code(), Some(65), "{}", text(&o));
     let nosmarthost = fixture("dma/default/auth.conf");
-    let o = import(
-        &cfg,
-        &[
-            "--from",
-            "dma",
-            "--path",
-            nosmarthost.to_str().unwrap(),
-            "--force",
-        ],
-    );
+    let o = import_from(&cfg, "dma", &nosmarthost, &["--force"]);
     assert_eq!(o.status.code(), Some(65), "{}", text(&o));
     assert!(text(&o).contains("SMARTHOST"), "{}", text(&o));
     assert_eq!(import(&cfg, &["--from", "exim"]).status.code(), Some(64));

@@ -439,17 +439,25 @@ fn listed(o: &Output) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn users_manage_only_their_own_mail() {
+/// Users A and B, and a host whose relay greylists every recipient, so mail stays queued
+/// (deferred) while the test looks at it. None (with a note) when not root.
+fn two_users_and_a_greylisting_relay() -> Option<(Who, Who, Host)> {
     if !is_root() {
         eprintln!("SKIP: privilege tests need root");
-        return;
+        return None;
     }
     let (a, b) = (Who::user(USER_A), Who::user(USER_B));
     let h = Host::new("[queue]\nretry_min = 3600\nretry_max = 3600");
-    // Every recipient is greylisted: the mail stays queued (deferred) while we look at it.
     h.relay
         .set_faults(r#"{"rcpt_all": "451 4.7.1 greylisted"}"#);
+    Some((a, b, h))
+}
+
+#[test]
+fn users_manage_only_their_own_mail() {
+    let Some((a, b, h)) = two_users_and_a_greylisting_relay() else {
+        return;
+    };
     let mut d = Daemon::start(&h);
     for (who, subject) in [(a, "a1"), (a, "a2"), (b, "b1")] {
         let o = h.sendmail(
@@ -641,14 +649,9 @@ fn chunked(data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn submitters_cannot_be_forged() {
-    if !is_root() {
-        eprintln!("SKIP: privilege tests need root");
+    let Some((a, b, h)) = two_users_and_a_greylisting_relay() else {
         return;
-    }
-    let (a, b) = (Who::user(USER_A), Who::user(USER_B));
-    let h = Host::new("[queue]\nretry_min = 3600\nretry_max = 3600");
-    h.relay
-        .set_faults(r#"{"rcpt_all": "451 4.7.1 greylisted"}"#);
+    };
 
     // Files put in the spool by hand (as root, before the daemon starts), owned by B and
     // claiming root: in new/ readable by the daemon's group, in new/ unreadable to it, and
