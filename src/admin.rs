@@ -624,7 +624,10 @@ pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Stat
         last_delivery: state::LastDelivery::load(&state::LastDelivery::path(layout)),
         stuck: oldest.is_some_and(|a| a >= stuck_after.as_secs()),
         relay: state::RelayState::load(&state::RelayState::path(layout)).map(|r| RelayStatus {
+            // A relay last seen down with nothing waiting holds no mail up (the state is
+            // only rechecked when there is mail to send).
             stuck: !r.up
+                && incoming + queued + held > 0
                 && r.down_since
                     .is_some_and(|t| now.saturating_sub(t) >= stuck_after.as_secs()),
             state: r,

@@ -679,7 +679,8 @@ fn relay_down_shows_in_status_mailq_and_show() {
         "{shown}"
     );
     // Exit 1 once the relay has been down longer than --stuck-after, even with nothing
-    // waiting in the queue (the message is held here), and 0 before.
+    // waiting in the queue (the message is held here: held mail still needs the relay; an
+    // empty spool holds nothing up), and 0 before.
     assert!(env.relayq(&["hold", "--all"]).status.success());
     let (code, v) = status_json(&env, "0s");
     assert_eq!(
