@@ -284,6 +284,8 @@ struct Shared {
     idle_timeout: Duration,
     /// Workers waiting with an open connection: a worker without one leaves them the jobs.
     idle_connected: usize,
+    /// Bumped by each reload: a connection opened under an older config is not reused.
+    generation: u64,
     /// The sender local mail and bounces go out as: a 5xx to it at MAIL is a relay-wide
     /// configuration problem, not a property of the message.
     relay_sender: String,
@@ -569,11 +571,13 @@ fn connect_any(ctx: &Ctx) -> Option<Conn> {
 
 fn worker(ctx: Arc<Ctx>) {
     enum Next {
-        Job(Job),
+        Job(Job, u64),
         CloseIdle,
         Exit,
     }
     let mut conn: Option<Conn> = None;
+    // The config generation `conn` was opened under.
+    let mut conn_gen = 0u64;
     loop {
         let next = {
             let mut g = ctx.shared.lock().expect("lock");
@@ -582,10 +586,13 @@ fn worker(ctx: Arc<Ctx>) {
                 if g.stop {
                     break Next::Exit;
                 }
+                if conn.is_some() && conn_gen != g.generation {
+                    break Next::CloseIdle;
+                }
                 let spare = g.ready.len() > g.idle_connected;
                 if !g.ready.is_empty() && (conn.is_some() || (spare && g.any_usable(now))) {
                     match g.ready.pop_front() {
-                        Some(j) => break Next::Job(j),
+                        Some(j) => break Next::Job(j, g.generation),
                         None => continue,
                     }
                 }
@@ -633,8 +640,12 @@ fn worker(ctx: Arc<Ctx>) {
                     c.session.quit();
                 }
             }
-            Next::Job(job) => {
+            Next::Job(job, generation) => {
+                let fresh = conn.is_none();
                 let outcome = run_job(&ctx, &mut conn, &job);
+                if fresh {
+                    conn_gen = generation;
+                }
                 ctx.report(Report {
                     id: job.id.clone(),
                     outcome,
@@ -1053,6 +1064,7 @@ impl Daemon {
                 once,
                 idle_timeout: cfg.queue.idle_timeout,
                 idle_connected: 0,
+                generation: 0,
                 relay_sender: bounce_sender(&cfg, &crate::submit::host_names().1),
             }),
             cv: Condvar::new(),
@@ -1648,6 +1660,7 @@ impl Daemon {
                 g.slots = slots;
                 g.idle_timeout = c.queue.idle_timeout;
                 g.relay_sender = bounce_sender(&c, &self.fqdn);
+                g.generation += 1;
                 drop(g);
                 self.cfg = c;
                 self.ctx.cv.notify_all();

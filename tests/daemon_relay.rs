@@ -1053,3 +1053,35 @@ fn delay_warning_while_the_relay_is_unreachable() {
         "journaled: {texts:?}"
     );
 }
+
+#[test]
+fn reload_moves_to_the_new_relay_at_once() {
+    // An idle connection to the old relay must not carry the next message after SIGHUP.
+    let (env, old) = setup(RelayOpts::default(), "smtp");
+    let tmp = tempfile::tempdir().unwrap();
+    let new = Relay::start(tmp.path(), RelayOpts::default());
+    let mut d = env.daemon();
+    env.send(&["a@example.org"], "before");
+    assert_eq!(old.wait_for(1, Duration::from_secs(10)).len(), 1);
+    let text = std::fs::read_to_string(&env.cfg).unwrap();
+    let moved = text.replace(
+        &format!("localhost:{}", old.port),
+        &format!("localhost:{}", new.port),
+    );
+    assert_ne!(text, moved);
+    std::fs::write(&env.cfg, moved).unwrap();
+    let pid = nix::unistd::Pid::from_raw(d.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !env.daemon_log().contains("configuration reloaded") {
+        assert!(std::time::Instant::now() < deadline, "{}", env.daemon_log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    env.send(&["b@example.org"], "after");
+    let got = new.wait_for(1, Duration::from_secs(10));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let _ = d.wait();
+    assert_eq!(got.len(), 1, "{}", env.daemon_log());
+    assert_eq!(subject_of(&got[0]), "after");
+    assert_eq!(old.arrived().len(), 1, "nothing more through the old relay");
+}
