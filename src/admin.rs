@@ -575,13 +575,7 @@ pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Stat
     let (running, pid) = daemon_state(layout);
     let count = |d: &str| all_ids(layout, &[d]).len();
     // corrupt/ holds whatever was set aside, under new names (ID-oldname): every file.
-    let corrupt = fs::read_dir(layout.dir("corrupt"))
-        .map(|r| {
-            r.filter_map(|e| e.ok())
-                .filter(|e| !e.file_name().to_string_lossy().ends_with(".st"))
-                .count()
-        })
-        .unwrap_or(0);
+    let corrupt = layout.count_files("corrupt");
     // One pass over the queue: the listing has every message's state.
     let entries = crate::queue::scan(layout, None);
     let now = crate::daemon::now();

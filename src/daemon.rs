@@ -2134,13 +2134,7 @@ pub fn flush(
     crate::log::init_with(cfg.log.syslog, true, false, stderr_level);
     let d = Daemon::new(cfg, cfg_flag, true)?;
     let stats = d.run_once(filter, tty)?;
-    let remaining = fs::read_dir(layout.dir("queue"))
-        .map(|r| {
-            r.filter_map(|e| e.ok())
-                .filter(|e| !e.file_name().to_string_lossy().ends_with(".st"))
-                .count()
-        })
-        .unwrap_or(0);
+    let remaining = layout.count_files("queue");
     if chatty {
         println!(
             "relayq: flush done in {:.1}s: {} message(s) tried, {} recipient(s) delivered, {} deferred, {} bounced; {remaining} message(s) still queued",

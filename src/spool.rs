@@ -59,6 +59,17 @@ impl Layout {
     pub fn dir(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
+    /// Files in one spool directory, state logs (`.st`) not counted.
+    pub fn count_files(&self, name: &str) -> usize {
+        std::fs::read_dir(self.dir(name))
+            .map(|r| {
+                r.filter_map(|e| e.ok())
+                    .filter(|e| !e.file_name().to_string_lossy().ends_with(".st"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.root.join("run").join("submit.sock")
     }

@@ -22,14 +22,7 @@ fn soak_kills_and_flapping_relay_lose_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     // Plain SMTP on loopback: the soak is about the queue, and the Python relay's TLS
     // handshakes would dominate the run (TLS is covered by daemon_relay.rs).
-    let relay = Relay::start(
-        tmp.path(),
-        RelayOpts {
-            tls: "none",
-            auth: None,
-            ..Default::default()
-        },
-    );
+    let relay = Relay::start(tmp.path(), RelayOpts::plain());
     // Per MAIL command, across all sessions: accept, 451, drop the connection at DATA.
     relay.set_faults(r#"{"mode": "cycle", "cycle": ["ok", "451", "disconnect"]}"#);
     let relay_cfg = format!(

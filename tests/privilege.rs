@@ -142,14 +142,7 @@ impl Host {
         let (spool_uid, spool_gid) = ensure_user(USER);
         let tmp = tempfile::tempdir().unwrap();
         chmod(tmp.path(), 0o755);
-        let relay = Relay::start(
-            tmp.path(),
-            RelayOpts {
-                tls: "none",
-                auth: None,
-                ..Default::default()
-            },
-        );
+        let relay = Relay::start(tmp.path(), RelayOpts::plain());
         let env = Env::new(
             &format!(
                 "url = \"smtp://127.0.0.1:{}\"\nallow_plaintext = true",

@@ -58,6 +58,17 @@ impl Default for RelayOpts {
     }
 }
 
+impl RelayOpts {
+    /// Plain SMTP without AUTH on loopback: for tests about the queue, not the session.
+    pub fn plain() -> Self {
+        RelayOpts {
+            tls: "none",
+            auth: None,
+            ..Default::default()
+        }
+    }
+}
+
 impl Relay {
     pub fn start(dir: &Path, o: RelayOpts) -> Relay {
         let ca = ca_dir();
