@@ -26,7 +26,8 @@ Commands:
                          (show/hold/release/delete: root and the spool's owner
                          on any message; other users on their own, via the daemon)
   status [--json] [--stuck-after 1h] [--metrics FILE]
-                         daemon, queue counts, oldest message; exit 1 when mail is stuck
+                         daemon, relay, queue counts, oldest message, last delivery;
+                         exit 1 when mail (or the relay) is stuck
   test [--to ADDR] [--no-send]
                          check DNS, TCP, TLS, AUTH, the sender, and send a test message
   import --from nullmailer|msmtp|ssmtp|dma|postfix [--path P] [--dry-run] [--force]
