@@ -175,7 +175,7 @@ fn interactive_on_a_terminal_without_echoing_the_password() {
             .to_string(),
         serde_json::json!([
             ["SMTP user name", "user"],
-            ["not shown", "secret"],
+            ["not shown", "secret", "hidden"],
             ["Admin address", "ops@example.com"],
             ["Sender address", "server@example.com"],
         ])

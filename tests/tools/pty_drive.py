@@ -4,12 +4,15 @@
 usage: pty_drive.py STEPS_JSON -- PROGRAM ARGS...
 
 STEPS_JSON is a list of [expect, answer] pairs: wait (at most 10 s) until `expect` has
-appeared in the program's output since the previous step, then type `answer` and Enter.
+appeared in the program's output since the previous step, then type `answer` and Enter. A
+step with a third element "hidden" is a password prompt: before typing, wait (at most 10 s)
+until the program has turned the terminal's echo off, as a person would see the cursor stop
+echoing. Typing before that would be echoed by the terminal whatever the program does next.
 Afterwards the rest of the output is read (at most 20 s). Prints the whole transcript (what
 the terminal showed, echo included) and exits with the program's exit code; 124 when a step
 or the end timed out (the program is killed).
 """
-import json, os, pty, select, signal, sys, time
+import json, os, pty, select, signal, sys, termios, time
 
 def main():
     sep = sys.argv.index("--")
@@ -36,15 +39,26 @@ def main():
                 out += data
         return False
     code = None
-    for expect, answer in steps:
+    def echo_off_by(deadline):
+        while time.monotonic() < deadline:
+            if not termios.tcgetattr(fd)[3] & termios.ECHO:
+                return True
+            read_for(time.monotonic() + 0.05)
+        return False
+    def give_up(why):
+        sys.stdout.write(out.decode("utf-8", "replace"))
+        sys.stdout.write(f"\n[pty_drive: {why}]\n")
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        sys.exit(124)
+    for step in steps:
+        expect, answer = step[0], step[1]
         want = expect.encode()
         if not read_for(time.monotonic() + 10, want):
-            sys.stdout.write(out.decode("utf-8", "replace"))
-            sys.stdout.write(f"\n[pty_drive: timed out waiting for {expect!r}]\n")
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            sys.exit(124)
+            give_up(f"timed out waiting for {expect!r}")
         seen = out.index(want, seen) + len(want)
+        if "hidden" in step[2:] and not echo_off_by(time.monotonic() + 10):
+            give_up(f"echo still on 10 s after {expect!r}")
         os.write(fd, answer.encode() + b"\r")
     if not read_for(time.monotonic() + 20):
         os.kill(pid, signal.SIGKILL)
