@@ -25,11 +25,46 @@ pub enum Kind {
     Delay { retry_until: u64 },
 }
 
+/// What of the original message a DSN returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Original<'a> {
+    /// The header section (CRLF lines, no blank line at the end), as text/rfc822-headers:
+    /// the default, and always for delay warnings (RFC 3461 §4.3).
+    Headers(&'a [u8]),
+    /// The whole message (RET=FULL on a bounce), as message/rfc822; `eight_bit` when it
+    /// has bytes above 127, so the part says 8bit.
+    Full { message: &'a [u8], eight_bit: bool },
+    /// RET=FULL, but the message was larger than `limit` bytes: its headers only, and the
+    /// notification says why.
+    TooLarge { headers: &'a [u8], limit: usize },
+}
+
+/// The most of an original message a bounce returns for RET=FULL (1 MiB): a larger bounce
+/// risks the relay's size limit and the sender's quota; its headers identify it.
+pub const FULL_LIMIT: usize = 1 << 20;
+
+/// Whether a recipient's DSN NOTIFY parameter (RFC 3461 §4.1) asks for a bounce when it
+/// fails: without one the default applies (it does); NEVER, or a list without FAILURE,
+/// means none.
+pub fn wants_failure(notify: Option<&str>) -> bool {
+    notify_has(notify, "FAILURE")
+}
+
+/// Whether RET (RFC 3461 §4.3) asks for the whole message in a bounce; the default is the
+/// headers only.
+pub fn wants_full(ret: Option<&str>) -> bool {
+    ret.is_some_and(|r| r.trim().eq_ignore_ascii_case("FULL"))
+}
+
+fn notify_has(notify: Option<&str>, what: &str) -> bool {
+    notify.is_none_or(|n| n.split(',').any(|x| x.trim().eq_ignore_ascii_case(what)))
+}
+
 /// Whether a recipient's DSN NOTIFY parameter (RFC 3461 §4.1) asks for a delay notification:
 /// without one the default applies (relayq sends them); NEVER, or a list without DELAY, means
 /// none.
 pub fn wants_delay(notify: Option<&str>) -> bool {
-    notify.is_none_or(|n| n.split(',').any(|x| x.trim().eq_ignore_ascii_case("DELAY")))
+    notify_has(notify, "DELAY")
 }
 
 /// The enhanced status code in a reply ("550 5.1.1 ..." → "5.1.1"), or one derived from
@@ -59,10 +94,8 @@ pub struct Dsn<'a> {
     pub now: u64,
     pub envid: Option<&'a str>,
     pub rcpts: Vec<Recipient<'a>>,
-    /// The original header section (CRLF lines, no blank line at the end). Headers only,
-    /// whatever RET says: a delay DSN reports no failure, and RFC 3461 §4.3 says to return
-    /// only the headers then; bounces return the headers too (RET=FULL is not honoured).
-    pub original_headers: &'a [u8],
+    /// What of the original is returned: see `Original`.
+    pub original: Original<'a>,
     pub kind: Kind,
 }
 
@@ -80,7 +113,7 @@ impl Dsn<'_> {
 
     pub fn build(&self, boundary: &str, message_id: &str) -> Vec<u8> {
         let mut m = String::new();
-        let (subject, action, intro, part) = match self.kind {
+        let (subject, action, mut intro, part) = match self.kind {
             Kind::Failure => (
                 "Undelivered Mail Returned to Sender",
                 "failed",
@@ -88,7 +121,7 @@ impl Dsn<'_> {
                     "Your message (queue ID {}) could not be delivered to one or more recipients. It has been given up.",
                     self.queue_id
                 ),
-                "Undelivered Message Headers",
+                "Undelivered Message",
             ),
             Kind::Delay { retry_until } => (
                 "Delayed Mail (still being retried)",
@@ -99,9 +132,15 @@ impl Dsn<'_> {
                     human_duration(self.now.saturating_sub(self.arrival)),
                     rfc5322_date(retry_until as i64)
                 ),
-                "Delayed Message Headers",
+                "Delayed Message",
             ),
         };
+        if let Original::TooLarge { limit, .. } = self.original {
+            intro.push_str(&format!(
+                " The message was larger than {} KiB, so only its headers are returned.",
+                limit / 1024
+            ));
+        }
         m.push_str(&format!("From: Mail Delivery System <{}>\r\n", self.from));
         m.push_str(&format!("To: <{}>\r\n", self.to));
         m.push_str(&format!("Subject: {subject}\r\n"));
@@ -156,10 +195,29 @@ impl Dsn<'_> {
                 ));
             }
         }
-        m.push_str(&format!("\r\n--{boundary}\r\nContent-Description: {part}\r\nContent-Type: text/rfc822-headers\r\n\r\n"));
+        let (ctype, original) = match self.original {
+            Original::Headers(h) | Original::TooLarge { headers: h, .. } => (
+                format!("{part} Headers\r\nContent-Type: text/rfc822-headers"),
+                h,
+            ),
+            Original::Full { message, eight_bit } => (
+                format!(
+                    "{part}\r\nContent-Type: message/rfc822{}",
+                    if eight_bit {
+                        "\r\nContent-Transfer-Encoding: 8bit"
+                    } else {
+                        ""
+                    }
+                ),
+                message,
+            ),
+        };
+        m.push_str(&format!(
+            "\r\n--{boundary}\r\nContent-Description: {ctype}\r\n\r\n"
+        ));
         let mut out = m.into_bytes();
-        out.extend_from_slice(self.original_headers);
-        if !self.original_headers.ends_with(b"\r\n") {
+        out.extend_from_slice(original);
+        if !original.ends_with(b"\r\n") {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
@@ -210,7 +268,7 @@ mod tests {
                 reply: "550 5.1.1 no such user",
                 remote: Some("relay.example"),
             }],
-            original_headers: b"Subject: hi\r\nTo: bad@x.org",
+            original: Original::Headers(b"Subject: hi\r\nTo: bad@x.org"),
             kind: Kind::Failure,
         };
         let out = String::from_utf8(d.build("BND", "<m@x>")).unwrap();
@@ -243,7 +301,7 @@ mod tests {
             now: 1_700_000_000 + 4 * 3600,
             envid: Some("E1"),
             rcpts,
-            original_headers: b"Subject: hi\r\nTo: slow@x.org\r\n",
+            original: Original::Headers(b"Subject: hi\r\nTo: slow@x.org\r\n"),
             kind: Kind::Delay {
                 retry_until: 1_700_000_000 + 5 * 86400,
             },
@@ -331,7 +389,7 @@ mod tests {
                 reply: "451 4.2.0 greylisted",
                 remote: None,
             }],
-            original_headers: b"",
+            original: Original::Headers(b""),
             kind: Kind::Failure,
         };
         let out = String::from_utf8(d.build("B", "<m@x>")).unwrap();
@@ -350,6 +408,63 @@ mod tests {
         assert!(!wants_delay(Some("FAILURE")));
         assert!(!wants_delay(Some("SUCCESS,FAILURE")));
         assert!(!wants_delay(Some("")));
+    }
+
+    #[test]
+    fn notify_decides_bounces_and_ret_what_they_return() {
+        assert!(wants_failure(None));
+        assert!(wants_failure(Some("FAILURE")));
+        assert!(wants_failure(Some("success,failure")));
+        assert!(!wants_failure(Some("NEVER")));
+        assert!(!wants_failure(Some("DELAY")));
+        assert!(wants_full(Some("FULL")) && wants_full(Some("full")));
+        assert!(!wants_full(None) && !wants_full(Some("HDRS")));
+    }
+
+    #[test]
+    fn full_and_too_large_originals() {
+        let dsn = |original| Dsn {
+            reporting_host: "h",
+            from: "f@x",
+            to: "t@x",
+            queue_id: "Q",
+            arrival: 0,
+            now: 0,
+            envid: None,
+            rcpts: vec![Recipient {
+                rcpt: "a@x.org",
+                orcpt: None,
+                reply: "550 5.1.1 no",
+                remote: None,
+            }],
+            original,
+            kind: Kind::Failure,
+        };
+        let msg = b"Subject: s\r\n\r\nline one\r\nlast line\r\n";
+        let out = dsn(Original::Full {
+            message: msg,
+            eight_bit: false,
+        })
+        .build("B", "<m@x>");
+        let out = String::from_utf8(out).unwrap();
+        // The message keeps its last line end: the CRLF before the boundary is the boundary's.
+        assert!(
+            out.ends_with("Content-Description: Undelivered Message\r\nContent-Type: message/rfc822\r\n\r\nSubject: s\r\n\r\nline one\r\nlast line\r\n\r\n--B--\r\n"),
+            "{out}"
+        );
+        let out = dsn(Original::TooLarge {
+            headers: b"Subject: s",
+            limit: FULL_LIMIT,
+        })
+        .build("B", "<m@x>");
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains("larger than 1024 KiB, so only its headers are returned"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("Content-Type: text/rfc822-headers\r\n\r\nSubject: s\r\n\r\n--B--\r\n")
+        );
     }
 
     #[test]

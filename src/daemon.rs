@@ -1400,7 +1400,8 @@ impl Daemon {
         }
     }
 
-    /// All recipients are done: bounce the failed ones (once), then retire the message.
+    /// All recipients are done: bounce the failed ones (once; those whose NOTIFY allows
+    /// it), then retire the message.
     fn finish(&mut self, id: &str) {
         let Some(m) = self.msgs.get(id) else { return };
         let failed: Vec<usize> = m
@@ -1411,6 +1412,11 @@ impl Daemon {
             .filter(|(_, r)| matches!(r, RcptState::Failed(..)))
             .map(|(i, _)| i)
             .collect();
+        let notify: Vec<usize> = failed
+            .iter()
+            .copied()
+            .filter(|&i| bounce::wants_failure(m.env.rcpts[i].notify.as_deref()))
+            .collect();
         let path = m.path.clone();
         if failed.is_empty() {
             let _ = fs::remove_file(&path);
@@ -1419,8 +1425,10 @@ impl Daemon {
             self.msgs.remove(id);
             return;
         }
-        if !m.state.bounced {
-            match self.queue_dsn(id, &failed, bounce::Kind::Failure) {
+        if !m.state.bounced && notify.is_empty() {
+            info!("{id}: no bounce (NOTIFY excludes FAILURE)");
+        } else if !m.state.bounced {
+            match self.queue_dsn(id, &notify, bounce::Kind::Failure) {
                 Ok(Some(bid)) => info!("{id}: sender non-delivery notification: {bid}"),
                 Ok(None) => {}
                 Err(e) => {
@@ -1557,6 +1565,34 @@ impl Daemon {
                 headers.extend_from_slice(&line);
             }
         }
+        // RET=FULL on a bounce: the whole message, when it is small enough to send back.
+        let size = fs::metadata(&m.path)
+            .map(|md| md.len().saturating_sub(m.body_offset))
+            .unwrap_or(u64::MAX);
+        let full =
+            (kind == bounce::Kind::Failure && bounce::wants_full(env.ret.as_deref())).then(|| {
+                if size > bounce::FULL_LIMIT as u64 {
+                    return None;
+                }
+                let mut f = File::open(&m.path).ok()?;
+                f.seek(SeekFrom::Start(m.body_offset)).ok()?;
+                let mut all = Vec::with_capacity(size as usize);
+                f.take(bounce::FULL_LIMIT as u64 + 1)
+                    .read_to_end(&mut all)
+                    .ok()?;
+                (all.len() <= bounce::FULL_LIMIT).then_some(all)
+            });
+        let original = match &full {
+            None => bounce::Original::Headers(&headers),
+            Some(None) => bounce::Original::TooLarge {
+                headers: &headers,
+                limit: bounce::FULL_LIMIT,
+            },
+            Some(Some(all)) => bounce::Original::Full {
+                message: all,
+                eight_bit: !all.is_ascii(),
+            },
+        };
         let replies: Vec<(String, String, Option<String>)> = rcpts
             .iter()
             .map(|&i| {
@@ -1593,7 +1629,7 @@ impl Daemon {
                     remote: remote.as_deref(),
                 })
                 .collect(),
-            original_headers: &headers,
+            original,
             kind,
         };
         let bid = spool::new_id();

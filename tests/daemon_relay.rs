@@ -1085,3 +1085,76 @@ fn reload_moves_to_the_new_relay_at_once() {
     assert_eq!(subject_of(&got[0]), "after");
     assert_eq!(old.arrived().len(), 1, "nothing more through the old relay");
 }
+
+#[test]
+fn bounces_follow_notify_and_ret() {
+    // RFC 3461: NOTIFY=NEVER (or a list without FAILURE) means no bounce; RET=FULL returns
+    // the whole message, RET=HDRS and no RET its headers only.
+    let (env, relay) = setup(RelayOpts::default(), "smtp");
+    relay.set_faults(r#"{"rcpt": {"bad@example.org": "550 5.1.1 no such user"}}"#);
+    for (args, subject) in [
+        (&["-N", "never"][..], "never"),
+        (&["-N", "success,delay"][..], "nofailure"),
+        (&["-R", "full", "-N", "failure"][..], "full"),
+        (&["-R", "hdrs"][..], "hdrs"),
+        (&[][..], "default"),
+    ] {
+        let mut argv = vec!["-f", "app@example.net"];
+        argv.extend_from_slice(args);
+        argv.push("bad@example.org");
+        let msg = format!("Subject: {subject}\n\nthe body of {subject}, caf\u{e9}\n");
+        let o = env.sendmail(&argv, msg.as_bytes());
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = env.flush();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(env.count("failed"), 5, "every original kept in failed/");
+    assert_eq!(
+        stderr(&o)
+            .matches("no bounce (NOTIFY excludes FAILURE)")
+            .count(),
+        2,
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(env.queued(), 3, "three bounces queued");
+    relay.set_faults("{}");
+    assert!(env.flush().status.success());
+    let got = relay.arrived();
+    assert_eq!(got.len(), 3, "{got:?}");
+    let bounce = |subject: &str| {
+        let want = format!("Subject: {subject}\r\n");
+        got.iter()
+            .map(|m| m["data"].as_str().unwrap().to_string())
+            .find(|d| d.contains(&want))
+            .unwrap_or_else(|| panic!("no bounce for {subject}: {got:?}"))
+    };
+    let full = bounce("full");
+    assert!(
+        full.contains("Content-Type: message/rfc822\r\nContent-Transfer-Encoding: 8bit\r\n"),
+        "{full}"
+    );
+    // The relay shows the bytes as latin-1: back to bytes, then the UTF-8 body is whole.
+    let bytes: Vec<u8> = full.chars().map(|c| c as u32 as u8).collect();
+    let text = String::from_utf8(bytes.clone()).expect("the body's UTF-8 is intact");
+    assert!(text.contains("the body of full, caf\u{e9}\r\n"), "{text}");
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&bytes[..])
+        .unwrap();
+    let inner = parsed
+        .parts
+        .iter()
+        .find_map(|p| match &p.body {
+            mail_parser::PartType::Message(m) => Some(m),
+            _ => None,
+        })
+        .expect("an attached message");
+    assert_eq!(inner.subject(), Some("full"));
+    assert!(inner.body_text(0).unwrap().contains("the body of full"));
+    for subject in ["hdrs", "default"] {
+        let b = bounce(subject);
+        assert!(b.contains("Content-Type: text/rfc822-headers"), "{b}");
+        assert!(!b.contains("the body of"), "headers only: {b}");
+    }
+    assert_eq!(env.queued(), 0);
+}
