@@ -148,6 +148,9 @@ pub struct Imported {
     pub sender: Sourced,
     pub domain: Sourced,
     pub aliases: Sourced,
+    /// `[queue]` settings as relayq durations ("4h"): when to warn, when to give up.
+    pub warn_after: Sourced,
+    pub lifetime: Sourced,
     pub notes: Vec<String>,
 }
 
@@ -885,6 +888,30 @@ fn postfix_params(text: &str) -> Vec<(String, String)> {
 }
 
 /// Expand `$name` / `${name}` / `$(name)` from the parameters (bounded depth).
+/// A Postfix time value ("4h", "90m", "5d", "1w", or a bare number in `unit`) in seconds.
+fn postfix_time(v: &str, unit: u64) -> Option<u64> {
+    let v = v.trim();
+    let (num, mult) = match v.char_indices().last()? {
+        (i, 's') => (&v[..i], 1),
+        (i, 'm') => (&v[..i], 60),
+        (i, 'h') => (&v[..i], 3600),
+        (i, 'd') => (&v[..i], 86400),
+        (i, 'w') => (&v[..i], 7 * 86400),
+        _ => (v, unit),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// Seconds as relayq writes a duration: the largest unit that divides it ("4h", "90m").
+fn duration_text(secs: u64) -> String {
+    match secs {
+        s if s % 86400 == 0 => format!("{}d", s / 86400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 fn postfix_expand(v: &str, params: &[(String, String)], depth: usize) -> String {
     let mut out = String::new();
     let mut rest = v;
@@ -1029,6 +1056,35 @@ pub fn postfix(src: &Sources) -> std::result::Result<Imported, String> {
     }
     if let Some(a) = (src.read)("/etc/aliases").as_deref().and_then(root_alias) {
         set(&mut imp.admin, &a, "/etc/aliases root");
+    }
+    // Delay warnings (off unless set; a bare number is hours) and the queue lifetime (a
+    // bare number is days; 0 = try once, which relayq does not do).
+    if let Some(v) = get("delay_warning_time") {
+        match postfix_time(&v, 3600) {
+            Some(0) => {}
+            Some(t) => set(
+                &mut imp.warn_after,
+                &duration_text(t),
+                &format!("delay_warning_time = {v}"),
+            ),
+            None => imp.skip(
+                format!("delay_warning_time = {v}"),
+                "not a time: not carried over",
+            ),
+        }
+    }
+    if let Some(v) = get("maximal_queue_lifetime") {
+        match postfix_time(&v, 86400) {
+            Some(0) | None => imp.skip(
+                format!("maximal_queue_lifetime = {v}"),
+                "relayq needs a lifetime above 0 (it retries until then): not carried over",
+            ),
+            Some(t) => set(
+                &mut imp.lifetime,
+                &duration_text(t),
+                &format!("maximal_queue_lifetime = {v}"),
+            ),
+        }
     }
     for (k, why) in [
         ("sender_canonical_maps", WHY_FROM),
@@ -1235,6 +1291,16 @@ pub fn render(
                 quote(v)
             ));
         }
+    }
+    let mut queue = String::new();
+    for (k, slot) in [("warn_after", &imp.warn_after), ("lifetime", &imp.lifetime)] {
+        if let Some((v, from)) = slot {
+            queue.push_str(&format!("{k} = {}\n", quote(v)));
+            carried.push(format!("queue.{k} = {}   (from {from})", quote(v)));
+        }
+    }
+    if !queue.is_empty() {
+        toml.push_str(&format!("\n[queue]\n{queue}"));
     }
     if imp.admin.is_none() {
         notes.push("no admin address found: set address.admin, where mail for root and other local accounts goes".into());
@@ -1537,6 +1603,52 @@ mod tests {
         );
         assert_eq!(r.toml.matches("password_file").count(), 2, "{}", r.toml);
         assert!(parse_with(Tool::Postfix, "relayhost =\n", &[]).is_err());
+        // Queue times: a bare number is hours for delay_warning_time, days for the lifetime.
+        for (conf, want, note) in [
+            (
+                "delay_warning_time = 4\nmaximal_queue_lifetime = 3\n",
+                ["warn_after = \"4h\"", "lifetime = \"3d\""],
+                None,
+            ),
+            (
+                "delay_warning_time = 90m\nmaximal_queue_lifetime = 1w\n",
+                ["warn_after = \"90m\"", "lifetime = \"7d\""],
+                None,
+            ),
+            (
+                "delay_warning_time = 0h\nmaximal_queue_lifetime = 0\n",
+                ["", ""],
+                Some("maximal_queue_lifetime = 0"),
+            ),
+            (
+                "delay_warning_time = soon\n",
+                ["", ""],
+                Some("delay_warning_time = soon"),
+            ),
+        ] {
+            let r = ok(
+                Tool::Postfix,
+                &format!("relayhost = [mx.example.com]:587\n{conf}"),
+                &[],
+            );
+            for w in want.iter().filter(|w| !w.is_empty()) {
+                assert!(
+                    r.toml.contains("[queue]\n") && r.toml.contains(w),
+                    "{conf}: {}",
+                    r.toml
+                );
+            }
+            if want[0].is_empty() {
+                assert!(!r.toml.contains("warn_after"), "{conf}: {}", r.toml);
+            }
+            if let Some(n) = note {
+                assert!(
+                    r.notes.iter().any(|x| x.starts_with(n)),
+                    "{conf}: {:?}",
+                    r.notes
+                );
+            }
+        }
     }
 
     #[test]

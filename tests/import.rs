@@ -205,6 +205,11 @@ fn postfix_default_and_edited() {
         "smtp_tls_security_level = encrypt: postfix did not check",
     );
     has(&c, "sender_canonical_maps");
+    // The "delayed mail" warnings the Debian main.cf suggests uncommenting carry over.
+    assert_eq!(
+        c.cfg.queue.warn_after,
+        Some(std::time::Duration::from_secs(4 * 3600))
+    );
 }
 
 #[test]
