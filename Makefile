@@ -15,7 +15,7 @@ REL     ?= target/release
 # What `install` builds first; scripts/mkdeb.sh sets it empty to stage already-built binaries.
 INSTALL_NEEDS ?= build
 
-.PHONY: all build deps test check fmt clippy unit integration fuzz demo bench install uninstall deb clean
+.PHONY: all build deps test check fmt clippy unit integration fuzz demo bench install uninstall deb lint-deb clean
 
 all: build
 
@@ -47,6 +47,14 @@ clean:
 deb: build
 	bash scripts/mkdeb.sh
 
+# lintian on that package, installing lintian first if it is missing (apt-get, as root).
+# Not part of `make test`: lintian's install is large. Fails on an error or a warning;
+# contrib/debian/lintian-overrides holds the deliberate exceptions (docs/install.md).
+lint-deb: build
+	@command -v lintian >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lintian; }
+	deb=$$(bash scripts/mkdeb.sh) && lintian --info --display-info --pedantic --fail-on error,warning "$$deb"
+
 # ---- install -------------------------------------------------------------------------
 # Safe to re-run: keeps config, secrets and queued mail. Refuses to replace another MTA's
 # sendmail unless FORCE=1.
@@ -76,6 +84,12 @@ install: $(INSTALL_NEEDS)
 	ln -sf ../sbin/relayq $(DESTDIR)$(BINDIR)/newaliases
 	install -m 0644 docs/man/sendmail.8 docs/man/relayq.8 $(DESTDIR)$(MANDIR)/man8/
 	install -m 0644 docs/man/relayq.toml.5 $(DESTDIR)$(MANDIR)/man5/
+# A page for every program, linked to the page that documents it: mailq, newaliases (the
+# NAME line) and relayq-postdrop (PRIVILEGES) in sendmail.8, relayq-doctor in relayq.8.
+	ln -sf sendmail.8 $(DESTDIR)$(MANDIR)/man8/mailq.8
+	ln -sf sendmail.8 $(DESTDIR)$(MANDIR)/man8/newaliases.8
+	ln -sf sendmail.8 $(DESTDIR)$(MANDIR)/man8/relayq-postdrop.8
+	ln -sf relayq.8 $(DESTDIR)$(MANDIR)/man8/relayq-doctor.8
 	install -m 0644 contrib/relayq.service contrib/relayq-flush.service contrib/relayq-flush.timer $(DESTDIR)$(UNITDIR)/
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/relayq
 	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/relayq/relayq.toml ]; then \
@@ -93,5 +107,6 @@ uninstall:
 	for l in $(DESTDIR)$(SBINDIR)/sendmail $(DESTDIR)$(PREFIX)/lib/sendmail $(DESTDIR)$(BINDIR)/mailq $(DESTDIR)$(BINDIR)/newaliases; do \
 	  if readlink $$l | grep -q relayq; then rm -f $$l; fi; done
 	rm -f $(DESTDIR)$(MANDIR)/man8/sendmail.8 $(DESTDIR)$(MANDIR)/man8/relayq.8 $(DESTDIR)$(MANDIR)/man5/relayq.toml.5
+	rm -f $(DESTDIR)$(MANDIR)/man8/mailq.8 $(DESTDIR)$(MANDIR)/man8/newaliases.8 $(DESTDIR)$(MANDIR)/man8/relayq-postdrop.8 $(DESTDIR)$(MANDIR)/man8/relayq-doctor.8
 	rm -f $(DESTDIR)$(UNITDIR)/relayq.service $(DESTDIR)$(UNITDIR)/relayq-flush.service $(DESTDIR)$(UNITDIR)/relayq-flush.timer
 	@echo "Kept: $(SYSCONFDIR)/relayq (config, secrets) and $(SPOOL) (queued mail). Remove them by hand if you want."
