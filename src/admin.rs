@@ -550,6 +550,9 @@ pub struct RelayStatus {
     pub state: state::RelayState,
     /// Down longer than --stuck-after.
     pub stuck: bool,
+    /// No mail waiting: a "down" state is only what the last attempt found (nothing
+    /// retries it until the next message).
+    pub idle: bool,
 }
 
 /// Whether a daemon (or flush) runs on this spool, and its pid: it holds run/daemon.lock,
@@ -620,6 +623,7 @@ pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Stat
         relay: state::RelayState::load(&state::RelayState::path(layout)).map(|r| RelayStatus {
             // A relay last seen down with nothing waiting holds no mail up (the state is
             // only rechecked when there is mail to send).
+            idle: incoming + queued + held == 0,
             stuck: !r.up
                 && incoming + queued + held > 0
                 && r.down_since
@@ -705,7 +709,7 @@ fn relay_line(r: &RelayStatus) -> String {
         return "up".into();
     }
     let date = |t: u64| crate::message::rfc5322_date(t as i64);
-    let mut line = String::from("down");
+    let mut line = String::from(if r.idle { "last seen down" } else { "down" });
     if let Some(t) = st.down_since {
         line.push_str(&format!(
             " since {} ({} ago)",
@@ -714,8 +718,10 @@ fn relay_line(r: &RelayStatus) -> String {
         ));
     }
     line.push_str(&format!(": {}", st.reason.as_deref().unwrap_or("unknown")));
-    if let Some(t) = st.next_try {
-        line.push_str(&format!("; next try {}", date(t)));
+    match st.next_try {
+        _ if r.idle => line.push_str(" (no mail waiting: the next message tries it again)"),
+        Some(t) => line.push_str(&format!("; next try {}", date(t))),
+        None => {}
     }
     if r.stuck {
         line.push_str("  <- STUCK");

@@ -699,6 +699,29 @@ fn relay_down_shows_in_status_mailq_and_show() {
     std::thread::sleep(Duration::from_millis(1100));
     assert!(env.flush().status.success());
     assert_eq!(status_json(&env, "1h").1["relay"]["down_since"], since);
+    // With the mail deleted nothing retries the relay: status says it was last seen down,
+    // not that a next try is due, and that is not stuck.
+    let spare = env.path().join("spare");
+    std::fs::create_dir_all(&spare).unwrap();
+    let queued: Vec<_> = std::fs::read_dir(env.spool("queue"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for p in &queued {
+        std::fs::rename(p, spare.join(p.file_name().unwrap())).unwrap();
+    }
+    let o = env.relayq(&["status", "--stuck-after", "0s"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.contains("relay:         last seen down since ")
+            && out.contains("(no mail waiting: the next message tries it again)")
+            && !out.contains("next try"),
+        "{out}"
+    );
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    for p in &queued {
+        std::fs::rename(spare.join(p.file_name().unwrap()), p).unwrap();
+    }
     // Fixed: the relay is up, the mail delivered, the listing back to normal.
     std::fs::write(env.path().join("password"), "other\n").unwrap();
     assert!(env.flush().status.success());
