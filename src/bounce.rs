@@ -96,6 +96,9 @@ pub struct Dsn<'a> {
     pub rcpts: Vec<Recipient<'a>>,
     /// What of the original is returned: see `Original`.
     pub original: Original<'a>,
+    /// Other recipients of the message still being tried (a bounce sent as soon as some
+    /// recipients failed): the notification says so.
+    pub still_trying: usize,
     pub kind: Kind,
 }
 
@@ -135,6 +138,12 @@ impl Dsn<'_> {
                 "Delayed Message",
             ),
         };
+        if self.kind == Kind::Failure && self.still_trying > 0 {
+            intro.push_str(&format!(
+                " Delivery to its other {} recipient(s) is still being attempted; you will hear again only if that fails too.",
+                self.still_trying
+            ));
+        }
         if let Original::TooLarge { limit, .. } = self.original {
             intro.push_str(&format!(
                 " The message was larger than {} KiB, so only its headers are returned.",
@@ -269,6 +278,7 @@ mod tests {
                 remote: Some("relay.example"),
             }],
             original: Original::Headers(b"Subject: hi\r\nTo: bad@x.org"),
+            still_trying: 0,
             kind: Kind::Failure,
         };
         let out = String::from_utf8(d.build("BND", "<m@x>")).unwrap();
@@ -302,6 +312,7 @@ mod tests {
             envid: Some("E1"),
             rcpts,
             original: Original::Headers(b"Subject: hi\r\nTo: slow@x.org\r\n"),
+            still_trying: 0,
             kind: Kind::Delay {
                 retry_until: 1_700_000_000 + 5 * 86400,
             },
@@ -390,6 +401,7 @@ mod tests {
                 remote: None,
             }],
             original: Original::Headers(b""),
+            still_trying: 0,
             kind: Kind::Failure,
         };
         let out = String::from_utf8(d.build("B", "<m@x>")).unwrap();
@@ -438,6 +450,7 @@ mod tests {
                 remote: None,
             }],
             original,
+            still_trying: 2,
             kind: Kind::Failure,
         };
         let msg = b"Subject: s\r\n\r\nline one\r\nlast line\r\n";
@@ -460,6 +473,10 @@ mod tests {
         let out = String::from_utf8(out).unwrap();
         assert!(
             out.contains("larger than 1024 KiB, so only its headers are returned"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Delivery to its other 2 recipient(s) is still being attempted"),
             "{out}"
         );
         assert!(

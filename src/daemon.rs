@@ -1374,6 +1374,11 @@ impl Daemon {
                     self.finish(&r.id);
                     return;
                 }
+                // Some recipients failed for good while others wait: bounce those now.
+                self.bounce_failed(&r.id);
+                let Some(m) = self.msgs.get_mut(&r.id) else {
+                    return;
+                };
                 let t = now();
                 let attempts = m.state.attempts + u32::from(message_deferral);
                 let delay = if message_deferral {
@@ -1400,47 +1405,31 @@ impl Daemon {
         }
     }
 
-    /// All recipients are done: bounce the failed ones (once; those whose NOTIFY allows
-    /// it), then retire the message.
+    /// All recipients are done: bounce the failed ones not bounced yet, then retire the
+    /// message.
     fn finish(&mut self, id: &str) {
         let Some(m) = self.msgs.get(id) else { return };
-        let failed: Vec<usize> = m
+        let path = m.path.clone();
+        if !m
             .state
             .rcpts
             .iter()
-            .enumerate()
-            .filter(|(_, r)| matches!(r, RcptState::Failed(..)))
-            .map(|(i, _)| i)
-            .collect();
-        let notify: Vec<usize> = failed
-            .iter()
-            .copied()
-            .filter(|&i| bounce::wants_failure(m.env.rcpts[i].notify.as_deref()))
-            .collect();
-        let path = m.path.clone();
-        if failed.is_empty() {
+            .any(|r| matches!(r, RcptState::Failed(..)))
+        {
             let _ = fs::remove_file(&path);
             let _ = fs::remove_file(state::path_for(&path));
             info!("{id}: removed");
             self.msgs.remove(id);
             return;
         }
-        if !m.state.bounced && notify.is_empty() {
-            info!("{id}: no bounce (NOTIFY excludes FAILURE)");
-        } else if !m.state.bounced {
-            match self.queue_dsn(id, &notify, bounce::Kind::Failure) {
-                Ok(Some(bid)) => info!("{id}: sender non-delivery notification: {bid}"),
-                Ok(None) => {}
-                Err(e) => {
-                    error!("{id}: cannot create bounce: {e}; will try again later");
-                    self.timers.insert((now() + 300, id.to_string()));
-                    return;
-                }
+        if !m.state.bounced {
+            if !self.bounce_failed(id) {
+                self.timers.insert((now() + 300, id.to_string()));
+                return;
             }
             let m = self.msgs.get_mut(id).expect("present");
             let _ = Journal::open(&state::path_for(&path))
                 .and_then(|mut j| j.record(&mut m.state, &[Event::Bounced]));
-            self.stats.bounced += failed.len() as u64;
         }
         let dst = self.layout().dir("failed").join(id);
         if fs::rename(&path, &dst).is_ok() {
@@ -1451,6 +1440,46 @@ impl Daemon {
             );
         }
         self.msgs.remove(id);
+    }
+
+    /// Bounce the recipients that failed and have not been reported yet (those whose NOTIFY
+    /// allows it), as soon as they fail: the sender learns of a bad address now, not when
+    /// the message's last recipient is done. Then `B <i>` journal lines, so that each is
+    /// bounced once (the DSN is durable first: a crash in between duplicates it, never loses
+    /// it). False when the bounce could not be queued: try again later.
+    fn bounce_failed(&mut self, id: &str) -> bool {
+        let Some(m) = self.msgs.get(id) else {
+            return true;
+        };
+        let failed = m.state.unreported();
+        if failed.is_empty() {
+            return true;
+        }
+        let notify: Vec<usize> = failed
+            .iter()
+            .copied()
+            .filter(|&i| bounce::wants_failure(m.env.rcpts[i].notify.as_deref()))
+            .collect();
+        if notify.is_empty() {
+            info!("{id}: no bounce (NOTIFY excludes FAILURE)");
+        } else {
+            match self.queue_dsn(id, &notify, bounce::Kind::Failure) {
+                Ok(Some(bid)) => info!("{id}: sender non-delivery notification: {bid}"),
+                Ok(None) => {}
+                Err(e) => {
+                    error!("{id}: cannot create bounce: {e}; will try again later");
+                    return false;
+                }
+            }
+            self.stats.bounced += notify.len() as u64;
+        }
+        let path = state::path_for(&self.msgs[id].path);
+        let m = self.msgs.get_mut(id).expect("present");
+        let events: Vec<Event> = failed.into_iter().map(Event::Reported).collect();
+        if let Err(e) = Journal::open(&path).and_then(|mut j| j.record(&mut m.state, &events)) {
+            error!("{id}: cannot record the bounce: {e}");
+        }
+        true
     }
 
     /// Messages still undelivered `queue.warn_after` after arrival: one delay DSN each, to
@@ -1630,6 +1659,10 @@ impl Daemon {
                 })
                 .collect(),
             original,
+            still_trying: match kind {
+                bounce::Kind::Failure => m.state.pending().count(),
+                bounce::Kind::Delay { .. } => 0,
+            },
             kind,
         };
         let bid = spool::new_id();

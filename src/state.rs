@@ -32,6 +32,10 @@ pub struct State {
     /// Earliest time of the next attempt (unix seconds).
     pub next: u64,
     pub bounced: bool,
+    /// Per recipient: its failure has been dealt with (reported in a bounce, or due to
+    /// nobody), so no later bounce repeats it. `B <i>` lines; `b 1` covers every recipient
+    /// failed by then.
+    pub reported: Vec<bool>,
     /// The delay warning (`queue.warn_after`) was queued, or was not due to anyone.
     pub warned: bool,
     pub held: bool,
@@ -55,6 +59,7 @@ impl State {
     pub fn new(n: usize) -> State {
         State {
             rcpts: vec![RcptState::Pending; n],
+            reported: vec![false; n],
             ..State::default()
         }
     }
@@ -98,7 +103,21 @@ impl State {
                 self.next = a.parse().unwrap_or(0);
                 self.attempts = t as u32;
             }
-            "b" => self.bounced = true,
+            "b" => {
+                self.bounced = true;
+                for (r, rep) in self.rcpts.iter().zip(self.reported.iter_mut()) {
+                    *rep |= matches!(r, RcptState::Failed(..));
+                }
+            }
+            "B" => {
+                if let Some(r) = a
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| self.reported.get_mut(i))
+                {
+                    *r = true;
+                }
+            }
             "w" => self.warned = true,
             "h" => self.held = a == "1",
             _ => {}
@@ -111,6 +130,17 @@ impl State {
             .enumerate()
             .filter(|(_, r)| !r.is_done())
             .map(|(i, _)| i)
+    }
+
+    /// Failed recipients not yet reported in a bounce.
+    pub fn unreported(&self) -> Vec<usize> {
+        self.rcpts
+            .iter()
+            .zip(&self.reported)
+            .enumerate()
+            .filter(|(_, (r, rep))| matches!(r, RcptState::Failed(..)) && !**rep)
+            .map(|(i, _)| i)
+            .collect()
     }
 
     pub fn all_done(&self) -> bool {
@@ -156,6 +186,8 @@ pub enum Event {
     /// Next attempt time and the attempt count so far.
     Next(u64, u32),
     Bounced,
+    /// Recipient i's failure has been reported (or was due to nobody): `B <i>`.
+    Reported(usize),
     /// The delay warning was queued (or was due to nobody), at this time: `w <time>`.
     Warned(u64),
     Held(bool),
@@ -169,6 +201,7 @@ impl Event {
             Event::Failed(i, t, r) => format!("f {i} {t} {}", clean(r)),
             Event::Next(t, a) => format!("n {t} {a}"),
             Event::Bounced => "b 1".into(),
+            Event::Reported(i) => format!("B {i}"),
             Event::Warned(t) => format!("w {t}"),
             Event::Held(h) => format!("h {}", u8::from(*h)),
         }
@@ -473,8 +506,16 @@ mod tests {
         std::fs::write(&p, "t 0 5 451 later\n").unwrap();
         assert!(!State::load(&p, 1).warned, "old journals: not warned");
         // Out-of-range indices from a damaged log are ignored.
-        std::fs::write(&p, "d 99 1 x\nzz\n").unwrap();
+        std::fs::write(&p, "d 99 1 x\nzz\nB 99\n").unwrap();
         assert!(State::load(&p, 1).rcpts[0] == RcptState::Pending);
+        // Bounced recipients: `B <i>` each; an older journal's `b 1` covers every recipient
+        // failed by then, not one that fails later.
+        std::fs::write(&p, "f 0 5 550 no\nf 2 5 550 no\nB 0\n").unwrap();
+        assert_eq!(State::load(&p, 3).unreported(), vec![2]);
+        std::fs::write(&p, "f 0 5 550 no\nb 1\nf 1 6 550 no\n").unwrap();
+        let st = State::load(&p, 3);
+        assert_eq!(st.unreported(), vec![1]);
+        assert!(st.bounced);
     }
 
     #[test]
