@@ -2239,17 +2239,22 @@ pub fn flush(
         let chatty = nix::unistd::isatty(std::io::stdout()).unwrap_or(false) || !cfg.log.syslog;
         let what = filter.describe();
         if let Some(n) = reply.strip_prefix("OK flushing") {
+            let left = "`mailq` shows what is left";
             let line = match (n.trim().parse::<usize>().ok(), everything) {
-                (Some(n), true) => format!("the daemon is flushing the queue: {n} message(s)"),
-                (None, true) => "the daemon is flushing the queue".to_string(),
+                (Some(n), true) => {
+                    format!("the daemon is flushing the queue: {n} message(s); {left}")
+                }
+                (None, true) => format!("the daemon is flushing the queue; {left}"),
                 (Some(0), false) => format!("no queued message matches {what}: nothing to flush"),
                 (Some(n), false) => {
-                    format!("the daemon is flushing {n} message(s) matching {what}")
+                    format!("the daemon is flushing {n} message(s) matching {what}; {left}")
                 }
-                (None, false) => format!("the daemon is flushing the messages matching {what}"),
+                (None, false) => {
+                    format!("the daemon is flushing the messages matching {what}; {left}")
+                }
             };
             if chatty {
-                println!("relayq: {line}; `mailq` shows what is left");
+                println!("relayq: {line}");
             }
             return Ok(0);
         }

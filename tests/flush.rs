@@ -312,3 +312,26 @@ fn an_older_daemon_flushes_everything_and_the_client_says_so() {
         String::from_utf8_lossy(&o.stdout)
     );
 }
+
+/// From cron with a daemon running, a selective flush prints nothing either.
+#[test]
+fn quiet_with_a_daemon_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(tmp.path(), RelayOpts::default());
+    let env = syslog_env(&relay);
+    let mut d = env.daemon();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.spool("run").join("submit.sock").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(d.try_wait().unwrap().is_none());
+    for args in [&["flush", "NOSUCH"][..], &["flush"]] {
+        let o = env.relayq(args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(
+            (stderr(&o), String::from_utf8_lossy(&o.stdout).into_owned()),
+            (String::new(), String::new())
+        );
+    }
+    stop(d);
+}
