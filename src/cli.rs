@@ -32,6 +32,29 @@ pub struct QueueFilter {
     pub sender: Option<String>,
 }
 
+impl QueueFilter {
+    /// The selection in words, for messages: `ID 06B0E9 and a recipient at example.org`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        match self.ids.len() {
+            0 => {}
+            1..=5 => parts.push(format!("ID {}", self.ids.join(" or "))),
+            n => parts.push(format!("one of {n} IDs")),
+        }
+        if let Some(d) = &self.domain {
+            parts.push(format!("a recipient at {d}"));
+        }
+        if let Some(s) = &self.sender {
+            parts.push(format!("a sender containing {s}"));
+        }
+        if parts.is_empty() {
+            "everything".into()
+        } else {
+            parts.join(" and ")
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub mode: Mode,
@@ -350,6 +373,21 @@ mod tests {
                 sender: None
             })
         );
+        assert_eq!(
+            QueueFilter {
+                ids: vec!["ABC".into()],
+                domain: Some("example.com".into()),
+                sender: Some("bob".into())
+            }
+            .describe(),
+            "ID ABC and a recipient at example.com and a sender containing bob"
+        );
+        assert_eq!(QueueFilter::default().describe(), "everything");
+        let many = QueueFilter {
+            ids: (0..6).map(|i| i.to_string()).collect(),
+            ..Default::default()
+        };
+        assert_eq!(many.describe(), "one of 6 IDs");
         assert_eq!(p(&["-q30m"]).unwrap().mode, Mode::Nothing);
         assert_eq!(p(&["-bp"]).unwrap().mode, Mode::Print);
         assert_eq!(p(&["-bi"]).unwrap().mode, Mode::Aliases);

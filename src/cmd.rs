@@ -70,7 +70,7 @@ const SPECS: &[Spec] = &[
     },
     Spec {
         name: "flush",
-        help: "usage: relayq flush [ID...]\n\nOne delivery pass now, ignoring backoff, then exit (also sendmail -q, -qI<id>,\n-qR<domain>, -qS<sender>). With a daemon running, the daemon flushes instead.\nOn a terminal: progress (count, rate, ETA) and a summary. From cron: silent unless\nsomething fails.",
+        help: "usage: relayq flush [ID...]\n\nOne delivery pass now, ignoring backoff, then exit (also sendmail -q, -qI<id>,\n-qR<domain>, -qS<sender>). With a daemon running, the daemon flushes instead (only the\nselected messages; the others keep their backoff).\nOn a terminal: progress (count, rate, ETA) and a summary. From cron: silent unless\nsomething fails.",
         flags: &[],
         valued: &[],
         positional: true,

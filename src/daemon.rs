@@ -1739,21 +1739,44 @@ impl Daemon {
         }
     }
 
-    /// Every message now, ignoring backoff (flush).
-    fn flush_all(&mut self) {
-        let ids: Vec<String> = self.timers.iter().map(|(_, id)| id.clone()).collect();
-        self.timers.clear();
-        for id in ids {
+    /// Flush (the socket, SIGUSR1): the messages `filter` selects are tried now, ignoring
+    /// backoff; the others keep their timers. Returns how many of them are being tried.
+    fn flush_matching(&mut self, filter: &crate::cli::QueueFilter) -> usize {
+        self.pickup();
+        let matched: std::collections::HashSet<&str> = self
+            .msgs
+            .iter()
+            .filter(|(id, m)| selected(filter, id, &m.env))
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let due: Vec<(u64, String)> = self
+            .timers
+            .iter()
+            .filter(|(_, id)| matched.contains(id.as_str()))
+            .cloned()
+            .collect();
+        for (at, id) in due {
             self.enqueue(&id);
-        }
-        let mut g = self.ctx.shared.lock().expect("lock");
-        for s in g.slots.iter_mut() {
-            if s.down_until.is_some() {
-                s.down_until = Some(Instant::now());
+            if self.msgs.get(&id).is_some_and(|m| m.in_flight) {
+                self.timers.remove(&(at, id));
             }
         }
-        drop(g);
+        let n = self
+            .msgs
+            .iter()
+            .filter(|(id, m)| m.in_flight && selected(filter, id, &m.env))
+            .count();
+        // A relay marked down is probed now rather than at its next probe time.
+        if n > 0 || filter == &crate::cli::QueueFilter::default() {
+            let mut g = self.ctx.shared.lock().expect("lock");
+            for s in g.slots.iter_mut() {
+                if s.down_until.is_some() {
+                    s.down_until = Some(Instant::now());
+                }
+            }
+        }
         self.ctx.cv.notify_all();
+        n
     }
 
     fn drain_reports(&mut self) {
@@ -1880,9 +1903,8 @@ impl Daemon {
         let listener = listen(self.layout())?;
         let accept_ctx = self.ctx.clone();
         let max_size = self.cfg.max_message_size;
-        let flush_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let ff = flush_flag.clone();
-        std::thread::spawn(move || serve_socket(listener, accept_ctx, max_size, ff));
+        let (flush_tx, flush_rx) = mpsc::channel::<FlushReq>();
+        std::thread::spawn(move || serve_socket(listener, accept_ctx, max_size, flush_tx));
 
         self.spawn_workers();
         self.load_queue();
@@ -1906,8 +1928,14 @@ impl Daemon {
         let mut stopping: Option<Instant> = None;
         loop {
             self.drain_reports();
-            if flush_flag.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                self.flush_all();
+            while let Ok(req) = flush_rx.try_recv() {
+                // Stopping: dropped unanswered, and the client hears that the daemon stops.
+                if stopping.is_none() {
+                    let n = self.flush_matching(&req.filter);
+                    if let Some(done) = req.done {
+                        let _ = done.send(n);
+                    }
+                }
             }
             if let Some(since) = stopping {
                 if self.in_flight_busy() == 0 || since.elapsed() > Duration::from_secs(30) {
@@ -1982,7 +2010,9 @@ impl Daemon {
                             self.ctx.cv.notify_all();
                         }
                         Ok(Signal::SIGHUP) => self.reload(),
-                        Ok(Signal::SIGUSR1) => self.flush_all(),
+                        Ok(Signal::SIGUSR1) => {
+                            self.flush_matching(&crate::cli::QueueFilter::default());
+                        }
                         _ => {}
                     }
                 }
@@ -2057,12 +2087,7 @@ fn listen(layout: &Layout) -> Result<UnixListener> {
 /// The local socket: submissions from processes that cannot use setgid postdrop
 /// (NoNewPrivileges), flush requests, and ordinary users' queue listing and
 /// show/hold/release/delete of their own messages. The peer's uid comes from SO_PEERCRED.
-fn serve_socket(
-    l: UnixListener,
-    ctx: Arc<Ctx>,
-    max_size: u64,
-    flush: Arc<std::sync::atomic::AtomicBool>,
-) {
+fn serve_socket(l: UnixListener, ctx: Arc<Ctx>, max_size: u64, flush: mpsc::Sender<FlushReq>) {
     let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for s in l.incoming() {
         let Ok(s) = s else { continue };
@@ -2091,7 +2116,7 @@ fn handle_client(
     s: &UnixStream,
     ctx: &Ctx,
     max_size: u64,
-    flush: &std::sync::atomic::AtomicBool,
+    flush: &mpsc::Sender<FlushReq>,
 ) -> std::result::Result<String, String> {
     let cred = nix::sys::socket::getsockopt(&s.as_fd(), nix::sys::socket::sockopt::PeerCredentials)
         .map_err(|e| e.to_string())?;
@@ -2108,9 +2133,41 @@ fn handle_client(
             Ok(format!("OK\n{}", text.trim_end_matches('\n')))
         }
         b"FLSH" => {
-            flush.store(true, std::sync::atomic::Ordering::SeqCst);
+            // Everything, answered at once: what clients before FLSQ send and expect.
+            let req = FlushReq {
+                filter: crate::cli::QueueFilter::default(),
+                done: None,
+            };
+            flush.send(req).map_err(|_| "the daemon is stopping")?;
             let _ = (&ctx.wake).write(&[1]);
             Ok("OK flushing".into())
+        }
+        b"FLSQ" => {
+            let mut req = Vec::new();
+            s.take(MAX_FLUSH_REQUEST + 1)
+                .read_to_end(&mut req)
+                .map_err(|e| e.to_string())?;
+            if req.len() as u64 > MAX_FLUSH_REQUEST {
+                return Err("flush request too large".into());
+            }
+            let filter = parse_flush_request(&req)?;
+            let (tx, rx) = mpsc::channel();
+            let req = FlushReq {
+                filter,
+                done: Some(tx),
+            };
+            flush.send(req).map_err(|_| "the daemon is stopping")?;
+            let _ = (&ctx.wake).write(&[1]);
+            // How many matched only for root and the spool's owner, who can list the queue
+            // anyway: anyone else would learn what others queued (see admin).
+            let may_count = cred.uid() == 0 || cred.uid() == nix::unistd::geteuid().as_raw();
+            match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(n) if may_count => Ok(format!("OK flushing {n}")),
+                Ok(_) => Ok("OK flushing".into()),
+                // Busy (a reload, say): the request is queued and will be done.
+                Err(mpsc::RecvTimeoutError::Timeout) => Ok("OK flushing".into()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err("the daemon is stopping".into()),
+            }
         }
         b"SUBM" => {
             let mut r = BufReader::new(crate::sink::ChunkReader::new(s));
@@ -2143,8 +2200,57 @@ fn handle_client(
     }
 }
 
-/// `relayq flush` / `sendmail -q`: ask a running daemon to flush, or do one pass here.
-/// Whether `flush` with this filter (-qI id, -qR domain, -qS sender) takes a message.
+/// A flush request from the socket to the main loop; `done` hears how many messages are
+/// being tried (None: the old `FLSH`, answered without waiting).
+struct FlushReq {
+    filter: crate::cli::QueueFilter,
+    done: Option<mpsc::Sender<usize>>,
+}
+
+/// The largest `FLSQ` request the socket reads, and the most IDs in one.
+const MAX_FLUSH_REQUEST: u64 = 64 * 1024;
+const MAX_FLUSH_IDS: usize = 1000;
+
+/// `FLSQ` and the selection, one `id ID`, `domain D` or `sender S` a line, ended by
+/// shutting down the write side; no line at all is everything. An older daemon answers
+/// `ERR unknown request`.
+fn flush_request(f: &crate::cli::QueueFilter) -> Vec<u8> {
+    let mut req = b"FLSQ".to_vec();
+    let lines = f.ids.iter().map(|x| ("id", x));
+    let lines = lines
+        .chain(f.domain.iter().map(|x| ("domain", x)))
+        .chain(f.sender.iter().map(|x| ("sender", x)));
+    for (key, value) in lines {
+        req.extend_from_slice(format!("{key} {value}\n").as_bytes());
+    }
+    req
+}
+
+/// The selection a `FLSQ` request carries (after the verb). Anything malformed is an
+/// error line for the client: the socket is open to every local user.
+fn parse_flush_request(req: &[u8]) -> std::result::Result<crate::cli::QueueFilter, String> {
+    let text = std::str::from_utf8(req).map_err(|_| "bad flush request: not UTF-8")?;
+    let mut f = crate::cli::QueueFilter::default();
+    for line in text.split_terminator('\n') {
+        let shown: String = line.chars().take(40).collect();
+        let bad = || format!("bad flush request line {shown:?}");
+        let (key, value) = line.split_once(' ').ok_or_else(bad)?;
+        if value.is_empty() || value.chars().any(char::is_control) {
+            return Err(bad());
+        }
+        match key {
+            "id" if f.ids.len() < MAX_FLUSH_IDS => f.ids.push(value.to_string()),
+            "id" => return Err(format!("bad flush request: more than {MAX_FLUSH_IDS} IDs")),
+            "domain" if f.domain.is_none() => f.domain = Some(value.to_ascii_lowercase()),
+            "sender" if f.sender.is_none() => f.sender = Some(value.to_string()),
+            _ => return Err(bad()),
+        }
+    }
+    Ok(f)
+}
+
+/// Whether `flush` with this filter (-qI id, -qR domain, -qS sender) takes a message: the
+/// one test for a one-shot pass and for a running daemon.
 fn selected(f: &crate::cli::QueueFilter, id: &str, env: &Envelope) -> bool {
     let id_ok = f.ids.is_empty() || f.ids.iter().any(|x| id.starts_with(x.as_str()));
     let dom_ok = f.domain.as_ref().is_none_or(|d| {
@@ -2162,33 +2268,86 @@ fn selected(f: &crate::cli::QueueFilter, id: &str, env: &Envelope) -> bool {
     id_ok && dom_ok && snd_ok
 }
 
-/// `relayq flush` / `sendmail -q`: ask a running daemon to flush (everything), or do one
-/// pass here over the messages the filter selects.
+/// Send one flush request to the daemon's socket. Its answer line, or None when no daemon
+/// answers (none running, or a stale socket).
+fn ask_flush(layout: &Layout, req: &[u8]) -> Option<String> {
+    let s = UnixStream::connect(layout.socket()).ok()?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    // A daemon that stops reading after the verb (an older one) still answers: read anyway.
+    let _ = (&s).write_all(req);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut reply = String::new();
+    let _ = BufReader::new(&s).take(4096).read_line(&mut reply);
+    let reply = reply.trim_end();
+    (!reply.is_empty()).then(|| reply.to_string())
+}
+
+/// `relayq flush` / `sendmail -q`: ask a running daemon to flush what the filter selects,
+/// or do one pass here over those messages.
 pub fn flush(
     cfg: Config,
     cfg_flag: Option<PathBuf>,
     filter: &crate::cli::QueueFilter,
 ) -> Result<i32> {
     let layout = Layout::new(&cfg.spool_dir);
-    if let Ok(mut s) = UnixStream::connect(layout.socket()) {
-        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-        if s.write_all(b"FLSH").is_ok() {
-            let mut reply = String::new();
-            let _ = BufReader::new(&s).read_line(&mut reply);
-            if reply.starts_with("OK") {
-                if nix::unistd::isatty(std::io::stdout()).unwrap_or(false) || !cfg.log.syslog {
-                    let whole = if filter == &crate::cli::QueueFilter::default() {
-                        ""
-                    } else {
-                        " (all of it: a running daemon does not take ID, -qI, -qR or -qS selections)"
-                    };
+    for v in filter
+        .ids
+        .iter()
+        .chain(&filter.domain)
+        .chain(&filter.sender)
+    {
+        if v.is_empty() || v.chars().any(char::is_control) {
+            return Err(Error::usage(format!(
+                "flush: {v:?} is not a queue ID, domain or sender"
+            )));
+        }
+    }
+    let everything = filter == &crate::cli::QueueFilter::default();
+    if let Some(reply) = ask_flush(&layout, &flush_request(filter)) {
+        // Quiet from cron (no terminal, log to syslog), or cron would mail every run.
+        let chatty = nix::unistd::isatty(std::io::stdout()).unwrap_or(false) || !cfg.log.syslog;
+        let what = filter.describe();
+        if let Some(n) = reply.strip_prefix("OK flushing") {
+            let left = "`mailq` shows what is left";
+            let line = match (n.trim().parse::<usize>().ok(), everything) {
+                (Some(n), true) => {
+                    format!("the daemon is flushing the queue: {n} message(s); {left}")
+                }
+                (None, true) => format!("the daemon is flushing the queue; {left}"),
+                (Some(0), false) => format!("no queued message matches {what}: nothing to flush"),
+                (Some(n), false) => {
+                    format!("the daemon is flushing {n} message(s) matching {what}; {left}")
+                }
+                (None, false) => {
+                    format!("the daemon is flushing the messages matching {what}; {left}")
+                }
+            };
+            if chatty {
+                println!("relayq: {line}");
+            }
+            return Ok(0);
+        }
+        if reply == "ERR unknown request" {
+            // A daemon of an earlier version: it only knows FLSH, which flushes everything.
+            if let Some(r) = ask_flush(&layout, b"FLSH")
+                && r.starts_with("OK")
+            {
+                if !everything {
+                    eprintln!(
+                        "relayq: warning: the running daemon is an older version that does not take ID, -qI, -qR or -qS selections: it is flushing the whole queue, not only {what} (restart it to update)"
+                    );
+                } else if chatty {
                     println!(
-                        "relayq: the daemon is flushing the queue{whole}; `mailq` shows what is left"
+                        "relayq: the daemon is flushing the queue; `mailq` shows what is left"
                     );
                 }
                 return Ok(0);
             }
         }
+        let why = reply.strip_prefix("ERR ").unwrap_or(&reply);
+        return Err(Error::temp(format!(
+            "the relayq daemon did not take the flush: {why}"
+        )));
     }
     // Where the log goes: syslog when it is on (from cron a flush prints nothing, or cron
     // would mail every run); stderr too when syslog is off. On a terminal: warnings and
@@ -2234,4 +2393,86 @@ pub fn daemon(cfg: Config, cfg_flag: Option<PathBuf>, foreground: bool) -> Resul
     let d = Daemon::new(cfg, cfg_flag, false)?;
     d.run()?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::QueueFilter;
+
+    #[test]
+    fn flush_request_round_trips() {
+        for f in [
+            QueueFilter::default(),
+            QueueFilter {
+                ids: vec!["06B0E9".into(), "06B0F1".into()],
+                domain: Some("example.org".into()),
+                sender: Some("bob@".into()),
+            },
+        ] {
+            let req = flush_request(&f);
+            assert_eq!(&req[..4], b"FLSQ");
+            assert_eq!(parse_flush_request(&req[4..]), Ok(f));
+        }
+    }
+
+    #[test]
+    fn malformed_flush_requests_are_refused() {
+        let many = "id X\n".repeat(MAX_FLUSH_IDS + 1);
+        for bad in [
+            &b"\xff\xfe"[..],
+            b"id",
+            b"id \n",
+            b"ids X\n",
+            b"domain a\ndomain b\n",
+            b"sender a\nsender b\n",
+            b"id a\x01b\n",
+            b"id a\rb\n",
+            many.as_bytes(),
+        ] {
+            let e = parse_flush_request(bad).expect_err(&String::from_utf8_lossy(bad));
+            assert!(e.starts_with("bad flush request"), "{e}");
+            assert!(e.len() < 100, "{e}");
+        }
+        // An empty request is the whole queue; a missing final newline is fine.
+        assert_eq!(parse_flush_request(b""), Ok(QueueFilter::default()));
+        let f = parse_flush_request(b"domain Example.ORG").unwrap();
+        assert_eq!(f.domain.as_deref(), Some("example.org"));
+    }
+
+    #[test]
+    fn selection_by_id_domain_and_sender() {
+        let env = Envelope {
+            sender: "Bob@Example.com".into(),
+            rcpts: vec![Rcpt {
+                addr: "a@mail.one.example".into(),
+                ..Rcpt::default()
+            }],
+            ..Envelope::default()
+        };
+        let f = |ids: &[&str], d: Option<&str>, s: Option<&str>| QueueFilter {
+            ids: ids.iter().map(|x| x.to_string()).collect(),
+            domain: d.map(str::to_string),
+            sender: s.map(str::to_string),
+        };
+        assert!(selected(&f(&[], None, None), "06B0E9AA", &env));
+        assert!(selected(&f(&["06B0", "X"], None, None), "06B0E9AA", &env));
+        assert!(!selected(&f(&["06B1"], None, None), "06B0E9AA", &env));
+        assert!(selected(
+            &f(&[], Some("one.example"), None),
+            "06B0E9AA",
+            &env
+        ));
+        assert!(!selected(
+            &f(&[], Some("ne.example"), None),
+            "06B0E9AA",
+            &env
+        ));
+        assert!(selected(&f(&[], None, Some("bob@")), "06B0E9AA", &env));
+        assert!(!selected(
+            &f(&["06B0"], Some("two.example"), None),
+            "06B0E9AA",
+            &env
+        ));
+    }
 }

@@ -1,9 +1,14 @@
 //! `relayq flush` as an admin and as cron run it: on a terminal a progress line (count,
 //! rate, ETA) for a large queue and a summary at the end; not on a terminal, with syslog on,
-//! nothing at all on stdout or stderr when all goes well (cron mails any output).
+//! nothing at all on stdout or stderr when all goes well (cron mails any output). With a
+//! daemon running, `relayq flush ID` and `sendmail -qR` flush only what they select, bad
+//! requests on the socket get an error line, and an older daemon gets the old request.
 
 mod support;
+use std::io::{BufRead, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 use support::*;
 
 /// An Env whose log goes to syslog, as on a real host.
@@ -79,4 +84,254 @@ fn progress_and_summary_on_a_terminal() {
         relay.wait_for(150, std::time::Duration::from_secs(5)).len(),
         150
     );
+}
+
+/// Two messages, to one.example and two.example, deferred for an hour by a 451, and a
+/// daemon started on them once the relay accepts again. Returns the daemon and the ID of
+/// the message to one.example.
+fn two_deferred(env: &Env, relay: &Relay) -> (std::process::Child, String) {
+    relay.set_faults(r#"{"rcpt_all": "451 4.7.1 greylisted"}"#);
+    env.send(&["a@one.example"], "to one");
+    env.send(&["b@two.example"], "to two");
+    assert!(env.flush().status.success());
+    assert_eq!((env.queued(), relay.arrived().len()), (2, 0));
+    relay.set_faults("{}");
+    let o = env.relayq(&["queue", "--json"]);
+    let one = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["recipients"][0]["address"] == "a@one.example")
+        .and_then(|v| v["queue_id"].as_str().map(str::to_string))
+        .expect("the message to one.example is listed");
+    let d = env.daemon();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.spool("run").join("submit.sock").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Started with both on an hour's backoff: nothing goes out by itself.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(relay.arrived().len(), 0, "{}", env.daemon_log());
+    (d, one)
+}
+
+fn stop(mut d: std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(d.wait().unwrap().success());
+}
+
+/// Until the queue holds `n` messages (bounded).
+fn wait_queued(env: &Env, n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.queued() != n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    env.queued()
+}
+
+#[test]
+fn daemon_flushes_only_the_selected_messages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(tmp.path(), RelayOpts::default());
+    let env = Env::new(
+        &relay_toml("smtp", relay.port),
+        "[queue]\nretry_min = 3600\nretry_max = 3600",
+    );
+    let (d, one) = two_deferred(&env, &relay);
+
+    let o = env.relayq(&["flush", &one]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        out.contains(&format!(
+            "the daemon is flushing 1 message(s) matching ID {one}; `mailq` shows what is left"
+        )),
+        "{out}"
+    );
+    let got = relay.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1, "{}", env.daemon_log());
+    assert_eq!(rcpts_of(&got[0]), ["a@one.example"]);
+    assert_eq!(wait_queued(&env, 1), 1);
+    // The other one keeps its backoff.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(relay.arrived().len(), 1, "only the selected message");
+    assert_eq!(env.queued(), 1);
+
+    let o = env.sendmail(&["-qRnowhere.example"], b"");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("no queued message matches a recipient at nowhere.example"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let o = env.sendmail(&["-qRtwo.example"], b"");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("the daemon is flushing 1 message(s) matching a recipient at two.example"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let got = relay.wait_for(2, Duration::from_secs(10));
+    assert_eq!(got.len(), 2, "{}", env.daemon_log());
+    assert_eq!(rcpts_of(&got[1]), ["b@two.example"]);
+    assert_eq!(wait_queued(&env, 0), 0);
+    stop(d);
+}
+
+#[test]
+fn sendmail_qr_leaves_other_domains_deferred() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(tmp.path(), RelayOpts::default());
+    let env = Env::new(
+        &relay_toml("smtp", relay.port),
+        "[queue]\nretry_min = 3600\nretry_max = 3600",
+    );
+    let (d, _) = two_deferred(&env, &relay);
+    let o = env.sendmail(&["-qRtwo.example"], b"");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let got = relay.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1, "{}", env.daemon_log());
+    assert_eq!(rcpts_of(&got[0]), ["b@two.example"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(relay.arrived().len(), 1, "one.example stays deferred");
+    assert_eq!(env.queued(), 1);
+    // A plain flush still takes everything.
+    let o = env.relayq(&["flush"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("the daemon is flushing the queue: 1 message(s)"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_eq!(relay.wait_for(2, Duration::from_secs(10)).len(), 2);
+    stop(d);
+}
+
+/// One raw request on the daemon's socket; its first answer line.
+fn raw(env: &Env, req: &[u8]) -> String {
+    let mut s = UnixStream::connect(env.spool("run").join("submit.sock")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(req); // the daemon may stop reading at the limit
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(&s).read_line(&mut line);
+    line
+}
+
+#[test]
+fn bad_flush_requests_get_an_error_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(tmp.path(), RelayOpts::default());
+    let env = Env::new(&relay_toml("smtp", relay.port), "");
+    let mut d = env.daemon();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.spool("run").join("submit.sock").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let big = [b"FLSQ".to_vec(), b"id X\n".repeat(20_000)].concat();
+    for (req, want) in [
+        (&b"FLSQ\xff\xfe\n"[..], "ERR bad flush request: not UTF-8"),
+        (b"FLSQid\n", "ERR bad flush request line \"id\""),
+        (b"FLSQdomain a\ndomain b\n", "ERR bad flush request line"),
+        (b"FLSQid a\x00b\n", "ERR bad flush request line"),
+        (&big, "ERR flush request too large"),
+    ] {
+        let got = raw(&env, req);
+        assert!(
+            got.starts_with(want),
+            "{:?}: {got:?}",
+            String::from_utf8_lossy(&req[..20.min(req.len())])
+        );
+    }
+    assert!(
+        d.try_wait().unwrap().is_none(),
+        "daemon died: {}",
+        env.daemon_log()
+    );
+    // Still serving: a good request, and the old bare FLSH.
+    assert_eq!(raw(&env, b"FLSQid NOSUCH\n"), "OK flushing 0\n");
+    assert_eq!(raw(&env, b"FLSH"), "OK flushing\n");
+    env.send(&["a@example.org"], "after");
+    assert_eq!(relay.wait_for(1, Duration::from_secs(10)).len(), 1);
+    stop(d);
+}
+
+/// A daemon of the previous version: knows only FLSH, answers anything else as unknown.
+fn old_daemon(env: &Env) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let l = UnixListener::bind(env.spool("run").join("submit.sock")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(10) {
+            let Ok(mut s) = s else { continue };
+            let mut verb = [0u8; 4];
+            if s.read_exact(&mut verb).is_err() {
+                continue;
+            }
+            let reply: &[u8] = if &verb == b"FLSH" {
+                b"OK flushing\n"
+            } else {
+                b"ERR unknown request\n"
+            };
+            let _ = s.write_all(reply);
+            let _ = tx.send(verb.to_vec());
+        }
+    });
+    rx
+}
+
+#[test]
+fn an_older_daemon_flushes_everything_and_the_client_says_so() {
+    let env = Env::new(&relay_toml("smtp", 9), "");
+    let verbs = old_daemon(&env);
+    let o = env.relayq(&["flush", "06B0E9"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the running daemon is an older version")
+            && stderr(&o).contains("flushing the whole queue, not only ID 06B0E9"),
+        "{}",
+        stderr(&o)
+    );
+    let got: Vec<Vec<u8>> = verbs
+        .recv_timeout(Duration::from_secs(5))
+        .into_iter()
+        .chain(verbs.recv_timeout(Duration::from_secs(5)))
+        .collect();
+    assert_eq!(got, [b"FLSQ".to_vec(), b"FLSH".to_vec()]);
+    // The whole queue asked for: no warning.
+    let o = env.relayq(&["flush"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("the daemon is flushing the queue"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+/// From cron with a daemon running, a selective flush prints nothing either.
+#[test]
+fn quiet_with_a_daemon_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(tmp.path(), RelayOpts::default());
+    let env = syslog_env(&relay);
+    let mut d = env.daemon();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.spool("run").join("submit.sock").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(d.try_wait().unwrap().is_none());
+    for args in [&["flush", "NOSUCH"][..], &["flush"]] {
+        let o = env.relayq(args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(
+            (stderr(&o), String::from_utf8_lossy(&o.stdout).into_owned()),
+            (String::new(), String::new())
+        );
+    }
+    stop(d);
 }
