@@ -683,7 +683,7 @@ fn run_job(ctx: &Ctx, conn: &mut Option<Conn>, job: &Job) -> Outcome {
             return Outcome::Gone("cannot seek".into());
         }
         let env = &job.env;
-        let out = OutEnvelope {
+        let mut out = OutEnvelope {
             sender: env.sender.clone(),
             rcpts: job
                 .pending
@@ -699,6 +699,7 @@ fn run_job(ctx: &Ctx, conn: &mut Option<Conn>, job: &Job) -> Outcome {
             body_8bit: env.body.as_deref() != Some("7BIT"),
             smtputf8: false,
         };
+        out.smtputf8 = out.needs_smtputf8();
         let started = Instant::now();
         let res = c.session.send(&out, &mut body, size);
         let peer = c.session.peer().to_string();

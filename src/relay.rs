@@ -348,12 +348,14 @@ pub struct TlsInfo {
     pub peer_cert_der: Vec<u8>,
 }
 
+#[derive(Clone)]
 pub struct OutRcpt {
     pub addr: String,
     pub notify: Option<String>,
     pub orcpt: Option<String>,
 }
 
+#[derive(Clone)]
 pub struct OutEnvelope {
     /// "" = null sender.
     pub sender: String,
@@ -361,7 +363,25 @@ pub struct OutEnvelope {
     pub envid: Option<String>,
     pub ret: Option<String>,
     pub body_8bit: bool,
+    /// An address is not ASCII: it needs the relay's SMTPUTF8 (RFC 6531).
     pub smtputf8: bool,
+}
+
+impl OutEnvelope {
+    /// Whether any address needs SMTPUTF8.
+    pub fn needs_smtputf8(&self) -> bool {
+        !self.sender.is_ascii() || self.rcpts.iter().any(|r| !r.addr.is_ascii())
+    }
+}
+
+/// The reply given for an address the relay cannot take because it lacks SMTPUTF8.
+fn no_smtputf8(what: &str, addr: &str) -> Reply {
+    Reply {
+        code: 553,
+        text: format!(
+            "553 5.6.7 the relay does not offer SMTPUTF8, which the non-ASCII {what} <{addr}> needs (RFC 6531)"
+        ),
+    }
 }
 
 /// Per recipient (in order): Ok = RCPT accepted, Err = rejected. `data`: the final reply
@@ -701,6 +721,38 @@ impl Session {
                     ),
                 }),
             ));
+        }
+        if env.smtputf8 && !self.caps.smtputf8 {
+            // As Postfix does: without SMTPUTF8 a non-ASCII address cannot be sent. The
+            // sender fails the message; each such recipient fails alone, the rest go.
+            if !env.sender.is_ascii() {
+                return Err(SessionError::new(
+                    Stage::Mail,
+                    Kind::Reply(no_smtputf8("sender", &env.sender)),
+                ));
+            }
+            let mut ascii = env.clone();
+            ascii.smtputf8 = false;
+            ascii.rcpts.retain(|r| r.addr.is_ascii());
+            let inner = if ascii.rcpts.is_empty() {
+                TxResult {
+                    rcpt: Vec::new(),
+                    data: None,
+                }
+            } else {
+                self.send(&ascii, body, size)?
+            };
+            let mut sent = inner.rcpt.into_iter();
+            let mut out = TxResult {
+                rcpt: Vec::with_capacity(env.rcpts.len()),
+                data: inner.data,
+            };
+            for r in &env.rcpts {
+                let res = if r.addr.is_ascii() { sent.next() } else { None };
+                out.rcpt
+                    .push(res.unwrap_or_else(|| Err(no_smtputf8("recipient", &r.addr))));
+            }
+            return Ok(out);
         }
         let mut mail = format!("MAIL FROM:<{}>", env.sender);
         if self.caps.size.is_some() {

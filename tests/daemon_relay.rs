@@ -1191,3 +1191,58 @@ fn bounces_follow_notify_and_ret() {
     }
     assert_eq!(env.queued(), 0);
 }
+
+#[test]
+fn non_ascii_addresses_use_smtputf8_or_fail_alone() {
+    // A relay that offers SMTPUTF8 gets MAIL ... SMTPUTF8 and the UTF-8 address.
+    let (env, relay) = setup(RelayOpts::default(), "smtp");
+    env.send(&["j\u{f6}rg@example.org", "a@example.org"], "utf8");
+    assert!(env.flush().status.success());
+    let got = relay.arrived();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["smtputf8"], true, "{got:?}");
+    assert_eq!(
+        rcpts_of(&got[0]),
+        ["j\u{f6}rg@example.org", "a@example.org"]
+    );
+
+    // One that does not: the ASCII recipient is delivered (without SMTPUTF8), the other
+    // fails alone with a clear reason and is bounced.
+    let (env, relay) = setup(
+        RelayOpts {
+            extra: vec!["--no-smtputf8".into()],
+            ..Default::default()
+        },
+        "smtp",
+    );
+    let o = env.sendmail(
+        &[
+            "-f",
+            "app@example.net",
+            "j\u{f6}rg@example.org",
+            "a@example.org",
+        ],
+        b"Subject: utf8\n\nx\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = env.flush();
+    assert!(o.status.success());
+    assert!(
+        stderr(&o).contains("553 5.6.7 the relay does not offer SMTPUTF8"),
+        "{}",
+        stderr(&o)
+    );
+    let got = relay.arrived();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(rcpts_of(&got[0]), ["a@example.org"]);
+    assert_eq!(got[0]["smtputf8"], false);
+    assert!(env.flush().status.success()); // the bounce
+    let got = relay.arrived();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(rcpts_of(&got[1]), ["app@example.net"]);
+    assert!(
+        got[1]["data"].as_str().unwrap().contains("Status: 5.6.7"),
+        "{got:?}"
+    );
+    assert_eq!(env.queued(), 0);
+}
