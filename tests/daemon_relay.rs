@@ -1246,3 +1246,43 @@ fn non_ascii_addresses_use_smtputf8_or_fail_alone() {
     );
     assert_eq!(env.queued(), 0);
 }
+
+#[test]
+fn pin_sha256_is_checked_before_auth() {
+    let der = std::process::Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(ca_dir().join("server.pem"))
+        .output()
+        .unwrap();
+    assert!(der.status.success());
+    let hex: String = ring::digest::digest(&ring::digest::SHA256, &der.stdout)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let wrong = format!("{}00", &hex[..hex.len() - 2]);
+    for (pin, delivered) in [(hex.as_str(), true), (wrong.as_str(), false)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let relay = Relay::start(tmp.path(), RelayOpts::default());
+        let cfg = format!("{}\npin_sha256 = \"{pin}\"", relay_toml("smtp", relay.port));
+        let env = Env::new(&cfg, QUICK_RETRY);
+        env.send(&["a@example.org"], "pinned");
+        let o = env.flush();
+        assert!(o.status.success());
+        let err = stderr(&o);
+        assert_eq!(
+            relay.arrived().len(),
+            usize::from(delivered),
+            "{pin}: {err}"
+        );
+        if !delivered {
+            assert!(
+                err.contains("does not match pin_sha256") && err.contains("configuration problem"),
+                "{err}"
+            );
+            assert_eq!(env.queued(), 1, "mail kept");
+            assert!(!err.contains("secret"), "{err}");
+        }
+    }
+}

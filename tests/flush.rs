@@ -2,7 +2,8 @@
 //! rate, ETA) for a large queue and a summary at the end; not on a terminal, with syslog on,
 //! nothing at all on stdout or stderr when all goes well (cron mails any output). With a
 //! daemon running, `relayq flush ID` and `sendmail -qR` flush only what they select, bad
-//! requests on the socket get an error line, and an older daemon gets the old request.
+//! requests on the socket get an error line, and an older daemon gets the old request. The
+//! log reaches syslog (a private /dev/log) at facility mail in the Postfix format.
 
 mod support;
 use std::io::{BufRead, Read, Write};
@@ -334,4 +335,52 @@ fn quiet_with_a_daemon_too() {
         );
     }
     stop(d);
+}
+
+#[test]
+fn syslog_gets_postfix_style_lines_at_facility_mail() {
+    // Logging goes through glibc's syslog(3) to /dev/log. A private mount namespace gives
+    // the flush a /dev/log of the test's own (root only, as in CI).
+    let can = nix::unistd::geteuid().is_root()
+        && Command::new("/usr/bin/unshare")
+            .args(["--mount", "--propagation", "private", "true"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !can {
+        eprintln!("skipped: needs root and unshare(1) (mount namespaces) for a private /dev/log");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(tmp.path(), RelayOpts::default());
+    let env = syslog_env(&relay);
+    queue(&env, 2);
+    let o = Command::new("/usr/bin/unshare")
+        .args(["--mount", "--propagation", "private", "/usr/bin/python3"])
+        .arg(repo().join("tests/tools/with_devlog.py"))
+        .arg("--")
+        .arg(BIN)
+        .arg("-C")
+        .arg(&env.cfg)
+        .arg("flush")
+        .output()
+        .unwrap();
+    let records = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{records}{}", stderr(&o));
+    assert!(o.stderr.is_empty(), "quiet as under cron: {}", stderr(&o));
+    assert_eq!(relay.arrived().len(), 2);
+    // <22> = facility mail (2) * 8 + info (6); ident relayq with the pid.
+    let sent: Vec<&str> = records
+        .lines()
+        .filter(|l| l.contains("status=sent"))
+        .collect();
+    assert_eq!(sent.len(), 2, "{records}");
+    for l in &sent {
+        assert!(l.starts_with("<22>") && l.contains(" relayq["), "{l}");
+        assert!(l.contains(": to=<r") && l.contains(", relay="), "{l}");
+    }
+    assert!(records.contains(": from=<"), "{records}");
+    assert!(
+        !records.contains("secret"),
+        "no password in the log: {records}"
+    );
 }
