@@ -139,14 +139,21 @@ impl Slot {
         Duration::from_secs(secs)
     }
 
-    fn mark_down(&mut self, config_problem: bool, reason: String) {
+    /// Record a failed connection. False when another worker had already marked the relay
+    /// down and its next probe is not due: a concurrent attempt, neither counted nor logged
+    /// again.
+    fn mark_down(&mut self, config_problem: bool, reason: String) -> bool {
         let now = Instant::now();
+        if self.down_until.is_some_and(|u| u > now) {
+            return false;
+        }
         self.reason = reason;
         self.failures += 1;
         self.config_problem = config_problem;
         self.down_since.get_or_insert(now);
         self.down_until = Some(now + self.interval());
         self.probing = false;
+        true
     }
 
     fn mark_up(&mut self) -> bool {
@@ -548,7 +555,11 @@ fn connect_any(ctx: &Ctx) -> Option<Conn> {
             }
             Err((e, config_problem, name, reason)) => {
                 let mut g = ctx.shared.lock().expect("lock");
-                g.slots[i].mark_down(config_problem, reason);
+                if !g.slots[i].mark_down(config_problem, reason) {
+                    // Another worker's attempt failed just before and said so.
+                    ctx.cv.notify_all();
+                    continue;
+                }
                 note_relay(ctx, &g.slots);
                 let retry = g.slots[i].interval().as_secs();
                 if sender_refused(&e) {

@@ -354,16 +354,19 @@ fn syslog_gets_postfix_style_lines_at_facility_mail() {
     let relay = Relay::start(tmp.path(), RelayOpts::default());
     let env = syslog_env(&relay);
     queue(&env, 2);
-    let o = Command::new("/usr/bin/unshare")
-        .args(["--mount", "--propagation", "private", "/usr/bin/python3"])
-        .arg(repo().join("tests/tools/with_devlog.py"))
-        .arg("--")
-        .arg(BIN)
-        .arg("-C")
-        .arg(&env.cfg)
-        .arg("flush")
-        .output()
-        .unwrap();
+    let flush_logged = |env: &Env| {
+        Command::new("/usr/bin/unshare")
+            .args(["--mount", "--propagation", "private", "/usr/bin/python3"])
+            .arg(repo().join("tests/tools/with_devlog.py"))
+            .arg("--")
+            .arg(BIN)
+            .arg("-C")
+            .arg(&env.cfg)
+            .arg("flush")
+            .output()
+            .unwrap()
+    };
+    let o = flush_logged(&env);
     let records = String::from_utf8_lossy(&o.stdout).into_owned();
     assert_eq!(o.status.code(), Some(0), "{records}{}", stderr(&o));
     assert!(o.stderr.is_empty(), "quiet as under cron: {}", stderr(&o));
@@ -383,4 +386,19 @@ fn syslog_gets_postfix_style_lines_at_facility_mail() {
         !records.contains("secret"),
         "no password in the log: {records}"
     );
+    // A relay nobody answers: one warning (facility mail, warning = <20>) for the pass, not
+    // one per worker that tried at the same moment.
+    let text = std::fs::read_to_string(&env.cfg).unwrap();
+    let port = format!("localhost:{}", relay.port);
+    std::fs::write(&env.cfg, text.replace(&port, "127.0.0.1:1")).unwrap();
+    queue(&env, 4);
+    let o = flush_logged(&env);
+    let records = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{records}{}", stderr(&o));
+    let down: Vec<&str> = records
+        .lines()
+        .filter(|l| l.contains("unreachable"))
+        .collect();
+    assert_eq!(down.len(), 1, "{records}");
+    assert!(down[0].starts_with("<20>"), "{records}");
 }
