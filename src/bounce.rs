@@ -386,25 +386,7 @@ mod tests {
             out.contains("Action: delayed\r\nStatus: 4.0.0\r\n"),
             "{out}"
         );
-        let d = Dsn {
-            reporting_host: "h",
-            from: "f@x",
-            to: "t@x",
-            queue_id: "Q",
-            arrival: 0,
-            now: 0,
-            envid: None,
-            rcpts: vec![Recipient {
-                rcpt: "a@x.org",
-                orcpt: None,
-                reply: "451 4.2.0 greylisted",
-                remote: None,
-            }],
-            original: Original::Headers(b""),
-            still_trying: 0,
-            kind: Kind::Failure,
-        };
-        let out = String::from_utf8(d.build("B", "<m@x>")).unwrap();
+        let out = one_failure("451 4.2.0 greylisted", Original::Headers(b""), 0);
         assert!(out.contains("Action: failed\r\nStatus: 5.4.7\r\n"), "{out}");
         assert!(!out.contains("Will-Retry-Until") && !out.contains("WARNING"));
     }
@@ -433,9 +415,9 @@ mod tests {
         assert!(!wants_full(None) && !wants_full(Some("HDRS")));
     }
 
-    #[test]
-    fn full_and_too_large_originals() {
-        let dsn = |original| Dsn {
+    /// A bounce for one recipient, a@x.org, that got `reply`.
+    fn one_failure(reply: &str, original: Original<'_>, still_trying: usize) -> String {
+        let d = Dsn {
             reporting_host: "h",
             from: "f@x",
             to: "t@x",
@@ -446,20 +428,24 @@ mod tests {
             rcpts: vec![Recipient {
                 rcpt: "a@x.org",
                 orcpt: None,
-                reply: "550 5.1.1 no",
+                reply,
                 remote: None,
             }],
             original,
-            still_trying: 2,
+            still_trying,
             kind: Kind::Failure,
         };
+        String::from_utf8(d.build("B", "<m@x>")).unwrap()
+    }
+
+    #[test]
+    fn full_and_too_large_originals() {
+        let dsn = |original| one_failure("550 5.1.1 no", original, 2);
         let msg = b"Subject: s\r\n\r\nline one\r\nlast line\r\n";
         let out = dsn(Original::Full {
             message: msg,
             eight_bit: false,
-        })
-        .build("B", "<m@x>");
-        let out = String::from_utf8(out).unwrap();
+        });
         // The message keeps its last line end: the CRLF before the boundary is the boundary's.
         assert!(
             out.ends_with("Content-Description: Undelivered Message\r\nContent-Type: message/rfc822\r\n\r\nSubject: s\r\n\r\nline one\r\nlast line\r\n\r\n--B--\r\n"),
@@ -468,9 +454,7 @@ mod tests {
         let out = dsn(Original::TooLarge {
             headers: b"Subject: s",
             limit: FULL_LIMIT,
-        })
-        .build("B", "<m@x>");
-        let out = String::from_utf8(out).unwrap();
+        });
         assert!(
             out.contains("larger than 1024 KiB, so only its headers are returned"),
             "{out}"

@@ -891,15 +891,13 @@ fn postfix_params(text: &str) -> Vec<(String, String)> {
 /// A Postfix time value ("4h", "90m", "5d", "1w", or a bare number in `unit`) in seconds.
 fn postfix_time(v: &str, unit: u64) -> Option<u64> {
     let v = v.trim();
-    let (num, mult) = match v.char_indices().last()? {
-        (i, 's') => (&v[..i], 1),
-        (i, 'm') => (&v[..i], 60),
-        (i, 'h') => (&v[..i], 3600),
-        (i, 'd') => (&v[..i], 86400),
-        (i, 'w') => (&v[..i], 7 * 86400),
-        _ => (v, unit),
-    };
-    num.parse::<u64>().ok()?.checked_mul(mult)
+    if let Some(w) = v.strip_suffix('w') {
+        return w.parse::<u64>().ok()?.checked_mul(7 * 86400);
+    }
+    if v.ends_with(|c: char| c.is_ascii_digit()) {
+        return v.parse::<u64>().ok()?.checked_mul(unit);
+    }
+    crate::config::parse_duration(v).map(|d| d.as_secs())
 }
 
 /// Seconds as relayq writes a duration: the largest unit that divides it ("4h", "90m").
