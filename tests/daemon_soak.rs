@@ -1,7 +1,8 @@
 //! Soak: 2,000 messages while the relay cycles between accepting, 451 at MAIL and dropping
 //! the connection at DATA, and the daemon is killed with SIGKILL and restarted 10 times.
 //! Every message must arrive at least once, duplicates are counted (bounded by the kills),
-//! and nothing is left in the queue. Bounded: about a minute on 2 cores.
+//! and nothing is left in the queue. Every tenth message also has a recipient the relay
+//! refuses (550): each of those must be bounced at least once, duplicates bounded the same. Bounded: about a minute on 2 cores.
 
 mod support;
 use std::collections::HashMap;
@@ -11,6 +12,8 @@ use support::*;
 const MESSAGES: usize = 2000;
 const KILLS: usize = 10;
 const CONNECTIONS: usize = 2;
+/// Every BAD_EVERY-th message also goes to a recipient the relay refuses.
+const BAD_EVERY: usize = 10;
 
 fn kill9(c: &mut std::process::Child) {
     let _ = c.kill(); // SIGKILL
@@ -24,7 +27,9 @@ fn soak_kills_and_flapping_relay_lose_nothing() {
     // handshakes would dominate the run (TLS is covered by daemon_relay.rs).
     let relay = Relay::start(tmp.path(), RelayOpts::plain());
     // Per MAIL command, across all sessions: accept, 451, drop the connection at DATA.
-    relay.set_faults(r#"{"mode": "cycle", "cycle": ["ok", "451", "disconnect"]}"#);
+    relay.set_faults(
+        r#"{"mode": "cycle", "cycle": ["ok", "451", "disconnect"], "rcpt": {"bad@example.org": "550 5.1.1 no such user"}}"#,
+    );
     let relay_cfg = format!(
         "url = \"smtp://127.0.0.1:{}\"\nallow_plaintext = true\ncommand_timeout = 10",
         relay.port
@@ -45,7 +50,14 @@ fn soak_kills_and_flapping_relay_lose_nothing() {
     for k in 0..KILLS {
         for i in 0..per_batch {
             let n = k * per_batch + i;
-            env.send(&["soak@example.org"], &format!("soak {n}"));
+            if n % BAD_EVERY == 0 {
+                env.send(
+                    &["soak@example.org", "bad@example.org"],
+                    &format!("soak {n}"),
+                );
+            } else {
+                env.send(&["soak@example.org"], &format!("soak {n}"));
+            }
         }
         seed = seed
             .wrapping_mul(6364136223846793005)
@@ -63,19 +75,47 @@ fn soak_kills_and_flapping_relay_lose_nothing() {
     kill9(&mut daemon);
     let got = relay.arrived();
     let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut bounced: HashMap<String, usize> = HashMap::new();
     for m in &got {
+        if rcpts_of(m) == ["admin@example.com"] {
+            // A bounce (local mail's go to the admin): it names the original by its headers.
+            let data = m["data"].as_str().unwrap_or("");
+            assert!(
+                data.contains("Final-Recipient: rfc822; bad@example.org"),
+                "{data}"
+            );
+            let subject = data
+                .split("\r\n")
+                .filter_map(|l| l.strip_prefix("Subject: soak "))
+                .next()
+                .unwrap_or("?");
+            *bounced.entry(format!("soak {subject}")).or_default() += 1;
+            continue;
+        }
         assert_eq!(rcpts_of(m), ["soak@example.org"]);
         *counts.entry(subject_of(m)).or_default() += 1;
     }
     let missing: Vec<usize> = (0..MESSAGES)
         .filter(|n| !counts.contains_key(&format!("soak {n}")))
         .collect();
+    let unbounced: Vec<usize> = (0..MESSAGES)
+        .step_by(BAD_EVERY)
+        .filter(|n| !bounced.contains_key(&format!("soak {n}")))
+        .collect();
+    assert_eq!(
+        bounced.len(),
+        MESSAGES / BAD_EVERY,
+        "bounces only for the messages with a refused recipient: {bounced:?}"
+    );
     let dups: usize = counts.values().map(|c| c - 1).sum();
+    let bounce_dups: usize = bounced.values().map(|c| c - 1).sum();
     eprintln!(
-        "soak: {} messages, {} arrivals, {} duplicates after {KILLS} kills, {} relay connections, {:.1} s",
+        "soak: {} messages, {} arrivals, {} duplicates, {} bounces ({} duplicate) after {KILLS} kills, {} relay connections, {:.1} s",
         MESSAGES,
         got.len(),
         dups,
+        bounced.values().sum::<usize>(),
+        bounce_dups,
         relay.stat("connections"),
         started.elapsed().as_secs_f64()
     );
@@ -88,7 +128,12 @@ fn soak_kills_and_flapping_relay_lose_nothing() {
         dups <= KILLS * CONNECTIONS,
         "{dups} duplicates for {KILLS} kills"
     );
+    assert!(unbounced.is_empty(), "lost bounces: {unbounced:?}");
+    assert!(
+        bounce_dups <= KILLS * CONNECTIONS,
+        "{bounce_dups} duplicate bounces for {KILLS} kills"
+    );
     assert_eq!(env.queued(), 0, "queue drained");
-    assert_eq!(env.count("failed"), 0);
+    assert_eq!(env.count("failed"), MESSAGES / BAD_EVERY, "originals kept");
     assert_eq!(env.count("corrupt"), 0);
 }
