@@ -50,7 +50,7 @@ fn soak_kills_and_flapping_relay_lose_nothing() {
     for k in 0..KILLS {
         for i in 0..per_batch {
             let n = k * per_batch + i;
-            if n % BAD_EVERY == 0 {
+            if n.is_multiple_of(BAD_EVERY) {
                 env.send(
                     &["soak@example.org", "bad@example.org"],
                     &format!("soak {n}"),
