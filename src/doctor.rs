@@ -87,7 +87,7 @@ impl Report {
             self.dns_warned = true;
             self.warn(
                 "dns",
-                format!("could not ask DNS ({why}); the domain's records were not checked"),
+                format!("could not ask DNS ({why}); the records it could not get were not checked"),
                 "check /etc/resolv.conf and that a DNS server answers (or give --dns HOST:PORT); this is not a problem of your domain",
             );
         }
