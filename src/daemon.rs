@@ -121,8 +121,9 @@ impl Slot {
         }
     }
 
-    /// Probe interval while down: every 11 s for the first 10 minutes (at most 6 attempts in
-    /// any minute, and a recovered relay is noticed within 11 s), then every minute, then
+    /// Probe interval while down: every 12 s for the first 10 minutes (at most 6 attempts in
+    /// any minute, counting the two or more workers that found the relay down at the same
+    /// moment, and a recovered relay is noticed within 12 s), then every minute, then
     /// every 5 minutes after an hour. Configuration problems (wrong password, bad
     /// certificate) back off further: they need a human, and SIGHUP retries at once.
     fn interval(&self) -> Duration {
@@ -130,7 +131,7 @@ impl Slot {
         let secs = if self.config_problem {
             (60u64 << self.failures.min(3)).min(600)
         } else if down_for < Duration::from_secs(600) {
-            11
+            12
         } else if down_for < Duration::from_secs(3600) {
             60
         } else {
