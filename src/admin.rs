@@ -607,6 +607,7 @@ pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Stat
         }
         oldest = oldest.max(Some(now.saturating_sub(e.arrival_time)));
     }
+    let waiting = incoming + queued + held > 0;
     Ok(Status {
         daemon_running: running,
         daemon_pid: pid,
@@ -623,9 +624,9 @@ pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Stat
         relay: state::RelayState::load(&state::RelayState::path(layout)).map(|r| RelayStatus {
             // A relay last seen down with nothing waiting holds no mail up (the state is
             // only rechecked when there is mail to send).
-            idle: incoming + queued + held == 0,
+            idle: !waiting,
             stuck: !r.up
-                && incoming + queued + held > 0
+                && waiting
                 && r.down_since
                     .is_some_and(|t| now.saturating_sub(t) >= stuck_after.as_secs()),
             state: r,

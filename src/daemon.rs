@@ -695,7 +695,7 @@ fn run_job(ctx: &Ctx, conn: &mut Option<Conn>, job: &Job) -> Outcome {
             return Outcome::Gone("cannot seek".into());
         }
         let env = &job.env;
-        let mut out = OutEnvelope {
+        let out = OutEnvelope {
             sender: env.sender.clone(),
             rcpts: job
                 .pending
@@ -709,9 +709,7 @@ fn run_job(ctx: &Ctx, conn: &mut Option<Conn>, job: &Job) -> Outcome {
             envid: env.envid.clone(),
             ret: env.ret.clone(),
             body_8bit: env.body.as_deref() != Some("7BIT"),
-            smtputf8: false,
         };
-        out.smtputf8 = out.needs_smtputf8();
         let started = Instant::now();
         let res = c.session.send(&out, &mut body, size);
         let peer = c.session.peer().to_string();
@@ -1588,8 +1586,9 @@ impl Daemon {
             .clone()
             .unwrap_or_else(|| self.fqdn.clone());
         let from = bounce_sender(&self.cfg, &self.fqdn);
+        let file = File::open(&m.path).ok();
         let mut headers = Vec::new();
-        if let Ok(f) = File::open(&m.path) {
+        if let Some(f) = &file {
             let mut r = BufReader::new(f);
             let _ = r.seek(SeekFrom::Start(m.body_offset));
             let mut line = Vec::new();
@@ -1607,16 +1606,15 @@ impl Daemon {
                 headers.extend_from_slice(&line);
             }
         }
-        // RET=FULL on a bounce: the whole message, when it is small enough to send back.
-        let size = fs::metadata(&m.path)
-            .map(|md| md.len().saturating_sub(m.body_offset))
-            .unwrap_or(u64::MAX);
+        // RET=FULL on a bounce: the whole message, when it is small enough to send back
+        // (read from the same open file; one that cannot be read counts as too large).
         let full =
             (kind == bounce::Kind::Failure && bounce::wants_full(env.ret.as_deref())).then(|| {
+                let mut f = file.as_ref()?;
+                let size = f.metadata().ok()?.len().saturating_sub(m.body_offset);
                 if size > bounce::FULL_LIMIT as u64 {
                     return None;
                 }
-                let mut f = File::open(&m.path).ok()?;
                 f.seek(SeekFrom::Start(m.body_offset)).ok()?;
                 let mut all = Vec::with_capacity(size as usize);
                 f.take(bounce::FULL_LIMIT as u64 + 1)
@@ -1756,16 +1754,16 @@ impl Daemon {
     /// backoff; the others keep their timers. Returns how many of them are being tried.
     fn flush_matching(&mut self, filter: &crate::cli::QueueFilter) -> usize {
         self.pickup();
-        let matched: std::collections::HashSet<&str> = self
+        let matched: std::collections::HashSet<String> = self
             .msgs
             .iter()
             .filter(|(id, m)| selected(filter, id, &m.env))
-            .map(|(id, _)| id.as_str())
+            .map(|(id, _)| id.clone())
             .collect();
         let due: Vec<(u64, String)> = self
             .timers
             .iter()
-            .filter(|(_, id)| matched.contains(id.as_str()))
+            .filter(|(_, id)| matched.contains(id))
             .cloned()
             .collect();
         for (at, id) in due {
@@ -1774,10 +1772,9 @@ impl Daemon {
                 self.timers.remove(&(at, id));
             }
         }
-        let n = self
-            .msgs
+        let n = matched
             .iter()
-            .filter(|(id, m)| m.in_flight && selected(filter, id, &m.env))
+            .filter(|id| self.msgs.get(*id).is_some_and(|m| m.in_flight))
             .count();
         // A relay marked down is probed now rather than at its next probe time.
         if n > 0 || filter == &crate::cli::QueueFilter::default() {
@@ -2248,7 +2245,7 @@ fn parse_flush_request(req: &[u8]) -> std::result::Result<crate::cli::QueueFilte
         let shown: String = line.chars().take(40).collect();
         let bad = || format!("bad flush request line {shown:?}");
         let (key, value) = line.split_once(' ').ok_or_else(bad)?;
-        if value.is_empty() || value.chars().any(char::is_control) {
+        if !is_selector(value) {
             return Err(bad());
         }
         match key {
@@ -2260,6 +2257,12 @@ fn parse_flush_request(req: &[u8]) -> std::result::Result<crate::cli::QueueFilte
         }
     }
     Ok(f)
+}
+
+/// A queue ID, domain or sender a flush can select by: not empty, no control characters
+/// (one line of a `FLSQ` request).
+fn is_selector(v: &str) -> bool {
+    !v.is_empty() && !v.chars().any(char::is_control)
 }
 
 /// Whether `flush` with this filter (-qI id, -qR domain, -qS sender) takes a message: the
@@ -2309,7 +2312,7 @@ pub fn flush(
         .chain(&filter.domain)
         .chain(&filter.sender)
     {
-        if v.is_empty() || v.chars().any(char::is_control) {
+        if !is_selector(v) {
             return Err(Error::usage(format!(
                 "flush: {v:?} is not a queue ID, domain or sender"
             )));

@@ -238,7 +238,6 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<i32> {
             envid: None,
             ret: None,
             body_8bit: false,
-            smtputf8: false,
         };
         match session.send(&env, &mut body.as_bytes(), body.len() as u64) {
             Ok(tx) => match (&tx.rcpt[0], &tx.data) {

@@ -363,12 +363,10 @@ pub struct OutEnvelope {
     pub envid: Option<String>,
     pub ret: Option<String>,
     pub body_8bit: bool,
-    /// An address is not ASCII: it needs the relay's SMTPUTF8 (RFC 6531).
-    pub smtputf8: bool,
 }
 
 impl OutEnvelope {
-    /// Whether any address needs SMTPUTF8.
+    /// Whether an address is not ASCII: it needs the relay's SMTPUTF8 (RFC 6531).
     pub fn needs_smtputf8(&self) -> bool {
         !self.sender.is_ascii() || self.rcpts.iter().any(|r| !r.addr.is_ascii())
     }
@@ -722,7 +720,8 @@ impl Session {
                 }),
             ));
         }
-        if env.smtputf8 && !self.caps.smtputf8 {
+        let smtputf8 = env.needs_smtputf8();
+        if smtputf8 && !self.caps.smtputf8 {
             // As Postfix does: without SMTPUTF8 a non-ASCII address cannot be sent. The
             // sender fails the message; each such recipient fails alone, the rest go.
             if !env.sender.is_ascii() {
@@ -732,7 +731,6 @@ impl Session {
                 ));
             }
             let mut ascii = env.clone();
-            ascii.smtputf8 = false;
             ascii.rcpts.retain(|r| r.addr.is_ascii());
             let inner = if ascii.rcpts.is_empty() {
                 TxResult {
@@ -761,7 +759,7 @@ impl Session {
         if env.body_8bit && self.caps.eightbitmime {
             mail.push_str(" BODY=8BITMIME");
         }
-        if env.smtputf8 && self.caps.smtputf8 {
+        if smtputf8 {
             mail.push_str(" SMTPUTF8");
         }
         if self.caps.dsn {
@@ -1182,7 +1180,6 @@ mod tests {
             envid: None,
             ret: None,
             body_8bit: true,
-            smtputf8: false,
         }
     }
 
