@@ -480,6 +480,19 @@ fn ask_daemon(layout: &Layout, op: Op, args: &[String], tally: &mut Tally) -> Re
     Err(Error::temp("the relayq daemon sent too many answers"))
 }
 
+/// The rest of a socket request (after its verb), up to the client's shutdown of its
+/// write side: at most `max` bytes, else "<what> too large".
+pub fn read_request(s: &UnixStream, max: u64, what: &str) -> std::result::Result<Vec<u8>, String> {
+    let mut req = Vec::new();
+    s.take(max + 1)
+        .read_to_end(&mut req)
+        .map_err(|e| e.to_string())?;
+    if req.len() as u64 > max {
+        return Err(format!("{what} too large"));
+    }
+    Ok(req)
+}
+
 /// The daemon's side of a request on its socket: `peer` (from SO_PEERCRED) is root, or may
 /// touch only what it submitted; anyone else's message is "no such message". The reply
 /// ends with the `END` line the caller writes.
@@ -494,13 +507,7 @@ pub fn serve(
         owner,
         only: (peer != 0).then_some(peer),
     };
-    let mut req = Vec::new();
-    s.take(MAX_REQUEST + 1)
-        .read_to_end(&mut req)
-        .map_err(|e| e.to_string())?;
-    if req.len() as u64 > MAX_REQUEST {
-        return Err("request too large".into());
-    }
+    let req = read_request(s, MAX_REQUEST, "request")?;
     let args: Vec<String> = String::from_utf8_lossy(&req)
         .lines()
         .map(str::to_string)

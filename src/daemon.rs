@@ -2153,13 +2153,7 @@ fn handle_client(
             Ok("OK flushing".into())
         }
         b"FLSQ" => {
-            let mut req = Vec::new();
-            s.take(MAX_FLUSH_REQUEST + 1)
-                .read_to_end(&mut req)
-                .map_err(|e| e.to_string())?;
-            if req.len() as u64 > MAX_FLUSH_REQUEST {
-                return Err("flush request too large".into());
-            }
+            let req = crate::admin::read_request(s, MAX_FLUSH_REQUEST, "flush request")?;
             let filter = parse_flush_request(&req)?;
             let (tx, rx) = mpsc::channel();
             let req = FlushReq {
