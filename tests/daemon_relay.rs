@@ -555,11 +555,7 @@ fn crafted_spool_files_are_set_aside_never_delivered() {
 #[test]
 fn one_deliverer_per_spool() {
     let (env, relay) = setup(RelayOpts::default(), "smtp");
-    let mut d = env.daemon();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !env.spool("run").join("submit.sock").exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut d = env.daemon_listening();
     // A second daemon refuses to start (exit 75) rather than deliver the same queue.
     let o = std::process::Command::new(BIN)
         .arg("-C")

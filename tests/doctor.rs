@@ -99,12 +99,7 @@ fn fix_after<'a>(out: &'a str, start: &str) -> &'a str {
 #[test]
 fn good_domain_all_pass() {
     let env = Env::new(FASTMAIL, "");
-    let mut d = env.daemon();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !env.spool("run").join("submit.sock").exists() {
-        assert!(Instant::now() < deadline, "daemon: {}", env.daemon_log());
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    let mut d = env.daemon_listening();
     let dns = Dns::start(env.path(), GOOD_ZONE);
     let (code, out) = run(&env, &["--dns", &dns.addr]);
     assert_eq!(code, 0, "{out}");

@@ -104,11 +104,7 @@ fn two_deferred(env: &Env, relay: &Relay) -> (std::process::Child, String) {
         .find(|v| v["recipients"][0]["address"] == "a@one.example")
         .and_then(|v| v["queue_id"].as_str().map(str::to_string))
         .expect("the message to one.example is listed");
-    let d = env.daemon();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !env.spool("run").join("submit.sock").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let d = env.daemon_listening();
     // Started with both on an hour's backoff: nothing goes out by itself.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(relay.arrived().len(), 0, "{}", env.daemon_log());
@@ -229,11 +225,7 @@ fn bad_flush_requests_get_an_error_line() {
     let tmp = tempfile::tempdir().unwrap();
     let relay = Relay::start(tmp.path(), RelayOpts::default());
     let env = Env::new(&relay_toml("smtp", relay.port), "");
-    let mut d = env.daemon();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !env.spool("run").join("submit.sock").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut d = env.daemon_listening();
     let big = [b"FLSQ".to_vec(), b"id X\n".repeat(20_000)].concat();
     for (req, want) in [
         (&b"FLSQ\xff\xfe\n"[..], "ERR bad flush request: not UTF-8"),
@@ -320,11 +312,7 @@ fn quiet_with_a_daemon_too() {
     let tmp = tempfile::tempdir().unwrap();
     let relay = Relay::start(tmp.path(), RelayOpts::default());
     let env = syslog_env(&relay);
-    let mut d = env.daemon();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !env.spool("run").join("submit.sock").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut d = env.daemon_listening();
     assert!(d.try_wait().unwrap().is_none());
     for args in [&["flush", "NOSUCH"][..], &["flush"]] {
         let o = env.relayq(args);

@@ -316,6 +316,18 @@ impl Env {
             .unwrap()
     }
 
+    /// Start the daemon and wait (at most 10 s) until its socket is there: it then takes
+    /// flush and queue requests.
+    pub fn daemon_listening(&self) -> Child {
+        let d = self.daemon();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.spool("run").join("submit.sock").exists() {
+            assert!(Instant::now() < deadline, "daemon: {}", self.daemon_log());
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        d
+    }
+
     pub fn daemon_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
