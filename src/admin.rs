@@ -5,30 +5,16 @@
 //! go over the daemon's socket, which runs the same per-ID code on their own messages only.
 //! `status` is for root and the spool's owner.
 
-use crate::daemon::read_envelope;
 use crate::error::{Class, Error, Result};
 use crate::sink::ChunkWriter;
-use crate::spool::{self, Envelope, Layout};
-use crate::state::{self, RcptState, State};
-use std::fs;
+use crate::spool::{Envelope, Layout, Queue, QueueId, Spool};
+use crate::state::{self, Event, Journal, RcptState, State};
 use std::io::{BufRead, Read, Seek, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
 
-fn spool_owner(layout: &Layout) -> Result<u32> {
-    Ok(fs::metadata(layout.dir("queue"))
-        .map_err(|e| {
-            Error::temp(format!(
-                "spool {}: {e}: run `relayq init`",
-                layout.root.display()
-            ))
-        })?
-        .uid())
-}
-
-fn require_access(layout: &Layout) -> Result<u32> {
-    let owner = spool_owner(layout)?;
+fn require_access(spool: &Spool) -> Result<u32> {
+    let owner = spool.owner();
     let me = nix::unistd::geteuid().as_raw();
     if me != 0 && me != owner {
         return Err(Error::noperm(
@@ -38,27 +24,12 @@ fn require_access(layout: &Layout) -> Result<u32> {
     Ok(owner)
 }
 
-fn all_ids(layout: &Layout, dirs: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = dirs
-        .iter()
-        .filter_map(|d| fs::read_dir(layout.dir(d)).ok())
-        .flat_map(|r| {
-            r.filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().into_string().ok())
-        })
-        .filter(|n| spool::is_id(n))
-        .collect();
+/// The messages in `queues`, sorted, each once.
+fn all_ids(spool: &Spool, queues: &[Queue]) -> Vec<QueueId> {
+    let mut v: Vec<QueueId> = queues.iter().flat_map(|q| spool.ids(*q)).collect();
     v.sort();
     v.dedup();
     v
-}
-
-fn move_with_state(from: &PathBuf, to: &PathBuf) -> std::io::Result<()> {
-    let st = state::path_for(from);
-    if st.exists() {
-        fs::rename(&st, state::path_for(to))?;
-    }
-    fs::rename(from, to)
 }
 
 /// Largest request an ordinary user may send the daemon (IDs, one a line): about 47,000 IDs.
@@ -134,11 +105,17 @@ pub struct Scope {
 }
 
 impl Scope {
-    fn sees(&self, path: &Path) -> bool {
+    fn sees(&self, spool: &Spool, q: Queue, id: &QueueId) -> bool {
         self.only.is_none_or(|uid| {
-            read_envelope(path)
+            spool
+                .read_envelope(q, id.as_str())
                 .is_ok_and(|(env, _, meta)| env.submitter(meta.uid(), self.owner) == uid)
         })
+    }
+
+    /// The uid a hold is recorded under: 0 for root and the spool's owner (the admin).
+    fn holder(&self) -> u32 {
+        self.only.unwrap_or(0)
     }
 }
 
@@ -149,13 +126,15 @@ pub enum Failure {
     NoSuch(String),
     Broken(String),
     Io(String),
+    /// Not this caller's to do (an admin's hold, for a user).
+    Denied(String),
 }
 
 impl Failure {
     fn line(&self) -> String {
         match self {
             Failure::NoSuch(id) => format!("{id}: no such message in the queue"),
-            Failure::Broken(m) | Failure::Io(m) => m.clone(),
+            Failure::Broken(m) | Failure::Io(m) | Failure::Denied(m) => m.clone(),
         }
     }
 
@@ -164,6 +143,7 @@ impl Failure {
             Failure::NoSuch(_) => Class::NoUser,
             Failure::Broken(_) => Class::Data,
             Failure::Io(_) => Class::Temp,
+            Failure::Denied(_) => Class::NoPerm,
         };
         Error::new(class, self.line())
     }
@@ -174,6 +154,7 @@ impl Failure {
             Failure::NoSuch(id) => ("MISS", id),
             Failure::Broken(m) => ("BAD", m),
             Failure::Io(m) => ("IO", m),
+            Failure::Denied(m) => ("DENY", m),
         };
         format!("{tag} {}", text.replace(['\r', '\n'], " "))
     }
@@ -183,27 +164,23 @@ impl Failure {
             "MISS" => Some(Failure::NoSuch(text.into())),
             "BAD" => Some(Failure::Broken(text.into())),
             "IO" => Some(Failure::Io(text.into())),
+            "DENY" => Some(Failure::Denied(text.into())),
             _ => None,
         }
     }
 }
 
-/// Where a message `scope` may see is now: (directory, path). Anything else, including a
-/// name that is not a queue ID (no path traversal), is not there.
-fn locate(layout: &Layout, id: &str, scope: Scope) -> Option<(&'static str, PathBuf)> {
-    if !spool::is_id(id) {
-        return None;
-    }
-    ["queue", "hold", "new"]
-        .into_iter()
-        .map(|d| (d, layout.dir(d).join(id)))
-        .find(|(_, p)| p.exists())
-        .filter(|(_, p)| scope.sees(p))
+/// Where a message `scope` may see is now. Anything else, including a name that is not a
+/// queue ID (no path traversal), is not there.
+fn locate(spool: &Spool, id: &str, scope: Scope) -> Option<(Queue, QueueId)> {
+    let id = QueueId::parse(id)?;
+    let q = spool.locate(&id, &[Queue::Active, Queue::Hold, Queue::New])?;
+    scope.sees(spool, q, &id).then_some((q, id))
 }
 
 /// The IDs a request names: its arguments, or with `--all` every message `scope` may see in
 /// the directories `op` applies to.
-fn targets(layout: &Layout, op: Op, args: &[String], scope: Scope) -> Vec<String> {
+fn targets(spool: &Spool, op: Op, args: &[String], scope: Scope) -> Vec<String> {
     if !args.iter().any(|a| a == "--all") {
         return args
             .iter()
@@ -211,14 +188,15 @@ fn targets(layout: &Layout, op: Op, args: &[String], scope: Scope) -> Vec<String
             .cloned()
             .collect();
     }
-    let dirs: &[&str] = match op {
-        Op::Release => &["hold"],
-        Op::Hold => &["queue", "new"],
-        _ => &["queue", "hold", "new"],
+    let queues: &[Queue] = match op {
+        Op::Release => &[Queue::Hold],
+        Op::Hold => &[Queue::Active, Queue::New],
+        _ => &[Queue::Active, Queue::Hold, Queue::New],
     };
-    all_ids(layout, dirs)
+    all_ids(spool, queues)
         .into_iter()
-        .filter(|id| dirs.iter().any(|d| scope.sees(&layout.dir(d).join(id))))
+        .filter(|id| queues.iter().any(|q| scope.sees(spool, *q, id)))
+        .map(|id| id.to_string())
         .collect()
 }
 
@@ -229,55 +207,67 @@ enum Report {
 }
 
 struct Shown {
-    id: String,
-    dir: &'static str,
-    path: PathBuf,
+    id: QueueId,
+    queue: Queue,
+    /// The message's journal, replayed.
+    state: State,
+    /// The message, open.
+    file: std::fs::File,
     env: Envelope,
     off: u64,
-    meta: fs::Metadata,
+    meta: std::fs::Metadata,
     owner: u32,
     body: bool,
     /// The relay's state when it is down (the reason a queued message waits).
     relay: Option<state::RelayState>,
 }
 
-/// Run `op` on one message `scope` may see.
-fn apply(layout: &Layout, scope: Scope, op: Op, id: &str) -> Result<Report, Failure> {
-    let (dir, path) = locate(layout, id, scope).ok_or_else(|| Failure::NoSuch(id.to_string()))?;
+/// Run `op` on one message `scope` may see. Each state change is one transition of the
+/// spool's; a hold records who held it (`h UID`, 0 for the admin), and only an admin hold's
+/// holder, the admin, may release it.
+fn apply(spool: &Spool, scope: Scope, op: Op, id: &str) -> Result<Report, Failure> {
+    let (q, qid) = locate(spool, id, scope).ok_or_else(|| Failure::NoSuch(id.to_string()))?;
     let io = |e: std::io::Error| Failure::Io(format!("{id}: {e}"));
-    match (op, dir) {
+    match (op, q) {
         (Op::Show { body }, _) => {
-            let (env, off, meta) =
-                read_envelope(&path).map_err(|e| Failure::Broken(format!("{id}: {e}")))?;
+            let (env, off, meta) = spool
+                .read_envelope(q, id)
+                .map_err(|e| Failure::Broken(format!("{id}: {e}")))?;
+            let (file, _) = spool.open_file(q, id).map_err(io)?;
             return Ok(Report::Show(Box::new(Shown {
-                id: id.to_string(),
-                dir,
-                path,
+                state: State::parse(&spool.journal(&qid), env.rcpts.len()),
+                id: qid,
+                queue: q,
+                file,
                 env,
                 off,
                 meta,
                 owner: scope.owner,
                 body,
-                relay: state::RelayState::down(layout).filter(|_| dir == "queue"),
+                relay: state::RelayState::down(spool.layout()).filter(|_| q == Queue::Active),
             })));
         }
-        (Op::Hold, "hold") | (Op::Release, "queue" | "new") => {}
-        (Op::Hold, _) => move_with_state(&path, &layout.dir("hold").join(id)).map_err(io)?,
-        // Released mail goes back through new/, where the daemon notices it at once.
+        (Op::Hold, Queue::Hold) | (Op::Release, Queue::Active | Queue::New) => {}
+        (Op::Hold, _) => {
+            let mut st = State::default();
+            spool
+                .journal_append(&qid)
+                .and_then(|f| Journal::new(f).record(&mut st, &[Event::HeldBy(scope.holder())]))
+                .map_err(io)?;
+            spool.transition(&qid, q, Queue::Hold).map_err(io)?
+        }
+        // Released mail goes back through new/, where the daemon notices it at once and
+        // tries it now, whatever backoff its journal recorded.
         (Op::Release, _) => {
-            let st = state::path_for(&path);
-            if st.exists() {
-                fs::rename(&st, state::path_for(&layout.dir("queue").join(id))).map_err(io)?;
+            let held_by = State::parse(&spool.journal(&qid), 0).held_by;
+            if scope.only.is_some() && held_by != scope.only {
+                return Err(Failure::Denied(format!(
+                    "{id}: held by the administrator; only root can release it"
+                )));
             }
-            fs::rename(&path, layout.dir("new").join(id)).map_err(io)?;
+            spool.transition(&qid, q, Queue::New).map_err(io)?
         }
-        (Op::Delete, _) => {
-            fs::remove_file(&path).map_err(io)?;
-            match fs::remove_file(state::path_for(&path)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
-                _ => {}
-            }
-        }
+        (Op::Delete, _) => spool.remove(&qid, q).map_err(io)?,
     }
     let done = match op {
         Op::Hold => "held",
@@ -299,12 +289,10 @@ impl Report {
 impl Shown {
     /// Envelope, per-recipient state, header (and with `--body` the body).
     fn write(&self, out: &mut dyn Write) -> std::io::Result<()> {
-        let (id, env) = (&self.id, &self.env);
-        let st = State::load(&state::path_for(&self.path), env.rcpts.len());
-        let shown_dir = if self.dir == "queue" {
-            "queued"
-        } else {
-            self.dir
+        let (id, env, st) = (&self.id, &self.env, &self.state);
+        let shown_dir = match self.queue {
+            Queue::Active => "queued",
+            q => q.dir_name(),
         };
         writeln!(out, "Queue ID:  {id} ({shown_dir})")?;
         writeln!(
@@ -345,7 +333,7 @@ impl Shown {
             writeln!(out, "Recipient: <{}> {what}{reply}", r.addr)?;
         }
         writeln!(out)?;
-        let mut f = std::io::BufReader::new(fs::File::open(&self.path)?);
+        let mut f = std::io::BufReader::new(&self.file);
         f.seek(std::io::SeekFrom::Start(self.off))?;
         let mut line = Vec::new();
         let (mut in_body, mut line_start) = (false, true);
@@ -409,7 +397,7 @@ pub fn manage(layout: &Layout, cmd: &str, args: &[String]) -> Result<i32> {
             op.name()
         )));
     }
-    let owner = spool_owner(layout)?;
+    let owner = Spool::open(layout)?.owner();
     let me = nix::unistd::geteuid().as_raw();
     let mut tally = Tally {
         op,
@@ -417,10 +405,13 @@ pub fn manage(layout: &Layout, cmd: &str, args: &[String]) -> Result<i32> {
         error: None,
     };
     if me == 0 || me == owner {
+        // Root works as the spool's owner: nothing planted in the spool can make root act.
+        let spool = Spool::open_as_owner(layout)?;
+        spool.check()?;
         let scope = Scope { owner, only: None };
         let mut out = std::io::stdout().lock();
-        for id in targets(layout, op, args, scope) {
-            tally.add(apply(layout, scope, op, &id).and_then(|r| {
+        for id in targets(&spool, op, args, scope) {
+            tally.add(apply(&spool, scope, op, &id).and_then(|r| {
                 r.write(&mut out)
                     .map_err(|e| Failure::Io(format!("{id}: {e}")))
             }));
@@ -436,7 +427,7 @@ pub fn manage(layout: &Layout, cmd: &str, args: &[String]) -> Result<i32> {
 fn ask_daemon(layout: &Layout, op: Op, args: &[String], tally: &mut Tally) -> Result<()> {
     let mut req = op.verb().to_vec();
     for a in args {
-        if a == "--all" || spool::is_id(a) {
+        if a == "--all" || crate::spool::is_id(a) {
             req.extend_from_slice(a.as_bytes());
             req.push(b'\n');
         } else if !a.starts_with("--") {
@@ -497,14 +488,13 @@ pub fn read_request(s: &UnixStream, max: u64, what: &str) -> std::result::Result
 /// touch only what it submitted; anyone else's message is "no such message". The reply
 /// ends with the `END` line the caller writes.
 pub fn serve(
-    layout: &Layout,
+    spool: &Spool,
     peer: u32,
     op: Op,
     s: &UnixStream,
 ) -> std::result::Result<String, String> {
-    let owner = spool_owner(layout).map_err(|e| e.msg)?;
     let scope = Scope {
-        owner,
+        owner: spool.owner(),
         only: (peer != 0).then_some(peer),
     };
     let req = read_request(s, MAX_REQUEST, "request")?;
@@ -514,8 +504,8 @@ pub fn serve(
         .collect();
     let io = |e: std::io::Error| e.to_string();
     let mut w = std::io::BufWriter::new(s);
-    for id in targets(layout, op, &args, scope) {
-        match apply(layout, scope, op, &id) {
+    for id in targets(spool, op, &args, scope) {
+        match apply(spool, scope, op, &id) {
             Ok(report) => {
                 w.write_all(b"OK\n").map_err(io)?;
                 let mut c = ChunkWriter::new(&mut w);
@@ -565,9 +555,11 @@ pub struct RelayStatus {
 /// Whether a daemon (or flush) runs on this spool, and its pid: it holds run/daemon.lock,
 /// so if we can take the lock, nobody runs.
 pub fn daemon_state(layout: &Layout) -> (bool, Option<u32>) {
-    let lock_path = layout.dir("run").join("daemon.lock");
-    match fs::File::open(&lock_path) {
-        Ok(f) => match f.try_lock_shared() {
+    match Spool::open(layout)
+        .ok()
+        .and_then(|s| s.open_run_file("daemon.lock"))
+    {
+        Some(f) => match f.try_lock_shared() {
             Ok(()) => (false, None),
             Err(_) => {
                 let mut s = String::new();
@@ -575,19 +567,19 @@ pub fn daemon_state(layout: &Layout) -> (bool, Option<u32>) {
                 (true, s.trim().parse().ok())
             }
         },
-        Err(_) => (false, None),
+        None => (false, None),
     }
 }
 
 /// The daemon, queue counts, oldest message and last error, as `relayq status` shows them.
 pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Status> {
-    require_access(layout)?;
+    let spool = Spool::open(layout)?;
+    require_access(&spool)?;
     let (running, pid) = daemon_state(layout);
-    let count = |d: &str| all_ids(layout, &[d]).len();
     // corrupt/ holds whatever was set aside, under new names (ID-oldname): every file.
-    let corrupt = layout.count_files("corrupt");
+    let corrupt = spool.list(Queue::Corrupt).map_or(0, |v| v.len());
     // One pass over the queue: the listing has every message's state.
-    let entries = crate::queue::scan(layout, None);
+    let entries = crate::queue::scan(&spool, None);
     let now = crate::daemon::now();
     let (mut incoming, mut queued, mut deferred, mut held) = (0, 0, 0, 0);
     let mut oldest = None;
@@ -622,7 +614,7 @@ pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Stat
         queued,
         deferred,
         held,
-        failed: count("failed"),
+        failed: spool.count(Queue::Failed),
         corrupt,
         oldest_age_seconds: oldest,
         last_error: last_error.map(|x| x.1.to_string()),
@@ -784,8 +776,17 @@ fn write_metrics(path: &std::path::Path, s: &Status) -> Result<()> {
     if let Some(r) = &s.relay {
         m.push_str(&format!("relayq_relay_up {}\n", u8::from(r.state.up)));
     }
+    // Root writes into a directory others may own (node-exporter's): the temporary file is
+    // created new (a link planted under its name is removed, never followed), then renamed
+    // over the target, which replaces a link there rather than writing through it.
     let tmp = path.with_extension("prom.tmp");
-    fs::write(&tmp, m)
-        .and_then(|_| fs::rename(&tmp, path))
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(m.as_bytes()))
+        .and_then(|_| std::fs::rename(&tmp, path))
         .map_err(|e| Error::temp(format!("metrics file {}: {e}", path.display())))
 }

@@ -15,7 +15,7 @@ use crate::relay::{
     self, Auth, AuthMech, Kind, OutEnvelope, OutRcpt, Session, SessionError, Stage, Target,
     Timeouts,
 };
-use crate::spool::{self, Draft, Envelope, Layout, Rcpt};
+use crate::spool::{self, Draft, Envelope, Layout, Queue, QueueId, Rcpt, Spool};
 use crate::state::{self, Event, Journal, RcptState, State};
 use log::{error, info, warn};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -275,8 +275,7 @@ fn build_slots(cfg: &Config) -> Result<Vec<Slot>> {
 /// A unit of work for a worker: one message's pending recipients.
 #[derive(Clone)]
 struct Job {
-    id: String,
-    path: PathBuf,
+    id: QueueId,
     env: Arc<Envelope>,
     body_offset: u64,
     pending: Vec<usize>,
@@ -334,7 +333,7 @@ struct Report {
 struct Ctx {
     shared: Mutex<Shared>,
     cv: Condvar,
-    layout: Layout,
+    spool: Spool,
     reports: Mutex<mpsc::Sender<Report>>,
     wake: UnixStream,
     /// The latest successful delivery, for `relayq status` (run/last-delivery).
@@ -659,7 +658,7 @@ fn worker(ctx: Arc<Ctx>) {
                     conn_gen = generation;
                 }
                 ctx.report(Report {
-                    id: job.id.clone(),
+                    id: job.id.to_string(),
                     outcome,
                 });
             }
@@ -668,6 +667,18 @@ fn worker(ctx: Arc<Ctx>) {
 }
 
 /// Deliver one job on the current connection (connecting first if needed).
+impl Ctx {
+    /// A message's state, replayed from its journal.
+    fn load_state(&self, id: &QueueId, nrcpts: usize) -> State {
+        State::parse(&self.spool.journal(id), nrcpts)
+    }
+
+    /// Append events to a message's journal, durably, updating `st`.
+    fn record(&self, id: &QueueId, st: &mut State, events: &[Event]) -> std::io::Result<()> {
+        Journal::new(self.spool.journal_append(id)?).record(st, events)
+    }
+}
+
 fn run_job(ctx: &Ctx, conn: &mut Option<Conn>, job: &Job) -> Outcome {
     for _attempt in 0..2 {
         if conn.is_none() {
@@ -681,8 +692,8 @@ fn run_job(ctx: &Ctx, conn: &mut Option<Conn>, job: &Job) -> Outcome {
                 .push_front(job.clone());
             return Outcome::Blocked;
         };
-        let file = match File::open(&job.path) {
-            Ok(f) => f,
+        let file = match ctx.spool.open_file(Queue::Active, job.id.as_str()) {
+            Ok((f, _)) => f,
             Err(e) => return Outcome::Gone(e.to_string()),
         };
         let size = file
@@ -775,10 +786,8 @@ fn run_job(ctx: &Ctx, conn: &mut Option<Conn>, job: &Job) -> Outcome {
                         }
                     })
                     .collect();
-                let mut st = State::load(&state::path_for(&job.path), job.env.rcpts.len());
-                if let Err(err) = Journal::open(&state::path_for(&job.path))
-                    .and_then(|mut j| j.record(&mut st, &events))
-                {
+                let mut st = ctx.load_state(&job.id, job.env.rcpts.len());
+                if let Err(err) = ctx.record(&job.id, &mut st, &events) {
                     error!("{}: cannot record delivery state: {err}", job.id);
                 }
                 let status = if perm { "bounced" } else { "deferred" };
@@ -856,22 +865,26 @@ fn record_tx(ctx: &Ctx, job: &Job, tx: &relay::TxResult, peer: &str, started: In
         events.push(ev);
         lines.push((i, status, reply));
     }
-    let st_path = state::path_for(&job.path);
-    let mut st = State::load(&st_path, job.env.rcpts.len());
+    let mut st = ctx.load_state(&job.id, job.env.rcpts.len());
     let all_sent = events.iter().all(|e| matches!(e, Event::Delivered(..)));
     let prior_all_delivered = st
         .rcpts
         .iter()
         .enumerate()
         .all(|(i, r)| job.pending.contains(&i) || matches!(r, RcptState::Delivered(..)));
-    if all_sent && prior_all_delivered {
-        // Everything delivered: the commit is removing the message.
-        let _ = fs::remove_file(&job.path);
-        let _ = fs::remove_file(&st_path);
-        if let Err(e) = File::open(ctx.layout.dir("queue")).and_then(|d| d.sync_all()) {
-            error!("{}: cannot fsync queue directory: {e}", job.id);
-        }
-    } else if let Err(e) = Journal::open(&st_path).and_then(|mut j| j.record(&mut st, &events)) {
+    // Everything delivered: the commit is removing the message. If it is no longer in
+    // queue/ (held or released meanwhile), its journal records the deliveries instead.
+    let removed = all_sent
+        && prior_all_delivered
+        && match ctx.spool.remove(&job.id, Queue::Active) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                error!("{}: cannot remove the delivered message: {e}", job.id);
+                false
+            }
+        };
+    if !removed && let Err(e) = ctx.record(&job.id, &mut st, &events) {
         error!("{}: cannot record delivery state: {e}", job.id);
     }
     let delay = started.elapsed().as_secs_f64();
@@ -882,7 +895,7 @@ fn record_tx(ctx: &Ctx, job: &Job, tx: &relay::TxResult, peer: &str, started: In
             job.id, job.env.rcpts[i].addr
         );
     }
-    if all_sent && prior_all_delivered {
+    if removed {
         info!("{}: removed", job.id);
     }
     if let Some(Event::Delivered(i, t, reply)) = events
@@ -893,7 +906,7 @@ fn record_tx(ctx: &Ctx, job: &Job, tx: &relay::TxResult, peer: &str, started: In
     {
         note.set(state::LastDelivery {
             time: *t,
-            queue_id: job.id.clone(),
+            queue_id: job.id.to_string(),
             rcpt: job.env.rcpts[*i].addr.clone(),
             message_id: job.env.message_id.clone(),
             reply: reply.clone(),
@@ -904,7 +917,7 @@ fn record_tx(ctx: &Ctx, job: &Job, tx: &relay::TxResult, peer: &str, started: In
 
 /// A queued message as the main thread tracks it.
 struct Msg {
-    path: PathBuf,
+    id: QueueId,
     env: Arc<Envelope>,
     body_offset: u64,
     arrival: u64,
@@ -924,17 +937,16 @@ impl Msg {
     fn warn_at(&self, warn_after: Option<Duration>, lifetime: u64) -> Option<u64> {
         let after = warn_after?.as_secs();
         let busy = self.in_flight && !self.blocked;
-        if self.state.warned || self.state.held || busy || self.state.all_done() {
+        if self.state.warned || busy || self.state.all_done() {
             return None;
         }
         let at = (self.arrival.saturating_add(after)).max(self.warn_retry);
         (at < self.arrival.saturating_add(lifetime)).then_some(at)
     }
 
-    fn job(&self, id: &str) -> Job {
+    fn job(&self) -> Job {
         Job {
-            id: id.to_string(),
-            path: self.path.clone(),
+            id: self.id.clone(),
             env: self.env.clone(),
             body_offset: self.body_offset,
             pending: self.state.pending().collect(),
@@ -943,32 +955,8 @@ impl Msg {
     }
 }
 
-/// Read the envelope of a queue file (without trusting it). Returns the envelope and the
-/// offset of the message.
-pub fn read_envelope(path: &Path) -> std::result::Result<(Envelope, u64, fs::Metadata), String> {
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags_nofollow()
-        .open(path)
-        .map_err(|e| format!("cannot open: {e}"))?;
-    let meta = f.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    let mut r = BufReader::new(f);
-    let env = Envelope::read_from(&mut r)?;
-    let off = r.stream_position().map_err(|e| e.to_string())?;
-    Ok((env, off, meta))
-}
-
-trait NoFollow {
-    fn custom_flags_nofollow(&mut self) -> &mut Self;
-}
-impl NoFollow for fs::OpenOptions {
-    fn custom_flags_nofollow(&mut self) -> &mut Self {
-        std::os::unix::fs::OpenOptionsExt::custom_flags(self, libc::O_NOFOLLOW | libc::O_NONBLOCK)
-    }
-}
+/// How long a file may sit untouched in tmp/ (and an orphaned journal in journal/).
+const TMP_KEEP: u64 = 3600;
 
 pub struct Daemon {
     cfg: Config,
@@ -999,14 +987,10 @@ pub struct Stats {
 }
 
 /// Take the spool's daemon lock; Err if another daemon or flush holds it.
-fn take_lock(layout: &Layout) -> Result<File> {
-    let p = layout.dir("run").join("daemon.lock");
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .read(true)
-        .open(&p)
+fn take_lock(spool: &Spool) -> Result<File> {
+    let p = spool.layout().run_file("daemon.lock");
+    let f = spool
+        .open_run("daemon.lock")
         .map_err(|e| Error::temp(format!("cannot open {}: {e}", p.display())))?;
     match f.try_lock() {
         Ok(()) => {
@@ -1024,32 +1008,6 @@ fn take_lock(layout: &Layout) -> Result<File> {
     }
 }
 
-/// If root, become the spool's owner (the daemon's user), so every file we create stays
-/// readable and writable by the daemon later.
-fn drop_to_spool_owner(layout: &Layout) -> Result<u32> {
-    let m = fs::metadata(layout.dir("queue")).map_err(|e| {
-        Error::temp(format!(
-            "spool {}: {e}: run `relayq init`",
-            layout.root.display()
-        ))
-    })?;
-    let (uid, gid) = (m.uid(), m.gid());
-    let me = nix::unistd::geteuid().as_raw();
-    if me == 0 && uid != 0 {
-        let g = nix::unistd::Gid::from_raw(gid);
-        nix::unistd::setgroups(&[g]).map_err(|e| Error::software(format!("setgroups: {e}")))?;
-        nix::unistd::setgid(g).map_err(|e| Error::software(format!("setgid: {e}")))?;
-        nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))
-            .map_err(|e| Error::software(format!("setuid: {e}")))?;
-    } else if me != 0 && me != uid {
-        return Err(Error::noperm(format!(
-            "the spool {} belongs to uid {uid}: run as root or as that user",
-            layout.root.display()
-        )));
-    }
-    Ok(uid)
-}
-
 /// Check the spool's owners and modes before trusting it.
 pub fn check_spool(layout: &Layout) -> Result<()> {
     Ok(crate::perms::spool(layout)?)
@@ -1062,7 +1020,10 @@ impl Daemon {
         crate::perms::config_file(&cfg.path)?;
         // Secrets are read (as root if need be) before privileges are dropped.
         let slots = build_slots(&cfg)?;
-        let spool_owner = drop_to_spool_owner(&layout)?;
+        // If root, become the spool's owner (the daemon's user), so every file we create
+        // stays the daemon's, and nothing in the spool can make root act.
+        let spool = Spool::open_as_owner(&layout)?;
+        let spool_owner = spool.owner();
         let (tx, rx) = mpsc::channel();
         let (wake_tx, wake_rx) = UnixStream::pair().map_err(|e| Error::software(e.to_string()))?;
         wake_rx.set_nonblocking(true).ok();
@@ -1084,7 +1045,7 @@ impl Daemon {
                 state::RelayState::path(&layout),
                 state::RelayState::load(&state::RelayState::path(&layout)),
             )),
-            layout,
+            spool,
             reports: Mutex::new(tx),
             wake: wake_tx,
         });
@@ -1105,7 +1066,19 @@ impl Daemon {
     }
 
     fn layout(&self) -> &Layout {
-        &self.ctx.layout
+        self.ctx.spool.layout()
+    }
+
+    fn spool(&self) -> &Spool {
+        &self.ctx.spool
+    }
+
+    /// Record events in a tracked message's journal (and its state).
+    fn journal(&mut self, id: &str, events: &[Event]) -> std::io::Result<()> {
+        let Some(m) = self.msgs.get_mut(id) else {
+            return Ok(());
+        };
+        self.ctx.record(&m.id, &mut m.state, events)
     }
 
     fn spawn_workers(&mut self) {
@@ -1115,107 +1088,94 @@ impl Daemon {
         }
     }
 
-    /// Load everything in queue/ (after a restart).
+    /// Load everything in queue/ (after a restart), taking over an older spool's journals.
     fn load_queue(&mut self) {
-        let dir = self.layout().dir("queue");
-        let Ok(rd) = fs::read_dir(&dir) else { return };
-        let mut names: Vec<String> = rd
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        names.sort();
-        for name in names {
-            if let Some(id) = name.strip_suffix(".st") {
-                if !dir.join(id).exists() {
-                    let _ = fs::remove_file(dir.join(&name));
-                }
-                continue;
-            }
-            self.admit(&name, dir.join(&name), false);
+        let n = self.spool().migrate_journals();
+        if n > 0 {
+            info!("moved {n} delivery journal(s) of an older relayq into journal/");
+        }
+        for id in self.spool().ids(Queue::Active) {
+            self.admit(id, false);
         }
     }
 
-    /// Move new arrivals from new/ into queue/ and admit them.
+    /// Move new arrivals (and released mail) from new/ into queue/ and admit them.
     fn pickup(&mut self) -> usize {
-        let new_dir = self.layout().dir("new");
-        let q = self.layout().dir("queue");
-        let Ok(rd) = fs::read_dir(&new_dir) else {
+        let Ok(mut names) = self.spool().list(Queue::New) else {
             return 0;
         };
-        let mut names: Vec<String> = rd
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        names.sort();
+        names.sort_by(|a, b| a.name.cmp(&b.name));
         let mut n = 0;
-        for name in names {
-            let src = new_dir.join(&name);
+        for l in names {
+            let name = l.name;
             // Held and released while we still track it: the entry we have is stale (its file
             // moved away). A worker still sending the old file finishes first.
             if let Some(m) = self.msgs.get(&name)
-                && !m.path.exists()
+                && !self.spool().contains(Queue::Active, &m.id)
             {
                 if m.in_flight {
                     continue;
                 }
-                self.msgs.remove(&name);
-                self.timers.retain(|(_, x)| *x != name);
+                self.forget(&name);
             }
-            if !spool::is_id(&name) || self.msgs.contains_key(&name) {
-                self.corrupt(&src, &name, "bad queue file name");
+            let Some(id) = QueueId::parse(&name).filter(|_| !self.msgs.contains_key(&name)) else {
+                self.corrupt(Queue::New, &name, "bad queue file name");
                 continue;
-            }
-            let dst = q.join(&name);
-            if let Err(e) = spool::rename_noreplace(&src, &dst) {
+            };
+            if let Err(e) = self.spool().pickup(&id) {
                 error!("{name}: cannot move into queue/: {e}");
                 continue;
             }
-            if self.admit(&name, dst, true) {
+            if self.admit(id, true) {
                 n += 1;
             }
         }
         if n > 0 {
-            let _ = File::open(&q).and_then(|d| d.sync_all());
+            let _ = self.spool().sync(Queue::Active);
         }
         n
     }
 
-    fn corrupt(&self, path: &Path, name: &str, why: &str) {
-        let safe: String = name
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
-            .take(64)
-            .collect();
-        let dst = self
-            .layout()
-            .dir("corrupt")
-            .join(format!("{}-{safe}", spool::new_id()));
-        match fs::rename(path, &dst) {
-            Ok(()) => warn!("{name}: moved to corrupt/: {why}"),
-            Err(e) => error!("{name}: {why}, and cannot move it to corrupt/: {e}"),
+    /// A message we stopped tracking, released while a worker had it: it waits in new/,
+    /// where pickup skipped it then.
+    fn pickup_released(&mut self, id: &str) {
+        if QueueId::parse(id).is_some_and(|q| self.spool().contains(Queue::New, &q)) {
+            self.pickup();
         }
-        let st = state::path_for(path);
-        if st.exists() {
-            let _ = fs::rename(&st, state::path_for(&dst));
+    }
+
+    /// Stop tracking a message (its file left queue/ by an admin's hand).
+    fn forget(&mut self, id: &str) {
+        self.msgs.remove(id);
+        self.timers.retain(|(_, x)| x != id);
+    }
+
+    fn corrupt(&self, q: Queue, name: &str, why: &str) {
+        match self.spool().set_aside(q, name) {
+            Ok(_) => warn!("{name}: moved to corrupt/: {why}"),
+            Err(e) => error!("{name}: {why}, and cannot move it to corrupt/: {e}"),
         }
     }
 
     /// Validate and start tracking a queue file. False if it was set aside.
-    fn admit(&mut self, id: &str, path: PathBuf, fresh: bool) -> bool {
+    /// `fresh`: it just came through new/ (a new message, or a released one): tried at once,
+    /// whatever backoff its journal recorded.
+    fn admit(&mut self, qid: QueueId, fresh: bool) -> bool {
+        let id = qid.as_str();
         if self.msgs.contains_key(id) {
             return true;
         }
-        let (env, off, meta) = match read_envelope(&path) {
+        let (env, off, meta) = match self.spool().read_envelope(Queue::Active, id) {
             Ok(x) => x,
             Err(why) => {
-                self.corrupt(&path, id, &why);
+                self.corrupt(Queue::Active, id, &why);
                 return false;
             }
         };
         let limit = self.cfg.max_message_size + spool::MAX_ENVELOPE_BYTES as u64 + 1024 * 1024;
         if meta.len() > limit {
             self.corrupt(
-                &path,
+                Queue::Active,
                 id,
                 &format!("larger than max_message_size ({} bytes)", meta.len()),
             );
@@ -1226,8 +1186,13 @@ impl Daemon {
         let arrival = env
             .time
             .clamp(mtime.saturating_sub(86400), now().max(mtime));
-        let st = State::load(&state::path_for(&path), env.rcpts.len());
-        if fresh {
+        let st = State::parse(&self.spool().journal(&qid), env.rcpts.len());
+        if fresh && st.rcpts.iter().any(|r| *r != RcptState::Pending) {
+            info!(
+                "{id}: back in the queue (released), nrcpt={}",
+                env.rcpts.len()
+            );
+        } else if fresh {
             info!(
                 "{id}: from=<{}>, size={}, nrcpt={}, uid={uid}{}",
                 env.sender,
@@ -1239,9 +1204,11 @@ impl Daemon {
                     .unwrap_or_default()
             );
         }
-        let next = st.next;
+        let next = if fresh { 0 } else { st.next };
+        let id = id.to_string();
+        let id = id.as_str();
         let msg = Msg {
-            path,
+            id: qid.clone(),
             env: Arc::new(env),
             body_offset: off,
             arrival,
@@ -1269,11 +1236,11 @@ impl Daemon {
         let Some(m) = self.msgs.get_mut(id) else {
             return;
         };
-        if m.in_flight || m.state.held {
+        if m.in_flight {
             return;
         }
         m.in_flight = true;
-        let job = m.job(id);
+        let job = m.job();
         self.ctx.shared.lock().expect("lock").ready.push_back(job);
         self.ctx.cv.notify_all();
     }
@@ -1321,14 +1288,11 @@ impl Daemon {
                     )
                 })
                 .collect();
-            let path = m.path.clone();
-            let m = self.msgs.get_mut(&id).expect("present");
-            if let Err(e) = Journal::open(&state::path_for(&path))
-                .and_then(|mut j| j.record(&mut m.state, &events))
-            {
+            if let Err(e) = self.journal(&id, &events) {
                 error!("{id}: cannot record expiry: {e}");
                 continue;
             }
+            let m = &self.msgs[&id];
             for e in &events {
                 if let Event::Failed(i, _, r) = e {
                     info!("{id}: to=<{}>, status=expired ({r})", m.env.rcpts[*i].addr);
@@ -1357,11 +1321,15 @@ impl Daemon {
             Outcome::Gone(why) => {
                 warn!("{}: queue file disappeared ({why}); forgetting it", r.id);
                 self.msgs.remove(&r.id);
+                self.pickup_released(&r.id);
             }
             Outcome::Done { message_deferral } => {
-                if !m.path.exists() {
+                if !self.ctx.spool.contains(Queue::Active, &m.id) {
+                    // Delivered to all and removed by the worker; or held (or deleted) while
+                    // it was being sent, its journal has the results.
                     self.stats.delivered += m.state.pending().count() as u64;
                     self.msgs.remove(&r.id);
+                    self.pickup_released(&r.id);
                     return;
                 }
                 let before: Vec<bool> = m
@@ -1372,7 +1340,7 @@ impl Daemon {
                     .collect();
                 // Keep a warning sent whose journal line could not be written: once per run.
                 let warned = m.state.warned;
-                m.state = State::load(&state::path_for(&m.path), m.env.rcpts.len());
+                m.state = self.ctx.load_state(&m.id, m.env.rcpts.len());
                 m.state.warned |= warned;
                 self.stats.delivered += m
                     .state
@@ -1398,9 +1366,9 @@ impl Daemon {
                     0
                 };
                 let next = t + delay;
-                let path = m.path.clone();
-                if let Err(e) = Journal::open(&state::path_for(&path))
-                    .and_then(|mut j| j.record(&mut m.state, &[Event::Next(next, attempts)]))
+                if let Err(e) = self
+                    .ctx
+                    .record(&m.id, &mut m.state, &[Event::Next(next, attempts)])
                 {
                     error!("{}: cannot record next attempt: {e}", r.id);
                 }
@@ -1420,16 +1388,17 @@ impl Daemon {
     /// message.
     fn finish(&mut self, id: &str) {
         let Some(m) = self.msgs.get(id) else { return };
-        let path = m.path.clone();
+        let qid = m.id.clone();
         if !m
             .state
             .rcpts
             .iter()
             .any(|r| matches!(r, RcptState::Failed(..)))
         {
-            let _ = fs::remove_file(&path);
-            let _ = fs::remove_file(state::path_for(&path));
-            info!("{id}: removed");
+            match self.spool().remove(&qid, Queue::Active) {
+                Ok(()) => info!("{id}: removed"),
+                Err(e) => warn!("{id}: cannot remove it from queue/: {e}"),
+            }
             self.msgs.remove(id);
             return;
         }
@@ -1438,13 +1407,13 @@ impl Daemon {
                 self.timers.insert((now() + 300, id.to_string()));
                 return;
             }
-            let m = self.msgs.get_mut(id).expect("present");
-            let _ = Journal::open(&state::path_for(&path))
-                .and_then(|mut j| j.record(&mut m.state, &[Event::Bounced]));
+            let _ = self.journal(id, &[Event::Bounced]);
         }
-        let dst = self.layout().dir("failed").join(id);
-        if fs::rename(&path, &dst).is_ok() {
-            let _ = fs::rename(state::path_for(&path), state::path_for(&dst));
+        if self
+            .spool()
+            .transition(&qid, Queue::Active, Queue::Failed)
+            .is_ok()
+        {
             info!(
                 "{id}: moved to failed/ (kept {} days)",
                 self.cfg.queue.keep_failed.as_secs() / 86400
@@ -1484,10 +1453,8 @@ impl Daemon {
             }
             self.stats.bounced += notify.len() as u64;
         }
-        let path = state::path_for(&self.msgs[id].path);
-        let m = self.msgs.get_mut(id).expect("present");
         let events: Vec<Event> = failed.into_iter().map(Event::Reported).collect();
-        if let Err(e) = Journal::open(&path).and_then(|mut j| j.record(&mut m.state, &events)) {
+        if let Err(e) = self.journal(id, &events) {
             error!("{id}: cannot record the bounce: {e}");
         }
         true
@@ -1507,7 +1474,7 @@ impl Daemon {
             .collect();
         for id in due {
             let m = &self.msgs[&id];
-            if !m.path.exists() {
+            if !self.ctx.spool.contains(Queue::Active, &m.id) {
                 // Held or deleted meanwhile: not due here (a released message is admitted
                 // again, from its journal).
                 if let Some(m) = self.msgs.get_mut(&id) {
@@ -1541,14 +1508,10 @@ impl Daemon {
             // The DSN is durable in new/ before this line is: a crash in between makes the
             // restarted daemon queue it again (a duplicate warning), never lose it. The other
             // order could lose it, with the journal saying it was sent.
-            let path = state::path_for(&self.msgs[&id].path);
-            let m = self.msgs.get_mut(&id).expect("present");
             // On failure `m.state.warned` is set anyway: not sent again by this process. A
             // blocked job may meanwhile be taken by a worker that journals too: each record
             // is one O_APPEND write, so the lines do not mix.
-            if let Err(e) =
-                Journal::open(&path).and_then(|mut j| j.record(&mut m.state, &[Event::Warned(t)]))
-            {
+            if let Err(e) = self.journal(&id, &[Event::Warned(t)]) {
                 error!("{id}: cannot record the delay notification: {e}");
             }
         }
@@ -1586,7 +1549,11 @@ impl Daemon {
             .clone()
             .unwrap_or_else(|| self.fqdn.clone());
         let from = bounce_sender(&self.cfg, &self.fqdn);
-        let file = File::open(&m.path).ok();
+        let file = self
+            .spool()
+            .open_file(Queue::Active, m.id.as_str())
+            .ok()
+            .map(|(f, _)| f);
         let mut headers = Vec::new();
         if let Some(f) = &file {
             let mut r = BufReader::new(f);
@@ -1695,7 +1662,7 @@ impl Daemon {
             is_bounce: true,
             ..Envelope::default()
         };
-        let mut d = Draft::create(self.layout())?;
+        let mut d = Draft::create(self.spool())?;
         benv.write_to(d.writer())?;
         d.writer()
             .write_all(&body)
@@ -1703,29 +1670,30 @@ impl Daemon {
         d.commit().map(Some)
     }
 
-    /// Remove failed/ entries older than keep_failed, and stale tmp/ files (36 h, as
-    /// maildir readers do). Returns when the next removal is due.
+    /// Remove failed/ and corrupt/ entries older than keep_failed, tmp/ files left by a
+    /// writer that died (an hour untouched: nothing legitimate stays there that long), and
+    /// journals whose message is gone. Returns when the next removal is due.
     fn cleanup(&self) -> Option<u64> {
         let t = now();
         let mut next: Option<u64> = None;
-        for (dir, keep) in [
-            ("failed", self.cfg.queue.keep_failed.as_secs()),
-            ("tmp", 36 * 3600),
-            ("corrupt", self.cfg.queue.keep_failed.as_secs()),
+        for (q, keep) in [
+            (Queue::Failed, self.cfg.queue.keep_failed.as_secs()),
+            (Queue::Tmp, TMP_KEEP),
+            (Queue::Corrupt, self.cfg.queue.keep_failed.as_secs()),
         ] {
-            let Ok(rd) = fs::read_dir(self.layout().dir(dir)) else {
-                continue;
-            };
-            for e in rd.filter_map(|e| e.ok()) {
-                let Ok(md) = e.metadata() else { continue };
-                let due = (md.mtime().max(0) as u64) + keep;
+            for l in self.spool().list(q).unwrap_or_default() {
+                let Some(st) = self.spool().stat(q, &l.name) else {
+                    continue;
+                };
+                let due = (st.st_mtime.max(0) as u64) + keep;
                 if due <= t {
-                    let _ = fs::remove_file(e.path());
+                    let _ = self.spool().expire(q, &l.name);
                 } else {
                     next = Some(next.map_or(due, |n| n.min(due)));
                 }
             }
         }
+        self.spool().sweep_journals(t, TMP_KEEP);
         next
     }
 
@@ -1816,7 +1784,7 @@ impl Daemon {
     /// One pass (flush): deliver what can be delivered now, then return.
     pub fn run_once(mut self, filter: &crate::cli::QueueFilter, progress: bool) -> Result<Stats> {
         let started = Instant::now();
-        let _lock = take_lock(self.layout())?;
+        let _lock = take_lock(self.spool())?;
         self.load_queue();
         self.pickup();
         if filter != &crate::cli::QueueFilter::default() {
@@ -1827,7 +1795,8 @@ impl Daemon {
                 .map(|(id, _)| id.clone())
                 .collect();
             let mut g = self.ctx.shared.lock().expect("lock");
-            g.ready.retain(|j| !drop_ids.contains(&j.id));
+            g.ready
+                .retain(|j| !drop_ids.iter().any(|d| d == j.id.as_str()));
             drop(g);
             for id in drop_ids {
                 self.msgs.remove(&id);
@@ -1889,7 +1858,7 @@ impl Daemon {
         use nix::sys::signal::{SigSet, Signal};
         use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-        let _lock = take_lock(self.layout())?;
+        let _lock = take_lock(self.spool())?;
         let mut mask = SigSet::empty();
         for s in [
             Signal::SIGTERM,
@@ -1906,10 +1875,18 @@ impl Daemon {
         let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
             .map_err(|e| Error::software(format!("inotify: {e}")))?;
         ino.add_watch(
-            &self.layout().dir("new"),
+            &self.layout().root.join(Queue::New.dir_name()),
             AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
         )
         .map_err(|e| Error::software(format!("inotify watch: {e}")))?;
+        // Files leaving queue/ by an admin's hand (hold, delete): forgotten at once, so no
+        // timer or worker reaches for them.
+        let queue_wd = ino
+            .add_watch(
+                &self.layout().root.join(Queue::Active.dir_name()),
+                AddWatchFlags::IN_MOVED_FROM | AddWatchFlags::IN_DELETE,
+            )
+            .map_err(|e| Error::software(format!("inotify watch: {e}")))?;
         let listener = listen(self.layout())?;
         let accept_ctx = self.ctx.clone();
         let max_size = self.cfg.max_message_size;
@@ -2028,9 +2005,22 @@ impl Daemon {
                 }
             }
             if ino_ready {
+                let mut left = Vec::new();
                 while let Ok(ev) = ino.read_events() {
                     if ev.is_empty() {
                         break;
+                    }
+                    left.extend(
+                        ev.into_iter()
+                            .filter(|e| e.wd == queue_wd)
+                            .filter_map(|e| e.name?.into_string().ok()),
+                    );
+                }
+                for id in left {
+                    if self.msgs.get(&id).is_some_and(|m| {
+                        !m.in_flight && !self.ctx.spool.contains(Queue::Active, &m.id)
+                    }) {
+                        self.forget(&id);
                     }
                 }
                 if stopping.is_none() {
@@ -2052,7 +2042,7 @@ impl Daemon {
             }
         }
         self.note_delivery(true);
-        let _ = fs::remove_file(self.layout().socket());
+        self.spool().remove_run("submit.sock");
         info!("stopped");
         Ok(())
     }
@@ -2134,9 +2124,12 @@ fn handle_client(
     (&*s).read_exact(&mut verb).map_err(|e| e.to_string())?;
     match &verb {
         b"LIST" | b"LSTJ" => {
-            let entries = crate::queue::scan(&ctx.layout, (cred.uid() != 0).then_some(cred.uid()));
+            let entries = crate::queue::scan(&ctx.spool, (cred.uid() != 0).then_some(cred.uid()));
             let text = if &verb == b"LIST" {
-                crate::queue::render(&entries, state::RelayState::down(&ctx.layout).as_ref())
+                crate::queue::render(
+                    &entries,
+                    state::RelayState::down(ctx.spool.layout()).as_ref(),
+                )
             } else {
                 crate::queue::json(&entries)
             };
@@ -2183,7 +2176,7 @@ fn handle_client(
                 .flatten()
                 .map(|u| u.name)
                 .unwrap_or_else(|| format!("uid{}", cred.uid()));
-            let mut d = Draft::create(&ctx.layout).map_err(|e| e.msg)?;
+            let mut d = Draft::create(&ctx.spool).map_err(|e| e.msg)?;
             env.write_to(d.writer()).map_err(|e| e.msg)?;
             let n = std::io::copy(&mut r.by_ref().take(max_size + 1), d.writer())
                 .map_err(|e| e.to_string())?;
@@ -2198,7 +2191,7 @@ fn handle_client(
             d.commit().map(|id| format!("OK {id}")).map_err(|e| e.msg)
         }
         v => match crate::admin::Op::from_verb(v) {
-            Some(op) => crate::admin::serve(&ctx.layout, cred.uid(), op, s),
+            Some(op) => crate::admin::serve(&ctx.spool, cred.uid(), op, s),
             None => Err("unknown request".into()),
         },
     }
@@ -2372,7 +2365,7 @@ pub fn flush(
     crate::log::init_with(cfg.log.syslog, true, false, stderr_level);
     let d = Daemon::new(cfg, cfg_flag, true)?;
     let stats = d.run_once(filter, tty)?;
-    let remaining = layout.count_files("queue");
+    let remaining = Spool::open(&layout).map_or(0, |s| s.count(Queue::Active));
     if chatty {
         println!(
             "relayq: flush done in {:.1}s: {} message(s) tried, {} recipient(s) delivered, {} deferred, {} bounced; {remaining} message(s) still queued",

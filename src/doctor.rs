@@ -317,7 +317,7 @@ fn check_queue(r: &mut Report, layout: &Layout) {
             format!("{found}; {} unreadable file(s) set aside", s.corrupt),
             format!(
                 "look at {} and delete what you do not need",
-                layout.dir("corrupt").display()
+                layout.display_dir("corrupt")
             ),
         );
     } else {

@@ -3,7 +3,7 @@
 //! `relayq doctor`, so both say the same thing in the same words.
 
 use crate::error::Error;
-use crate::spool::{self, Layout};
+use crate::spool::{self, Layout, Spool};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -42,50 +42,63 @@ pub type Check = std::result::Result<(), Problem>;
 
 /// The spool's owner: the owner of `queue/` (the daemon's user).
 pub fn spool_owner(layout: &Layout) -> std::result::Result<u32, Problem> {
-    fs::metadata(layout.dir("queue"))
-        .map(|m| m.uid())
-        .map_err(|e| Problem {
-            what: format!("spool {}: {e}", layout.root.display()),
-            fix: "run `relayq init`".into(),
-            missing: true,
-        })
+    Spool::open(layout).map(|s| s.owner()).map_err(|e| Problem {
+        what: e.msg,
+        fix: "run `relayq init`".into(),
+        missing: true,
+    })
 }
 
 /// Every spool directory exists, belongs to the spool's owner and has the mode `relayq init`
-/// gives it.
+/// gives it; the root belongs to root (or to the owner) and nobody else may write it.
 pub fn spool(layout: &Layout) -> Check {
-    let owner = spool_owner(layout)?;
+    let sp = Spool::open(layout).map_err(|e| Problem {
+        what: e.msg,
+        fix: "run `relayq init`".into(),
+        missing: true,
+    })?;
+    let owner = sp.owner();
+    let root = sp.lstat_dir(".").map_err(|e| Problem {
+        what: format!("spool {}: {e}", layout.root.display()),
+        fix: "run `relayq init`".into(),
+        missing: true,
+    })?;
+    if (root.st_uid != 0 && root.st_uid != owner) || root.st_mode & 0o022 != 0 {
+        return Err(Problem::unsafe_(
+            format!(
+                "{} is owned by uid {} with mode {:o}: others could replace its directories",
+                layout.root.display(),
+                root.st_uid,
+                root.st_mode & 0o7777
+            ),
+            "run `relayq init` as root",
+        ));
+    }
     for (name, mode) in spool::DIRS {
-        let p = layout.dir(name);
-        let m = fs::symlink_metadata(&p).map_err(|e| Problem {
-            what: format!("{}: {e}", p.display()),
+        let p = layout.display_dir(name);
+        let m = sp.lstat_dir(name).map_err(|e| Problem {
+            what: format!("{p}: {e}"),
             fix: "run `relayq init`".into(),
             missing: true,
         })?;
-        if !m.is_dir() {
+        if m.st_mode & libc::S_IFMT != libc::S_IFDIR {
             return Err(Problem::unsafe_(
-                format!("{} is not a directory", p.display()),
+                format!("{p} is not a directory"),
                 "move it away and run `relayq init`",
             ));
         }
-        if m.uid() != owner {
+        if m.st_uid != owner {
             return Err(Problem::unsafe_(
                 format!(
-                    "{} is owned by uid {}, not the spool owner {owner}",
-                    p.display(),
-                    m.uid()
+                    "{p} is owned by uid {}, not the spool owner {owner}",
+                    m.st_uid
                 ),
                 "run `relayq init`",
             ));
         }
-        if m.mode() & 0o7777 != *mode {
+        if m.st_mode & 0o7777 != *mode {
             return Err(Problem::unsafe_(
-                format!(
-                    "{} has mode {:o}, want {:o}",
-                    p.display(),
-                    m.mode() & 0o7777,
-                    mode
-                ),
+                format!("{p} has mode {:o}, want {:o}", m.st_mode & 0o7777, mode),
                 "run `relayq init`",
             ));
         }
@@ -183,7 +196,7 @@ mod tests {
         );
         l.init(uid, gid).unwrap();
         assert_eq!(spool(&l), Ok(()));
-        chmod(&l.dir("hold"), 0o755);
+        chmod(&l.root.join("hold"), 0o755);
         let e = spool(&l).unwrap_err();
         assert!(e.what.contains("has mode 755, want 700"), "{e:?}");
         assert_eq!(e.fix, "run `relayq init`");

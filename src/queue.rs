@@ -4,15 +4,13 @@
 //! which shows them only their own messages.
 
 use crate::error::{Error, Result};
-use crate::spool::{Envelope, Layout};
+use crate::spool::{Envelope, Layout, Queue, QueueId, Spool};
 use crate::state::{self, RcptState, State};
 use serde::Serialize;
-use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::fs::{self, File};
+
 use std::io;
-use std::os::unix::fs::{DirEntryExt, MetadataExt};
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
 
 #[derive(Debug, Serialize)]
 pub struct RcptInfo {
@@ -38,77 +36,29 @@ pub struct Entry {
     pub recipients: Vec<RcptInfo>,
 }
 
-/// One spool directory being listed: its name as a queue, the directory open to read its
-/// files relative to, and which messages have a state log beside them.
+/// One spool directory being listed: its name as a queue, and which queue it is.
 struct Dir {
     qname: &'static str,
-    path: PathBuf,
-    fd: File,
-    logs: HashSet<String>,
-}
-
-/// Read the directory; its queue files go to `files` as (inode, directory index, name).
-fn list_dir(
-    qname: &'static str,
-    path: PathBuf,
-    index: usize,
-    files: &mut Vec<(u64, usize, String)>,
-) -> Option<Dir> {
-    let fd = File::open(&path).ok()?;
-    let mut logs = HashSet::new();
-    for e in fs::read_dir(&path).ok()?.filter_map(|e| e.ok()) {
-        let Ok(name) = e.file_name().into_string() else {
-            continue;
-        };
-        if let Some(id) = name.strip_suffix(".st") {
-            logs.insert(id.to_string());
-        } else if crate::spool::is_id(&name) {
-            files.push((e.ino(), index, name));
-        }
-    }
-    Some(Dir {
-        qname,
-        path,
-        fd,
-        logs,
-    })
-}
-
-/// Open `name` in `dir` without following links or blocking on a FIFO; regular files only.
-fn open_at(dir: &File, name: &str) -> Option<(File, fs::Metadata)> {
-    use nix::fcntl::OFlag;
-    let fd = nix::fcntl::openat(
-        dir,
-        name,
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .ok()?;
-    let f = File::from(fd);
-    let meta = f.metadata().ok()?;
-    meta.is_file().then_some((f, meta))
+    queue: Queue,
 }
 
 /// One message's entry, or None for a file that is not a valid queue file (or not `only_uid`'s).
 fn read_entry(
+    spool: &Spool,
     d: &Dir,
     name: &str,
     owner: u32,
     only_uid: Option<u32>,
     buf: &mut Vec<u8>,
 ) -> Option<Entry> {
-    let (mut f, meta) = open_at(&d.fd, name)?;
+    let (mut f, meta) = spool.open_file(d.queue, name).ok()?;
     let (env, off) = Envelope::read_head(&mut f, meta.len(), buf).ok()?;
     drop(f);
     let uid = env.submitter(meta.uid(), owner);
     if only_uid.is_some_and(|u| u != uid) {
         return None;
     }
-    let st = if d.logs.contains(name) {
-        State::load(&state::path_for(&d.path.join(name)), env.rcpts.len())
-    } else {
-        State::new(env.rcpts.len())
-    };
+    let st = State::parse(&spool.journal(&QueueId::parse(name)?), env.rcpts.len());
     let qname = d.qname;
     let queue_name = if qname == "active" && st.attempts > 0 {
         "deferred"
@@ -154,21 +104,29 @@ const READERS: usize = 8;
 /// Read every queued message (new/, queue/, hold/), oldest first. `only_uid`: filter.
 /// Files that are not valid queue files are skipped. Files are read in inode order (on a
 /// cold cache the inode table is then read in order, not at random).
-pub fn scan(layout: &Layout, only_uid: Option<u32>) -> Vec<Entry> {
-    let owner = fs::metadata(layout.dir("queue"))
-        .map(|m| m.uid())
-        .unwrap_or(0);
+pub fn scan(spool: &Spool, only_uid: Option<u32>) -> Vec<Entry> {
+    let owner = spool.owner();
     let mut files = Vec::new();
-    let dirs: Vec<Dir> = [("new", "incoming"), ("queue", "active"), ("hold", "hold")]
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, (dir, qname))| list_dir(qname, layout.dir(dir), i, &mut files))
-        .collect();
+    let dirs = [
+        (Queue::New, "incoming"),
+        (Queue::Active, "active"),
+        (Queue::Hold, "hold"),
+    ]
+    .map(|(queue, qname)| Dir { qname, queue });
+    for (i, d) in dirs.iter().enumerate() {
+        for l in spool.list(d.queue).unwrap_or_default() {
+            if crate::spool::is_id(&l.name) {
+                files.push((l.ino, i, l.name));
+            }
+        }
+    }
     files.sort_unstable();
     let read = |part: &[(u64, usize, String)]| {
         let mut buf = Vec::with_capacity(crate::spool::HEAD_BYTES);
         part.iter()
-            .filter_map(|(_, d, name)| read_entry(dirs.get(*d)?, name, owner, only_uid, &mut buf))
+            .filter_map(|(_, d, name)| {
+                read_entry(spool, dirs.get(*d)?, name, owner, only_uid, &mut buf)
+            })
             .collect::<Vec<Entry>>()
     };
     let per_thread = files.len().div_ceil(READERS).max(1_000);
@@ -338,16 +296,10 @@ pub fn json(entries: &[Entry]) -> String {
 /// List the queue for the calling user, to `out`.
 pub fn list(layout: &Layout, as_json: bool, out: &mut dyn io::Write) -> Result<()> {
     let me = nix::unistd::geteuid().as_raw();
-    let owner = fs::metadata(layout.dir("queue"))
-        .map(|m| m.uid())
-        .map_err(|e| {
-            Error::temp(format!(
-                "spool {}: {e}: run `relayq init`",
-                layout.root.display()
-            ))
-        })?;
+    let owner = Spool::open(layout)?.owner();
     let written = if me == 0 || me == owner {
-        let e = scan(layout, None);
+        // Root reads the queue as the spool's owner, as Postfix's showq runs as mail_owner.
+        let e = scan(&Spool::open_as_owner(layout)?, None);
         if as_json {
             json_to(&e, out)
         } else {

@@ -5,11 +5,11 @@
 //! mid-stream never commits a partial message.
 
 use crate::error::{Error, Result};
-use crate::spool::{Draft, Layout};
+use crate::spool::{Draft, Layout, Queue, Spool};
 use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
 const CHUNK: usize = 64 * 1024;
@@ -161,32 +161,23 @@ fn no_new_privs() -> bool {
     unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1 }
 }
 
-fn can_write(dir: &Path) -> bool {
-    nix::unistd::access(
-        dir,
-        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
-    )
-    .is_ok()
-}
-
 /// The setgid helper beside this executable, if it is installed setgid to the spool's group.
-fn postdrop_for(layout: &Layout) -> Option<PathBuf> {
+fn postdrop_for(spool: &Spool) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let p = exe.parent()?.join("relayq-postdrop");
     let m = std::fs::metadata(&p).ok()?;
-    let spool_gid = std::fs::metadata(layout.dir("tmp")).ok()?.gid();
-    (m.mode() & 0o2000 != 0 && m.gid() == spool_gid).then_some(p)
+    (m.mode() & 0o2000 != 0 && m.gid() == spool.group()).then_some(p)
 }
 
 impl Sink {
     /// Choose the way into the spool.
     pub fn open(layout: &Layout) -> Result<Sink> {
-        layout.check_exists()?;
-        if can_write(&layout.dir("tmp")) && can_write(&layout.dir("new")) {
-            return Ok(Sink::Direct(Draft::create(layout)?));
+        let spool = Spool::open(layout)?;
+        if spool.writable(Queue::Tmp) && spool.writable(Queue::New) {
+            return Ok(Sink::Direct(Draft::create(&spool)?));
         }
         let nnp = no_new_privs();
-        if !nnp && let Some(pd) = postdrop_for(layout) {
+        if !nnp && let Some(pd) = postdrop_for(&spool) {
             let mut child = Command::new(&pd)
                 .arg(&layout.root)
                 .stdin(Stdio::piped())

@@ -3,7 +3,8 @@
 
 use crate::error::{Class, Result};
 use crate::message::{Framing, Lines};
-use crate::submit::{self, Context, Params};
+use crate::spool::{MAX_ENVELOPE_BYTES, MAX_RCPTS};
+use crate::submit::{self, Context, Limit, Params, Recipients};
 use std::io::{BufRead, Write};
 
 const MAX_CMD: usize = 4096;
@@ -38,12 +39,23 @@ fn path_arg<'a>(arg: &'a str, prefix: &str) -> Option<(&'a str, Vec<(String, Str
     Some((addr, params))
 }
 
+/// One mail transaction: MAIL's parameters and the recipients accepted so far.
+struct Tx {
+    p: Params,
+    /// The accepted recipients as the envelope will hold them, so that RCPT refuses the one
+    /// that would break the envelope reader's limits (`Recipients`).
+    rcpts: Recipients,
+    /// The longest NOTIFY so far, as `Recipients::dsn_bytes`: the envelope gives every
+    /// recipient the transaction's last NOTIFY.
+    dsn: usize,
+}
+
 /// Run the dialogue until QUIT or EOF.
 pub fn serve<R: BufRead>(ctx: &Context, input: &mut R, out: &mut dyn Write) -> Result<()> {
     let io = |e: std::io::Error| crate::error::Error::temp(format!("-bs: {e}"));
     let host = ctx.fqdn.clone();
     reply(out, &format!("220 {host} ESMTP relayq")).map_err(io)?;
-    let mut tx: Option<Params> = None;
+    let mut tx: Option<Tx> = None;
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -121,11 +133,15 @@ pub fn serve<R: BufRead>(ctx: &Context, input: &mut R, out: &mut dyn Write) -> R
                     reply(out, &format!("553 5.1.7 {}", e.0)).map_err(io)?;
                     continue;
                 }
-                tx = Some(p);
+                tx = Some(Tx {
+                    p,
+                    rcpts: Recipients::default(),
+                    dsn: 0,
+                });
                 reply(out, "250 2.1.0 Ok").map_err(io)?;
             }
             "RCPT" => {
-                let Some(p) = tx.as_mut() else {
+                let Some(t) = tx.as_mut() else {
                     reply(out, "503 5.5.1 need MAIL command").map_err(io)?;
                     continue;
                 };
@@ -133,20 +149,51 @@ pub fn serve<R: BufRead>(ctx: &Context, input: &mut R, out: &mut dyn Write) -> R
                     reply(out, "501 5.5.4 syntax: RCPT TO:<address>").map_err(io)?;
                     continue;
                 };
-                if let Err(e) = ctx.resolve(&[addr.to_string()]) {
-                    reply(out, &format!("553 5.1.3 {}", e.msg)).map_err(io)?;
-                    continue;
-                }
-                for (k, v) in params {
-                    if k == "NOTIFY" {
-                        p.notify = Some(v.to_ascii_uppercase());
+                let addrs = match ctx.rewrite(addr) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        reply(out, &format!("553 5.1.3 {}", e.msg)).map_err(io)?;
+                        continue;
                     }
+                };
+                let notify = params
+                    .into_iter()
+                    .rfind(|(k, _)| k == "NOTIFY")
+                    .map(|(_, v)| v.to_ascii_uppercase());
+                let dsn = t.dsn.max(Recipients::dsn_bytes(notify.as_deref()));
+                // RFC 5321 4.5.3.1.10: past the limit, 452 and the recipients accepted so
+                // far still get the message; the client sends the rest in another one.
+                let added = match t.rcpts.add(addrs, dsn) {
+                    Ok(n) => n,
+                    Err(l @ Limit::AddressTooLong) => {
+                        reply(out, &format!("553 5.1.3 {l}")).map_err(io)?;
+                        continue;
+                    }
+                    Err(Limit::TooManyRecipients) => {
+                        let m = format!("452 4.5.3 Too many recipients (at most {MAX_RCPTS})");
+                        reply(out, &m).map_err(io)?;
+                        continue;
+                    }
+                    Err(Limit::EnvelopeTooLarge) => {
+                        let m = format!(
+                            "452 4.5.3 Too many recipients (at most {MAX_ENVELOPE_BYTES} bytes of envelope)"
+                        );
+                        reply(out, &m).map_err(io)?;
+                        continue;
+                    }
+                };
+                t.dsn = dsn;
+                if notify.is_some() {
+                    t.p.notify = notify;
                 }
-                p.recipients.push(format!("<{addr}>"));
+                // A recipient that adds no address (a duplicate) need not be resolved again.
+                if added > 0 {
+                    t.p.recipients.push(format!("<{addr}>"));
+                }
                 reply(out, "250 2.1.5 Ok").map_err(io)?;
             }
             "DATA" => {
-                let Some(p) = tx.take() else {
+                let Some(Tx { p, .. }) = tx.take() else {
                     reply(out, "503 5.5.1 need MAIL command").map_err(io)?;
                     continue;
                 };

@@ -1,4 +1,5 @@
-//! Per-message delivery state: an append-only log `queue/<ID>.st` beside the message, one
+//! Per-message delivery state: an append-only journal (`journal/<ID>`, kept by the spool apart
+//! from the message, so a message is one file to move), one
 //! fsynced line per event (recipient delivered, deferred, failed; bounce or delay warning
 //! sent). A torn last line after a crash is ignored, so at worst a recipient is tried again
 //! (at-least-once).
@@ -38,13 +39,8 @@ pub struct State {
     pub reported: Vec<bool>,
     /// The delay warning (`queue.warn_after`) was queued, or was not due to anyone.
     pub warned: bool,
-    pub held: bool,
-}
-
-pub fn path_for(msg: &Path) -> PathBuf {
-    let mut p = msg.as_os_str().to_owned();
-    p.push(".st");
-    PathBuf::from(p)
+    /// Who last held the message (`h UID`; 0 = the admin): only they may release it.
+    pub held_by: Option<u32>,
 }
 
 fn clean(reply: &str) -> String {
@@ -64,12 +60,9 @@ impl State {
         }
     }
 
-    /// Replay a log. Unknown or torn lines are skipped.
-    pub fn load(path: &Path, n: usize) -> State {
+    /// Replay a journal (`Spool::journal`). Unknown or torn lines are skipped.
+    pub fn parse(text: &[u8], n: usize) -> State {
         let mut st = State::new(n);
-        let Ok(text) = std::fs::read(path) else {
-            return st;
-        };
         let complete = match text.iter().rposition(|&b| b == b'\n') {
             Some(i) => &text[..=i],
             None => return st,
@@ -119,7 +112,7 @@ impl State {
                 }
             }
             "w" => self.warned = true,
-            "h" => self.held = a == "1",
+            "h" => self.held_by = a.parse().ok(),
             _ => {}
         }
     }
@@ -154,14 +147,9 @@ pub struct Journal {
 }
 
 impl Journal {
-    pub fn open(path: &Path) -> io::Result<Journal> {
-        let f = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)?;
-        Ok(Journal { f })
+    /// A journal opened for appending (`Spool::journal_append`).
+    pub fn new(f: File) -> Journal {
+        Journal { f }
     }
 
     /// Write event lines and make them durable. Each event also updates `st`.
@@ -190,7 +178,8 @@ pub enum Event {
     Reported(usize),
     /// The delay warning was queued (or was due to nobody), at this time: `w <time>`.
     Warned(u64),
-    Held(bool),
+    /// Held by this uid (0: root or the spool's owner).
+    HeldBy(u32),
 }
 
 impl Event {
@@ -203,7 +192,7 @@ impl Event {
             Event::Bounced => "b 1".into(),
             Event::Reported(i) => format!("B {i}"),
             Event::Warned(t) => format!("w {t}"),
-            Event::Held(h) => format!("h {}", u8::from(*h)),
+            Event::HeldBy(uid) => format!("h {uid}"),
         }
     }
 }
@@ -223,11 +212,16 @@ pub trait RunFile: Clone + PartialEq {
 /// The `key value` lines of a run/ file (at most 4 KiB read); None when it is missing.
 fn read_run_file(path: &Path) -> Option<Vec<(String, String)>> {
     let mut text = String::new();
-    std::io::Read::read_to_string(
-        &mut std::io::Read::take(File::open(path).ok()?, 4096),
-        &mut text,
-    )
-    .ok()?;
+    // Not following a link, nor waiting on a FIFO, planted in run/.
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    std::io::Read::read_to_string(&mut std::io::Read::take(f, 4096), &mut text).ok()?;
     Some(
         text.lines()
             .filter_map(|l| l.split_once(' '))
@@ -265,7 +259,7 @@ pub struct LastDelivery {
 
 impl LastDelivery {
     pub fn path(layout: &crate::spool::Layout) -> PathBuf {
-        layout.dir("run").join("last-delivery")
+        layout.run_file("last-delivery")
     }
 
     /// Read the file; None when it is missing or has no time or recipient.
@@ -321,7 +315,7 @@ pub struct RelayState {
 
 impl RelayState {
     pub fn path(layout: &crate::spool::Layout) -> PathBuf {
-        layout.dir("run").join("relay")
+        layout.run_file("relay")
     }
 
     /// Read the file; None when it is missing or says neither up nor down.
@@ -458,12 +452,24 @@ impl<T: RunFile> Note<T> {
 mod tests {
     use super::*;
 
+    fn load(p: &Path, n: usize) -> State {
+        State::parse(&std::fs::read(p).unwrap_or_default(), n)
+    }
+
+    fn journal(p: &Path) -> io::Result<Journal> {
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(p)
+            .map(Journal::new)
+    }
+
     #[test]
     fn replay_and_torn_line() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("X.st");
         let mut st = State::new(3);
-        let mut j = Journal::open(&p).unwrap();
+        let mut j = journal(&p).unwrap();
         j.record(
             &mut st,
             &[
@@ -481,7 +487,7 @@ mod tests {
             .unwrap()
             .write_all(b"d 1 9 250 to")
             .unwrap();
-        let back = State::load(&p, 3);
+        let back = load(&p, 3);
         assert_eq!(back.rcpts[0], RcptState::Delivered(5, "250 ok".into()));
         assert_eq!(back.rcpts[1], RcptState::Deferred(6, "451 later  x".into()));
         assert_eq!(back.rcpts[2], RcptState::Failed(7, "550 no".into()));
@@ -493,27 +499,27 @@ mod tests {
         assert!(!back.warned);
         let p = d.path().join("W.st");
         let mut st = State::new(1);
-        Journal::open(&p)
+        journal(&p)
             .unwrap()
             .record(&mut st, &[Event::Warned(1_700_000_000)])
             .unwrap();
         assert!(st.warned);
         let text = std::fs::read_to_string(&p).unwrap();
         assert_eq!(text, "w 1700000000\n");
-        assert!(State::load(&p, 1).warned);
+        assert!(load(&p, 1).warned);
         std::fs::write(&p, "t 0 5 451 later\nw 1\n").unwrap();
-        assert!(State::load(&p, 1).warned);
+        assert!(load(&p, 1).warned);
         std::fs::write(&p, "t 0 5 451 later\n").unwrap();
-        assert!(!State::load(&p, 1).warned, "old journals: not warned");
+        assert!(!load(&p, 1).warned, "old journals: not warned");
         // Out-of-range indices from a damaged log are ignored.
         std::fs::write(&p, "d 99 1 x\nzz\nB 99\n").unwrap();
-        assert!(State::load(&p, 1).rcpts[0] == RcptState::Pending);
+        assert!(load(&p, 1).rcpts[0] == RcptState::Pending);
         // Bounced recipients: `B <i>` each; an older journal's `b 1` covers every recipient
         // failed by then, not one that fails later.
         std::fs::write(&p, "f 0 5 550 no\nf 2 5 550 no\nB 0\n").unwrap();
-        assert_eq!(State::load(&p, 3).unreported(), vec![2]);
+        assert_eq!(load(&p, 3).unreported(), vec![2]);
         std::fs::write(&p, "f 0 5 550 no\nb 1\nf 1 6 550 no\n").unwrap();
-        let st = State::load(&p, 3);
+        let st = load(&p, 3);
         assert_eq!(st.unreported(), vec![1]);
         assert!(st.bounced);
     }

@@ -6,8 +6,115 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::message::{self, BodyCopy, Framing, Header, Lines};
 use crate::sink::Sink;
-use crate::spool::{Envelope, Layout, Rcpt};
+use crate::spool::{Envelope, Layout, MAX_ADDR, MAX_ENVELOPE_BYTES, MAX_RCPTS, Rcpt};
+use std::collections::HashSet;
 use std::io::BufRead;
+
+/// A limit of the daemon's envelope reader (`spool::MAX_RCPTS`, `MAX_ADDR`,
+/// `MAX_ENVELOPE_BYTES`) that a submission would break. Checked where mail is accepted, before
+/// anything is written: the daemon would otherwise set the file aside in `corrupt/`, unsent
+/// and unbounced, after `sendmail` exited 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    TooManyRecipients,
+    AddressTooLong,
+    EnvelopeTooLarge,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::TooManyRecipients => write!(f, "too many recipients (more than {MAX_RCPTS})"),
+            Limit::AddressTooLong => write!(f, "address too long (more than {MAX_ADDR} bytes)"),
+            Limit::EnvelopeTooLarge => write!(
+                f,
+                "envelope too large (more than {MAX_ENVELOPE_BYTES} bytes: too many or too long recipients)"
+            ),
+        }
+    }
+}
+
+impl From<Limit> for Error {
+    fn from(l: Limit) -> Error {
+        Error::data(l.to_string())
+    }
+}
+
+/// The most an envelope holds besides its `rcpt` lines: the magic line and `end`, six lines
+/// of at most `MAX_ADDR` bytes of value (sender, envid, ret, body, message-id, user), and
+/// `time`, `uid`, `bounce`.
+const ENVELOPE_REST_MAX: usize = 6 * (MAX_ADDR + 16) + 128;
+/// What a `rcpt <ADDR>\n` line adds to the address.
+const RCPT_LINE: usize = "rcpt <>\n".len();
+
+/// The resolved recipients of one message: de-duplicated ignoring ASCII case, first seen
+/// kept, in linear time (a hash set beside the list), and always within the reader's limits.
+#[derive(Debug, Default)]
+pub struct Recipients {
+    list: Vec<String>,
+    /// `list`, lower-cased.
+    seen: HashSet<String>,
+    /// The addresses' bytes.
+    addr_bytes: usize,
+}
+
+impl Recipients {
+    /// What a recipient's DSN parameters add to its `rcpt` line (` notify=...`).
+    pub fn dsn_bytes(notify: Option<&str>) -> usize {
+        notify.map_or(0, |n| " notify=".len() + n.len())
+    }
+
+    /// Add the addresses one recipient resolved to, all or none: `Ok(n)`, the number that
+    /// were new (duplicates are no error), or the limit they would break, leaving the set as
+    /// it was. `dsn` is what each `rcpt` line carries besides its address (`dsn_bytes`).
+    pub fn add(&mut self, addrs: Vec<String>, dsn: usize) -> Result<usize, Limit> {
+        let start = self.list.len();
+        let mut broke = None;
+        for a in addrs {
+            if a.len() > MAX_ADDR {
+                broke = Some(Limit::AddressTooLong);
+                break;
+            }
+            let key = a.to_ascii_lowercase();
+            if self.seen.contains(&key) {
+                continue;
+            }
+            if self.list.len() == MAX_RCPTS {
+                broke = Some(Limit::TooManyRecipients);
+                break;
+            }
+            self.seen.insert(key);
+            self.addr_bytes += a.len();
+            self.list.push(a);
+        }
+        let bytes = self.addr_bytes + self.list.len() * (RCPT_LINE + dsn);
+        if broke.is_none() && bytes > MAX_ENVELOPE_BYTES - ENVELOPE_REST_MAX {
+            broke = Some(Limit::EnvelopeTooLarge);
+        }
+        match broke {
+            None => Ok(self.list.len() - start),
+            Some(l) => {
+                for a in self.list.drain(start..) {
+                    self.seen.remove(&a.to_ascii_lowercase());
+                    self.addr_bytes -= a.len();
+                }
+                Err(l)
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn into_vec(self) -> Vec<String> {
+        self.list
+    }
+}
 
 /// Who is submitting, as the system says. The passwd entry (name, GECOS) is looked up
 /// only when something needs it: sendmail runs once per message, and NSS is not free.
@@ -142,22 +249,28 @@ impl Context {
         matches!(nix::unistd::User::from_name(name), Ok(Some(_)))
     }
 
-    /// Resolve raw recipients (argv words, header addresses, RCPT arguments) to relayable
-    /// addresses, deduplicated.
-    pub fn resolve(&self, raw: &[String]) -> Result<Vec<String>> {
-        let mut out: Vec<String> = Vec::new();
+    /// Rewrite one raw recipient (argv word, header address, RCPT argument) to the relayable
+    /// addresses it stands for.
+    pub fn rewrite(&self, raw: &str) -> Result<Vec<String>> {
+        self.rewriter
+            .recipient(raw, &Context::is_account)
+            .map_err(|e| Error::data(e.0))
+    }
+
+    /// Resolve raw recipients to relayable addresses, de-duplicated, within the envelope's
+    /// limits for rcpt lines carrying `dsn` bytes of parameters (`Recipients::dsn_bytes`).
+    /// Stops at the first recipient over a limit.
+    pub fn resolve_with(&self, raw: &[String], dsn: usize) -> Result<Recipients> {
+        let mut set = Recipients::default();
         for r in raw {
-            for a in self
-                .rewriter
-                .recipient(r, &Context::is_account)
-                .map_err(|e| Error::data(e.0))?
-            {
-                if !out.iter().any(|x| x.eq_ignore_ascii_case(&a)) {
-                    out.push(a);
-                }
-            }
+            set.add(self.rewrite(r)?, dsn)?;
         }
-        Ok(out)
+        Ok(set)
+    }
+
+    /// Resolve raw recipients to relayable addresses, de-duplicated, within the limits.
+    pub fn resolve(&self, raw: &[String]) -> Result<Vec<String>> {
+        Ok(self.resolve_with(raw, 0)?.into_vec())
     }
 
     /// The envelope sender for `given` (-f / MAIL FROM), rewritten; without one, the
@@ -200,7 +313,9 @@ pub fn submit<R: BufRead>(ctx: &Context, p: &Params, lines: &mut Lines<R>) -> Re
     if p.extract {
         raw.extend(message::header_recipients(&head.headers));
     }
-    let rcpts = ctx.resolve(&raw)?;
+    let rcpts = ctx
+        .resolve_with(&raw, Recipients::dsn_bytes(p.notify.as_deref()))?
+        .into_vec();
     if rcpts.is_empty() {
         return Err(Error::usage(
             "no recipients: give addresses as arguments, or use -t with To/Cc/Bcc headers",
@@ -235,10 +350,17 @@ pub fn submit<R: BufRead>(ctx: &Context, p: &Params, lines: &mut Lines<R>) -> Re
         is_bounce: false,
     };
 
+    // The envelope as the daemon will read it, checked before anything is written.
+    let mut envelope = Vec::with_capacity(256 + env.rcpts.len() * 32);
+    env.write_to(&mut envelope)?;
+    if envelope.len() > MAX_ENVELOPE_BYTES {
+        return Err(Limit::EnvelopeTooLarge.into());
+    }
+
     let mut sink = Sink::open(&ctx.layout)?;
     let w = sink.writer();
     let io = |e: std::io::Error| Error::spool_io("cannot write queue file", &e);
-    env.write_to(w)?;
+    w.write_all(&envelope).map_err(io)?;
     let mut counter = Counter { inner: w, n: 0 };
     for h in &headers {
         message::write_header(&mut counter, h).map_err(io)?;
@@ -391,4 +513,103 @@ pub fn submit_stdin(ctx: &Context, p: &Params, ignore_dots: bool) -> Result<Stri
         },
     );
     submit(ctx, p, &mut lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn recipients_dedup_keeps_first_seen_order_ignoring_case() {
+        let mut r = Recipients::default();
+        assert_eq!(r.add(strings(&["b@x.org", "a@x.org", "B@X.org"]), 0), Ok(2));
+        assert_eq!(r.add(strings(&["A@x.ORG"]), 0), Ok(0));
+        assert_eq!(r.add(strings(&["c@x.org", "b@x.org", "c@x.org"]), 0), Ok(1));
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.into_vec(), ["b@x.org", "a@x.org", "c@x.org"]);
+    }
+
+    /// 10,000 addresses, then 500,000 repeats (in other case) of the last ones added: a scan
+    /// of the list per address, as the de-duplication did, makes 5e9 comparisons (tens of
+    /// seconds); the hash set takes a fraction of a second, even in a debug build.
+    #[test]
+    fn recipients_count_limit_all_or_none() {
+        let mut r = Recipients::default();
+        for i in 0..MAX_RCPTS - 1 {
+            r.add(vec![format!("u{i}@example.org")], 0).unwrap();
+        }
+        // One alias expanding to two new addresses and an old one: neither is taken.
+        let batch = strings(&["new1@example.org", "u0@example.org", "new2@example.org"]);
+        assert_eq!(r.add(batch, 0), Err(Limit::TooManyRecipients));
+        assert_eq!(r.len(), MAX_RCPTS - 1);
+        assert_eq!(r.add(strings(&["new2@example.org"]), 0), Ok(1));
+        assert_eq!(r.len(), MAX_RCPTS);
+        // Full: a duplicate is still fine, a new address is not.
+        assert_eq!(r.add(strings(&["U5@example.org"]), 0), Ok(0));
+        assert_eq!(
+            r.add(strings(&["new1@example.org"]), 0),
+            Err(Limit::TooManyRecipients)
+        );
+        assert_eq!(
+            Error::from(Limit::TooManyRecipients).msg,
+            "too many recipients (more than 10000)"
+        );
+        assert_eq!(Error::from(Limit::TooManyRecipients).code(), 65);
+        let long = format!("{}@example.org", "a".repeat(MAX_ADDR));
+        assert_eq!(
+            Recipients::default().add(vec![long], 0),
+            Err(Limit::AddressTooLong)
+        );
+    }
+
+    /// The byte budget keeps the largest envelope the set allows within what the reader
+    /// takes, every other field at its longest; and it is not far below the reader's limit.
+    #[test]
+    fn recipients_envelope_budget_matches_the_reader() {
+        for notify in [None, Some("x".repeat(MAX_ADDR))] {
+            let dsn = Recipients::dsn_bytes(notify.as_deref());
+            let mut r = Recipients::default();
+            let mut i = 0;
+            let last = loop {
+                let a = format!("{i:0>width$}@example.org", width = MAX_ADDR - 12);
+                match r.add(vec![a], dsn) {
+                    Ok(_) => i += 1,
+                    Err(l) => break l,
+                }
+            };
+            assert_eq!(last, Limit::EnvelopeTooLarge);
+            assert!(r.len() < MAX_RCPTS);
+            let token = |c: char| c.to_string().repeat(MAX_ADDR);
+            let env = Envelope {
+                sender: format!("{}@example.org", "s".repeat(MAX_ADDR - 12)),
+                rcpts: r
+                    .into_vec()
+                    .into_iter()
+                    .map(|addr| Rcpt {
+                        addr,
+                        notify: notify.clone(),
+                        orcpt: None,
+                    })
+                    .collect(),
+                envid: Some(token('e')),
+                ret: Some(token('r')),
+                body: Some(token('b')),
+                time: u64::MAX,
+                uid: u32::MAX,
+                user: token('u'),
+                message_id: Some(token('m')),
+                is_bounce: true,
+            };
+            let mut buf = Vec::new();
+            env.write_to(&mut buf).unwrap();
+            assert!(buf.len() <= MAX_ENVELOPE_BYTES, "{}", buf.len());
+            assert!(buf.len() > MAX_ENVELOPE_BYTES - 2 * ENVELOPE_REST_MAX);
+            let back = Envelope::read_from(&mut std::io::Cursor::new(buf)).unwrap();
+            assert_eq!(back.rcpts.len(), env.rcpts.len());
+        }
+    }
 }

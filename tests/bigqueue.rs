@@ -95,7 +95,7 @@ fn generate(spool: &Path, base: u64) -> Expected {
                 x.undelivered -= 1;
             }
             log.push_str(&format!("n {} 2\n", at + 600));
-            std::fs::write(relayq::state::path_for(&path), log).unwrap();
+            std::fs::write(spool.join("journal").join(&id), log).unwrap();
             if at >= last_deferral {
                 last_deferral = at;
                 x.last_error = format!("451 4.3.0 try again later (message {i})");

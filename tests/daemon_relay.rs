@@ -1061,8 +1061,9 @@ fn delay_warning_while_the_relay_is_unreachable() {
     assert_eq!(log.matches("sender delay notification").count(), 1, "{log}");
     // The original and the warning wait in the queue for the relay.
     assert_eq!(env.queued(), 2);
-    // The warning may not have left new/ yet when the daemon stopped: read both.
-    let texts: Vec<String> = ["new", "queue"]
+    // The warning may not have left new/ yet when the daemon stopped: read new/, queue/
+    // and the journals.
+    let texts: Vec<String> = ["new", "queue", "journal"]
         .iter()
         .flat_map(|d| std::fs::read_dir(env.spool(d)).unwrap())
         .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())

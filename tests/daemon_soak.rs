@@ -2,7 +2,9 @@
 //! the connection at DATA, and the daemon is killed with SIGKILL and restarted 10 times.
 //! Every message must arrive at least once, duplicates are counted (bounded by the kills),
 //! and nothing is left in the queue. Every tenth message also has a recipient the relay
-//! refuses (550): each of those must be bounced at least once, duplicates bounded the same. Bounded: about a minute on 2 cores.
+//! refuses (550): each of those must be bounced at least once, duplicates bounded the same.
+//! Meanwhile root holds and releases queued messages at random (`relayq hold`/`release`):
+//! nothing held is lost or sent twice. Bounded: about a minute on 2 cores.
 
 mod support;
 use std::collections::HashMap;
@@ -14,6 +16,8 @@ const KILLS: usize = 10;
 const CONNECTIONS: usize = 2;
 /// Every BAD_EVERY-th message also goes to a recipient the relay refuses.
 const BAD_EVERY: usize = 10;
+/// Messages held and released after each batch (at most).
+const HOLDS: usize = 5;
 
 fn kill9(c: &mut std::process::Child) {
     let _ = c.kill(); // SIGKILL
@@ -47,6 +51,7 @@ fn soak_kills_and_flapping_relay_lose_nothing() {
         .unwrap()
         .as_nanos() as u64;
     eprintln!("soak seed {seed}");
+    let mut held = 0;
     for k in 0..KILLS {
         for i in 0..per_batch {
             let n = k * per_batch + i;
@@ -59,10 +64,30 @@ fn soak_kills_and_flapping_relay_lose_nothing() {
                 env.send(&["soak@example.org"], &format!("soak {n}"));
             }
         }
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        std::thread::sleep(Duration::from_millis(100 + (seed >> 33) % 400));
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            seed >> 33
+        };
+        // Hold and release a few of what is queued now, at random moments.
+        let queued: Vec<String> = std::fs::read_dir(env.spool("queue"))
+            .map(|r| {
+                r.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for _ in 0..queued.len().min(HOLDS) {
+            let id = &queued[next() as usize % queued.len()];
+            std::thread::sleep(Duration::from_millis(next() % 50));
+            if env.relayq(&["hold", id]).status.success() {
+                held += 1;
+                std::thread::sleep(Duration::from_millis(next() % 50));
+                let o = env.relayq(&["release", id]);
+                assert!(o.status.success(), "release {id}: {}", stderr(&o));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100 + next() % 400));
         kill9(&mut daemon);
         daemon = env.daemon();
     }
@@ -110,7 +135,7 @@ fn soak_kills_and_flapping_relay_lose_nothing() {
     let dups: usize = counts.values().map(|c| c - 1).sum();
     let bounce_dups: usize = bounced.values().map(|c| c - 1).sum();
     eprintln!(
-        "soak: {} messages, {} arrivals, {} duplicates, {} bounces ({} duplicate) after {KILLS} kills, {} relay connections, {:.1} s",
+        "soak: {} messages, {} arrivals, {} duplicates, {} bounces ({} duplicate) after {KILLS} kills and {held} holds, {} relay connections, {:.1} s",
         MESSAGES,
         got.len(),
         dups,

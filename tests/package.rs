@@ -284,8 +284,8 @@ fn check_installed(relayq_gid: u32) {
     }
     assert_eq!(stat(CONF), ("0644".into(), 0, 0));
     assert_eq!(stat(PASSWORD), ("0640".into(), 0, relayq_gid));
-    // The spool as docs/spool.md describes it (relayq init --user relayq).
-    assert_eq!(stat(SPOOL), ("0755".into(), uid, relayq_gid));
+    // The spool as docs/spool.md describes it (relayq init --user relayq): the root is root's.
+    assert_eq!(stat(SPOOL), ("0755".into(), 0, 0));
     for (dir, mode) in [
         ("tmp", "1770"),
         ("new", "1770"),
@@ -293,6 +293,7 @@ fn check_installed(relayq_gid: u32) {
         ("hold", "0700"),
         ("failed", "0700"),
         ("corrupt", "0700"),
+        ("journal", "0700"),
         ("run", "0755"),
     ] {
         assert_eq!(

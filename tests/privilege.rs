@@ -229,17 +229,15 @@ impl Host {
         assert!(ok, "not all deferred: {:?}", self.entries());
     }
 
-    /// Every file (and state log) of `id` in the spool: (directory, contents).
+    /// Every file of `id` in the spool, its journal too: (directory, contents).
     fn snapshot(&self, id: &str) -> Vec<(String, Vec<u8>)> {
-        let mut v = Vec::new();
-        for d in ["new", "queue", "hold", "failed", "corrupt"] {
-            for name in [id.to_string(), format!("{id}.st")] {
-                if let Ok(b) = std::fs::read(self.env.spool(d).join(&name)) {
-                    v.push((format!("{d}/{name}"), b));
-                }
-            }
-        }
-        v
+        ["new", "queue", "hold", "failed", "corrupt", "journal"]
+            .into_iter()
+            .filter_map(|d| {
+                let b = std::fs::read(self.env.spool(d).join(id)).ok()?;
+                Some((format!("{d}/{id}"), b))
+            })
+            .collect()
     }
 
     /// Which directory `id` is in, if any.
@@ -746,4 +744,304 @@ fn submitters_cannot_be_forged() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(h.relay.arrived().len(), 4, "nothing else sent");
     assert!(d.stop().is_some_and(|s| s.success()));
+}
+
+// ---- the spool's one guarded door (issue 11) ------------------------------------------
+
+/// The only message root sees in the queue.
+fn only_id(h: &Host) -> String {
+    let e = h.entries();
+    let [m] = &e[..] else {
+        panic!("want one message: {e:?}")
+    };
+    m["queue_id"].as_str().unwrap().to_string()
+}
+
+fn ok(o: &Output) {
+    assert!(o.status.success(), "{}{}", stdout(o), stderr(o));
+}
+
+#[test]
+fn hold_and_release_keep_who_was_delivered() {
+    if !is_root() {
+        eprintln!("SKIP: privilege tests need root");
+        return;
+    }
+    let h = Host::new("[queue]\nretry_min = 3600\nretry_max = 3600");
+    h.relay
+        .set_faults(r#"{"rcpt": {"later@example.org": "451 4.7.1 greylisted"}}"#);
+    ok(&h.env.sendmail(
+        &["-i", "now@example.org", "later@example.org"],
+        b"Subject: once each\n\nhi\n",
+    ));
+    ok(&h.env.flush());
+    assert_eq!(h.relay.wait_for(1, Duration::from_secs(10)).len(), 1);
+    let id = only_id(&h);
+    ok(&h.env.relayq(&["hold", &id]));
+    ok(&h.env.relayq(&["release", &id]));
+    // The journal went along: `show` still knows who has it.
+    let o = h.env.relayq(&["show", &id]);
+    assert!(
+        stdout(&o).contains("Recipient: <now@example.org> sent"),
+        "{}",
+        stdout(&o)
+    );
+    h.relay.set_faults("{}");
+    ok(&h.env.flush());
+    let got = h.relay.wait_for(2, Duration::from_secs(10));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(
+        rcpts_of(&got[1]),
+        ["later@example.org"],
+        "sent twice to now@"
+    );
+    assert!(h.entries().is_empty(), "{:?}", h.entries());
+}
+
+#[test]
+fn released_mail_goes_out_at_once_with_the_daemon_running() {
+    if !is_root() {
+        eprintln!("SKIP: privilege tests need root");
+        return;
+    }
+    // No idle connection kept: the outage below starts at the next connection.
+    let h = Host::new("[queue]\nretry_min = 3600\nretry_max = 3600\nidle_timeout = 0");
+    h.relay
+        .set_faults(r#"{"rcpt_all": "451 4.7.1 greylisted"}"#);
+    let _d = Daemon::start(&h);
+    ok(&h
+        .env
+        .sendmail(&["-i", "a@example.org"], b"Subject: deferred\n\nhi\n"));
+    h.wait_deferred(1);
+    let id = only_id(&h);
+    // Deferred for an hour; released, it goes now (no flush, no other mail).
+    ok(&h.env.relayq(&["hold", &id]));
+    ok(&h.env.relayq(&["release", &id]));
+    h.relay.set_faults("{}");
+    let got = h.relay.wait_for(1, Duration::from_secs(15));
+    assert_eq!(
+        got.len(),
+        1,
+        "released mail stranded: {}",
+        h.env.daemon_log()
+    );
+
+    // The relay down while the message waits for it: held, released, and the relay back.
+    h.relay
+        .set_faults(r#"{"connect": "421 4.3.2 down for maintenance"}"#);
+    ok(&h
+        .env
+        .sendmail(&["-i", "b@example.org"], b"Subject: outage\n\nhi\n"));
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(h.env.spool("run").join("relay"))
+            .is_ok_and(|r| r.contains("state down"))
+    }));
+    let id = only_id(&h);
+    ok(&h.env.relayq(&["hold", &id]));
+    ok(&h.env.relayq(&["release", &id]));
+    h.relay.set_faults("{}");
+    // The daemon probes a down relay every 12 s.
+    let got = h.relay.wait_for(2, Duration::from_secs(40));
+    assert_eq!(
+        got.len(),
+        2,
+        "released mail stranded: {}",
+        h.env.daemon_log()
+    );
+    assert!(h.entries().is_empty(), "{:?}", h.entries());
+}
+
+#[test]
+fn what_the_admin_held_only_root_releases() {
+    let Some((a, _b, h)) = two_users_and_a_greylisting_relay() else {
+        return;
+    };
+    let _d = Daemon::start(&h);
+    ok(&h.sendmail(a, false, "Subject: mine\n\nhi\n"));
+    h.wait_deferred(1);
+    let id = only_id(&h);
+    ok(&h.env.relayq(&["hold", &id]));
+    let o = h.relayq(a, &["release", &id]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("only root can release it"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(h.where_is(&id), Some("hold"));
+    ok(&h.env.relayq(&["release", &id]));
+    assert!(wait_until(Duration::from_secs(10), || h.where_is(&id) == Some("queue")));
+    // What the user held, the user releases.
+    ok(&h.relayq(a, &["hold", &id]));
+    assert_eq!(h.where_is(&id), Some("hold"));
+    ok(&h.relayq(a, &["release", &id]));
+    assert_ne!(h.where_is(&id), Some("hold"));
+}
+
+/// A directory outside the spool, root's, with a file and an ID-named file in it; its
+/// listing and modes, to compare before and after.
+fn outside(h: &Host) -> (PathBuf, impl Fn() -> Vec<(String, u32, u32)>) {
+    let dir = h.env.path().join("outside");
+    std::fs::create_dir(&dir).unwrap();
+    for name in ["victim", NO_SUCH] {
+        std::fs::write(dir.join(name), "root's\n").unwrap();
+        chmod(&dir.join(name), 0o600);
+    }
+    let d = dir.clone();
+    let look = move || {
+        let mut v: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let m = std::fs::symlink_metadata(e.path()).unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    m.mode() & 0o7777,
+                    m.uid(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    (dir, look)
+}
+
+#[test]
+fn the_relayq_user_cannot_make_root_act_through_links() {
+    if !is_root() {
+        eprintln!("SKIP: privilege tests need root");
+        return;
+    }
+    let h = Host::new("");
+    let owner = Who {
+        uid: h.spool_uid,
+        gid: h.spool_gid,
+    };
+    let root = h.env.path().join("spool");
+    let (out, look) = outside(&h);
+    let before = look();
+    let swap = "import os, sys\nroot, name, target = sys.argv[1:4]\ntry:\n    os.rename(os.path.join(root, name), os.path.join(root, name + '.real'))\n    os.symlink(target, os.path.join(root, name))\n    print('swapped')\nexcept OSError as e:\n    print(os.strerror(e.errno))";
+    // `relayq init` gave the spool root to root: the relayq user cannot swap its directories.
+    let said = owner.python(
+        swap,
+        &[root.to_str().unwrap(), "hold", out.to_str().unwrap()],
+        b"",
+    );
+    assert_eq!(said.trim(), "Permission denied");
+    assert_eq!(std::fs::metadata(&root).unwrap().uid(), 0);
+
+    // A spool root the relayq user owns (as relayq 0.1 left it): it swaps hold/ for a link
+    // out of the spool and plants an ID-named file in queue/. Root's commands refuse, one
+    // line naming the link, and nothing outside changes.
+    ok(&h
+        .env
+        .sendmail(&["-i", "a@example.org"], b"Subject: queued\n\nhi\n"));
+    nix::unistd::chown(&root, Some(nix::unistd::Uid::from_raw(h.spool_uid)), None).unwrap();
+    let said = owner.python(
+        swap,
+        &[root.to_str().unwrap(), "hold", out.to_str().unwrap()],
+        b"",
+    );
+    assert_eq!(said.trim(), "swapped");
+    owner.python(
+        "import sys; open(sys.argv[1], 'w').write('APT::Update::Pre-Invoke {\"id\";};')",
+        &[root
+            .join("queue")
+            .join("0ABCDEF0123456789ABCDEF")
+            .to_str()
+            .unwrap()],
+        b"",
+    );
+    for cmd in ["hold", "release", "delete"] {
+        let o = h.env.relayq(&[cmd, "--all"]);
+        assert!(!o.status.success(), "{cmd} --all: {}", stdout(&o));
+        let e = stderr(&o);
+        assert_eq!(e.lines().count(), 1, "{cmd}: {e}");
+        assert!(e.contains("hold is not a directory"), "{cmd}: {e}");
+        assert_eq!(look(), before, "{cmd} --all changed {}", out.display());
+    }
+    // init refuses the link too, and the same for run/ pointing at a root file: nothing is
+    // chowned or chmodded through it.
+    let o = h.env.relayq(&["init", "--user", USER]);
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("hold is not a directory"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_file(root.join("hold")).unwrap();
+    std::fs::rename(root.join("hold.real"), root.join("hold")).unwrap();
+    nix::unistd::chown(&root, Some(nix::unistd::Uid::from_raw(h.spool_uid)), None).unwrap();
+    let said = owner.python(
+        swap,
+        &[
+            root.to_str().unwrap(),
+            "run",
+            out.join("victim").to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(said.trim(), "swapped");
+    let o = h.env.relayq(&["init", "--user", USER]);
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("run is not a directory"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(look(), before, "init changed {}", out.display());
+}
+
+#[test]
+fn a_spool_of_relayq_0_1_is_taken_over() {
+    if !is_root() {
+        eprintln!("SKIP: privilege tests need root");
+        return;
+    }
+    let h = Host::new("[queue]\nretry_min = 3600\nretry_max = 3600");
+    let root = h.env.path().join("spool");
+    // Two messages as relayq 0.1 kept them: the journal beside the message as ID.st, one
+    // queued with one of its two recipients delivered, one held likewise; no journal/, and
+    // the root the relayq user's.
+    for subject in ["queued", "held"] {
+        ok(&h.env.sendmail(
+            &["-i", "now@example.org", "later@example.org"],
+            format!("Subject: {subject}\n\nhi\n").as_bytes(),
+        ));
+    }
+    let mut ids: Vec<String> = std::fs::read_dir(root.join("new"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    ids.sort();
+    for (id, dir) in ids.iter().zip(["queue", "hold"]) {
+        std::fs::rename(root.join("new").join(id), root.join(dir).join(id)).unwrap();
+        let st = root.join(dir).join(format!("{id}.st"));
+        std::fs::write(&st, "d 0 1795000000 250 2.0.0 OK\nn 1795000060 1\n").unwrap();
+        nix::unistd::chown(&st, Some(nix::unistd::Uid::from_raw(h.spool_uid)), None).unwrap();
+    }
+    std::fs::remove_dir(root.join("journal")).unwrap();
+    nix::unistd::chown(&root, Some(nix::unistd::Uid::from_raw(h.spool_uid)), None).unwrap();
+
+    // The package's postinst runs init on upgrade, then the daemon (here: a flush) starts.
+    ok(&h.env.relayq(&["init", "--user", USER]));
+    assert_eq!(std::fs::metadata(&root).unwrap().uid(), 0);
+    ok(&h.env.flush());
+    ok(&h.env.relayq(&["release", &ids[1]]));
+    ok(&h.env.flush());
+    let got = h.relay.wait_for(2, Duration::from_secs(10));
+    assert_eq!(got.len(), 2, "{got:?}");
+    for m in &got {
+        assert_eq!(rcpts_of(m), ["later@example.org"], "re-sent to now@: {m:?}");
+    }
+    assert!(h.entries().is_empty(), "{:?}", h.entries());
+    for dir in ["queue", "hold", "journal"] {
+        assert_eq!(
+            std::fs::read_dir(root.join(dir)).unwrap().count(),
+            0,
+            "{dir}/"
+        );
+    }
 }

@@ -377,6 +377,161 @@ fn long_lines_are_broken_without_loss() {
     );
 }
 
+/// The envelope of the one queue file in new/, as the daemon reads it.
+fn only_queued(env: &Env) -> (relayq::spool::Envelope, usize) {
+    let queued = files(env, "new");
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let data = std::fs::read(&queued[0]).unwrap();
+    let rcpt_lines = data
+        .split(|&b| b == b'\n')
+        .take_while(|l| *l != b"end")
+        .filter(|l| l.starts_with(b"rcpt "))
+        .count();
+    let env = relayq::spool::Envelope::read_from(&mut std::io::Cursor::new(data))
+        .expect("the daemon's reader takes the queue file");
+    (env, rcpt_lines)
+}
+
+fn many(n: usize, fmt: impl Fn(usize) -> String) -> Vec<String> {
+    (0..n).map(fmt).collect()
+}
+
+/// `sendmail -bs` fed `input` from a thread (10,000 pipelined commands and their replies
+/// would fill both pipes otherwise); its replies, one a line.
+fn bs_session(env: &Env, input: Vec<u8>) -> Vec<String> {
+    let mut c = Command::new(BIN)
+        .arg("-C")
+        .arg(&env.cfg)
+        .args(["sendmail", "-bs"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = c.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let o = c.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(
+        o.status.success() && o.stderr.is_empty(),
+        "-bs: {:?} {}",
+        o.status,
+        stderr(&o)
+    );
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn sendmail_takes_10000_recipients_and_refuses_10001_with_65() {
+    let env = env();
+    let msg = b"Subject: many\n\nbody\n";
+    // 10,000 on the command line, plus the same again in another case: 10,000 once de-duplicated.
+    let mut args = vec!["-i".to_string()];
+    args.extend(many(10_000, |i| format!("u{i}@example.org")));
+    args.extend(many(10_000, |i| format!("U{i}@EXAMPLE.org")));
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = env.sendmail(&a, msg);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let (queued, lines) = only_queued(&env);
+    assert_eq!((queued.rcpts.len(), lines), (10_000, 10_000));
+    std::fs::remove_file(&files(&env, "new")[0]).unwrap();
+
+    // One more distinct recipient, from argv, or from the header with -t: refused, nothing
+    // queued, one line saying why.
+    let mut args = vec!["-i".to_string()];
+    args.extend(many(10_001, |i| format!("u{i}@example.org")));
+    let header = format!(
+        "Bcc: {}\nSubject: many\n\nbody\n",
+        many(5_001, |i| format!("h{i}@example.org")).join(",\n ")
+    );
+    let mut t_args = vec!["-i".to_string(), "-t".to_string()];
+    t_args.extend(many(5_000, |i| format!("u{i}@example.org")));
+    for (args, input) in [(args, msg.to_vec()), (t_args, header.into_bytes())] {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = env.sendmail(&a, &input);
+        assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+        assert_eq!(
+            stderr(&o),
+            "sendmail: too many recipients (more than 10000)\n"
+        );
+        assert!(
+            files(&env, "new").is_empty() && files(&env, "tmp").is_empty(),
+            "nothing queued"
+        );
+    }
+}
+
+#[test]
+fn bs_answers_452_past_10000_recipients_and_queues_the_first_10000() {
+    let env = env();
+    let mut input = b"HELO [127.0.0.1]\r\nMAIL FROM:<app@example.com>\r\n".to_vec();
+    for i in 0..10_001 {
+        input.extend(format!("RCPT TO:<u{i}@example.org>\r\n").into_bytes());
+    }
+    // Past the limit, a recipient already accepted still is.
+    input.extend(b"RCPT TO:<U17@Example.ORG>\r\n");
+    input.extend(b"DATA\r\nSubject: many\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+    let replies = bs_session(&env, input);
+    let rcpt = &replies[3..3 + 10_002]; // after 220, HELO's and MAIL's 250
+    assert_eq!(replies[2], "250 2.1.0 Ok");
+    assert!(rcpt[..10_000].iter().all(|r| r == "250 2.1.5 Ok"));
+    assert!(
+        rcpt[10_000].starts_with("452 4.5.3 Too many recipients"),
+        "{}",
+        rcpt[10_000]
+    );
+    assert_eq!(rcpt[10_001], "250 2.1.5 Ok");
+    let rest: Vec<&str> = replies[3 + 10_002..].iter().map(|r| &r[..4]).collect();
+    assert_eq!(
+        rest,
+        ["354 ", "250 ", "221 "],
+        "{:?}",
+        &replies[3 + 10_002..]
+    );
+    let (queued, lines) = only_queued(&env);
+    assert_eq!((queued.rcpts.len(), lines), (10_000, 10_000));
+    assert_eq!(queued.rcpts[9_999].addr, "u9999@example.org");
+}
+
+#[test]
+fn bs_never_queues_an_envelope_over_the_readers_size_limit() {
+    // 10,000 recipients with a 500-byte NOTIFY each: 5 MiB of envelope, more than the daemon
+    // reads. RCPT says 452 once the envelope is full; what was accepted is queued and readable.
+    let env = env();
+    let notify = "X".repeat(500);
+    let mut input = b"HELO [127.0.0.1]\r\nMAIL FROM:<app@example.com>\r\n".to_vec();
+    for i in 0..10_000 {
+        input.extend(format!("RCPT TO:<u{i}@example.org> NOTIFY={notify}\r\n").into_bytes());
+    }
+    input.extend(b"DATA\r\nSubject: big envelope\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+    let replies = bs_session(&env, input);
+    let rcpt = &replies[3..3 + 10_000];
+    let ok = rcpt.iter().filter(|r| *r == "250 2.1.5 Ok").count();
+    assert!(
+        (7_000..10_000).contains(&ok) && rcpt[..ok].iter().all(|r| r == "250 2.1.5 Ok"),
+        "{ok} accepted"
+    );
+    assert!(
+        rcpt[ok..]
+            .iter()
+            .all(|r| r.starts_with("452 4.5.3 Too many recipients")),
+        "{}",
+        rcpt[ok]
+    );
+    assert!(replies[3 + 10_000].starts_with("354 "));
+    assert!(
+        replies[3 + 10_001].starts_with("250 2.0.0 Ok: queued as "),
+        "{}",
+        replies[3 + 10_001]
+    );
+    let (queued, lines) = only_queued(&env);
+    assert_eq!((queued.rcpts.len(), lines), (ok, ok));
+}
+
 mod fuzz {
     use proptest::prelude::*;
     use relayq::message::{BodyCopy, Framing, Lines, header_recipients, read_head};

@@ -7,20 +7,18 @@
 //! Usage (by `sendmail` only): relayq-postdrop SPOOL_DIR   → prints the queue ID.
 
 use relayq::sink::read_chunks;
-use relayq::spool::{Draft, Layout, MAGIC};
-use std::os::unix::fs::MetadataExt;
+use relayq::spool::{Draft, Layout, MAGIC, Queue, Spool};
 use std::path::Path;
 
-/// Refuse a spool that is not a relayq spool of our group (sticky, group-writable, no symlink).
-fn check_dir(p: &Path, egid: u32, privileged: bool) -> Result<(), String> {
-    let m = std::fs::symlink_metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
-    if !m.is_dir() {
-        return Err(format!("{} is not a directory", p.display()));
-    }
-    if privileged && (m.gid() != egid || m.mode() & 0o1000 == 0 || m.mode() & 0o020 == 0) {
+/// Refuse a spool that is not a relayq spool of our group (sticky, group-writable), checked
+/// on the very directory fd that the file is then created and renamed through: the spool is
+/// opened once, and no path is resolved again.
+fn check_dir(spool: &Spool, q: Queue, egid: u32, privileged: bool) -> Result<(), String> {
+    let shown = spool.layout().display_dir(q.dir_name());
+    let m = spool.queue_stat(q).map_err(|e| format!("{shown}: {e}"))?;
+    if privileged && (m.st_gid != egid || m.st_mode & 0o1000 == 0 || m.st_mode & 0o020 == 0) {
         return Err(format!(
-            "{} is not a relayq spool directory (want group {egid}, mode 1770)",
-            p.display()
+            "{shown} is not a relayq spool directory (want group {egid}, mode 1770)"
         ));
     }
     Ok(())
@@ -38,10 +36,10 @@ fn run() -> Result<String, String> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
     let egid = nix::unistd::getegid().as_raw();
     let privileged = egid != nix::unistd::getgid().as_raw();
-    let layout = Layout::new(root);
-    check_dir(&layout.dir("tmp"), egid, privileged)?;
-    check_dir(&layout.dir("new"), egid, privileged)?;
-    let mut draft = Draft::create(&layout).map_err(|e| e.msg)?;
+    let spool = Spool::open(&Layout::new(root)).map_err(|e| e.msg)?;
+    check_dir(&spool, Queue::Tmp, egid, privileged)?;
+    check_dir(&spool, Queue::New, egid, privileged)?;
+    let mut draft = Draft::create(&spool).map_err(|e| e.msg)?;
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let mut check = MagicCheck {

@@ -1,14 +1,10 @@
-//! The on-disk queue: its directories, the envelope format, unique queue IDs, and the durable
-//! write path (`tmp/` → fsync → rename into `new/` → fsync the directory). Every state is a
-//! directory and every transition a rename; see docs/spool.md.
+//! The envelope: what travels with a message in its queue file, ahead of the message itself
+//! (`relayq-envelope 1`, one `key value` line each, `end`). Written by `sendmail`, read
+//! without trust by everything else; the limits here are the ones every writer checks first.
 
 use crate::error::{Error, Result};
-use std::ffi::CString;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufWriter, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::{self, BufRead, Write};
 
 /// Magic first line of every queue file; the number is the format version.
 pub const MAGIC: &str = "relayq-envelope 1";
@@ -30,118 +26,6 @@ const ONCE_KEYS: [&str; 9] = [
     "user",
     "bounce",
 ];
-
-/// The spool's directories, each one a state.
-#[derive(Debug, Clone)]
-pub struct Layout {
-    pub root: PathBuf,
-}
-
-/// (name, mode) of each directory. tmp/ and new/ are 1770 (user and group rwx, sticky):
-/// only the daemon's user and processes holding its group (setgid `relayq-postdrop`, which
-/// creates one file and fsyncs the directory, nothing else) can enter them; sticky, so no
-/// submitter can remove another's file. Ordinary users are not in the group: they cannot
-/// list, read or touch anything. Everything past new/ belongs to the daemon's user alone.
-pub const DIRS: &[(&str, u32)] = &[
-    ("tmp", 0o1770),
-    ("new", 0o1770),
-    ("queue", 0o700),
-    ("hold", 0o700),
-    ("failed", 0o700),
-    ("corrupt", 0o700),
-    ("run", 0o755),
-];
-
-impl Layout {
-    pub fn new(root: impl Into<PathBuf>) -> Layout {
-        Layout { root: root.into() }
-    }
-    pub fn dir(&self, name: &str) -> PathBuf {
-        self.root.join(name)
-    }
-    /// Files in one spool directory, state logs (`.st`) not counted.
-    pub fn count_files(&self, name: &str) -> usize {
-        std::fs::read_dir(self.dir(name))
-            .map(|r| {
-                r.filter_map(|e| e.ok())
-                    .filter(|e| !e.file_name().to_string_lossy().ends_with(".st"))
-                    .count()
-            })
-            .unwrap_or(0)
-    }
-
-    pub fn socket(&self) -> PathBuf {
-        self.root.join("run").join("submit.sock")
-    }
-
-    /// Create the layout with its owners and modes (idempotent). `owner`/`group` are the daemon's.
-    pub fn init(&self, owner: u32, group: u32) -> Result<()> {
-        let mk = |p: &Path, mode: u32| -> Result<()> {
-            match fs::create_dir(p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => {
-                    return Err(Error::spool_io(
-                        &format!("cannot create {}", p.display()),
-                        &e,
-                    ));
-                }
-            }
-            let c = CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::usage("bad path"))?;
-            // SAFETY: c is a valid NUL-terminated path.
-            if unsafe { libc::lchown(c.as_ptr(), owner, group) } != 0 {
-                let e = io::Error::last_os_error();
-                return Err(Error::spool_io(
-                    &format!("cannot chown {}", p.display()),
-                    &e,
-                ));
-            }
-            fs::set_permissions(p, fs::Permissions::from_mode(mode))
-                .map_err(|e| Error::spool_io(&format!("cannot chmod {}", p.display()), &e))
-        };
-        mk(&self.root, 0o755)?;
-        for (name, mode) in DIRS {
-            mk(&self.dir(name), *mode)?;
-        }
-        Ok(())
-    }
-
-    /// Check the spool exists, for a clear error before reading a message.
-    pub fn check_exists(&self) -> Result<()> {
-        if !self.dir("new").is_dir() || !self.dir("tmp").is_dir() {
-            return Err(Error::temp(format!(
-                "spool {} is missing or incomplete: run `relayq init` as root",
-                self.root.display()
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// A queue ID: seconds, microseconds and 32 random bits in upper-case hex, unique across
-/// processes and hosts (and creation uses O_EXCL and RENAME_NOREPLACE besides).
-pub fn new_id() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let mut r = [0u8; 4];
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r).is_err() {
-        r = (std::process::id() ^ now.subsec_nanos()).to_le_bytes();
-    }
-    format!(
-        "{:09X}{:05X}{:08X}",
-        now.as_secs(),
-        now.subsec_micros(),
-        u32::from_le_bytes(r)
-    )
-}
-
-/// True for names `new_id` produces (and nothing that could be a path).
-pub fn is_id(s: &str) -> bool {
-    (10..=40).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase())
-}
 
 /// One recipient with its DSN parameters (RFC 3461).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -398,119 +282,10 @@ impl Envelope {
     }
 }
 
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// `rename` that never replaces an existing file (RENAME_NOREPLACE where supported).
-pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    match nix::fcntl::renameat2(
-        nix::fcntl::AT_FDCWD,
-        from,
-        nix::fcntl::AT_FDCWD,
-        to,
-        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-    ) {
-        Ok(()) => Ok(()),
-        Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOSYS) => {
-            if to.exists() {
-                return Err(io::Error::from_raw_os_error(libc::EEXIST));
-            }
-            fs::rename(from, to)
-        }
-        Err(e) => Err(io::Error::from_raw_os_error(e as i32)),
-    }
-}
-
-/// A queue file being written in `tmp/`. Dropped without `commit`, it removes itself, so a
-/// failed submission leaves nothing behind.
-pub struct Draft {
-    pub id: String,
-    tmp: PathBuf,
-    new: PathBuf,
-    new_dir: PathBuf,
-    out: Option<BufWriter<File>>,
-}
-
-impl Draft {
-    pub fn create(layout: &Layout) -> Result<Draft> {
-        let tmp_dir = layout.dir("tmp");
-        for _ in 0..8 {
-            let id = new_id();
-            let tmp = tmp_dir.join(&id);
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o640)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&tmp)
-            {
-                Ok(f) => {
-                    // Group = the spool's group, so the daemon can read it whoever wrote it.
-                    if let Ok(m) = fs::metadata(layout.dir("new"))
-                        && let Ok(fm) = f.metadata()
-                        && fm.gid() != m.gid()
-                    {
-                        let _ = nix::unistd::fchown(
-                            &f,
-                            None,
-                            Some(nix::unistd::Gid::from_raw(m.gid())),
-                        );
-                    }
-                    return Ok(Draft {
-                        new: layout.dir("new").join(&id),
-                        new_dir: layout.dir("new"),
-                        id,
-                        tmp,
-                        out: Some(BufWriter::with_capacity(64 * 1024, f)),
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    return Err(Error::spool_io(
-                        &format!("cannot create a file in {}", tmp_dir.display()),
-                        &e,
-                    ));
-                }
-            }
-        }
-        Err(Error::temp("cannot find a unique queue file name"))
-    }
-
-    pub fn writer(&mut self) -> &mut BufWriter<File> {
-        self.out.as_mut().expect("draft already committed")
-    }
-
-    /// Make the message durable and visible: flush, fsync the file, rename into new/, fsync
-    /// new/. Only after this returns Ok may the submitter report success.
-    pub fn commit(mut self) -> Result<String> {
-        let w = self.out.take().expect("draft already committed");
-        let f = w
-            .into_inner()
-            .map_err(|e| Error::spool_io("cannot write queue file", e.error()))?;
-        f.sync_all()
-            .map_err(|e| Error::spool_io("cannot fsync queue file", &e))?;
-        drop(f);
-        rename_noreplace(&self.tmp, &self.new)
-            .map_err(|e| Error::spool_io("cannot move queue file into new/", &e))?;
-        self.tmp = PathBuf::new();
-        fsync_dir(&self.new_dir)
-            .map_err(|e| Error::spool_io("cannot fsync spool directory", &e))?;
-        Ok(std::mem::take(&mut self.id))
-    }
-}
-
-impl Drop for Draft {
-    fn drop(&mut self) {
-        if !self.tmp.as_os_str().is_empty() {
-            let _ = fs::remove_file(&self.tmp);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn env() -> Envelope {
         Envelope {
@@ -634,35 +409,5 @@ mod tests {
         assert_eq!(e.submitter(1000, 999), 1000);
         assert_eq!(e.submitter(999, 999), 33);
         assert_eq!(e.submitter(0, 999), 33);
-    }
-
-    #[test]
-    fn ids_unique_and_valid() {
-        let mut s = std::collections::HashSet::new();
-        for _ in 0..1000 {
-            let id = new_id();
-            assert!(is_id(&id), "{id}");
-            assert!(s.insert(id));
-        }
-        assert!(!is_id("../etc"));
-        assert!(!is_id("abc"));
-    }
-
-    #[test]
-    fn draft_commit_and_drop() {
-        let d = tempfile::tempdir().unwrap();
-        let l = Layout::new(d.path());
-        let me = nix::unistd::getuid().as_raw();
-        let g = nix::unistd::getgid().as_raw();
-        l.init(me, g).unwrap();
-        l.init(me, g).unwrap();
-        let mut dr = Draft::create(&l).unwrap();
-        dr.writer().write_all(b"x").unwrap();
-        let id = dr.commit().unwrap();
-        assert_eq!(fs::read(l.dir("new").join(&id)).unwrap(), b"x");
-        let mut dr = Draft::create(&l).unwrap();
-        dr.writer().write_all(b"partial").unwrap();
-        drop(dr);
-        assert_eq!(fs::read_dir(l.dir("tmp")).unwrap().count(), 0);
     }
 }
