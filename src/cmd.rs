@@ -4,6 +4,7 @@
 use crate::cli::{self, Mode, Personality};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::setup::init_spool;
 use crate::spool::Layout;
 use crate::submit::{Context, Params};
 use std::ffi::OsString;
@@ -399,35 +400,6 @@ fn init(cfg: &Config, args: Vec<OsString>) -> Result<i32> {
     }
     init_spool(cfg, user.as_deref())?;
     Ok(0)
-}
-
-/// Create the spool (idempotent), owned by `user`, else by `relayq` when that user exists,
-/// else by the caller.
-pub fn init_spool(cfg: &Config, user: Option<&str>) -> Result<()> {
-    let (uid, gid) = match user {
-        Some(name) => match nix::unistd::User::from_name(name) {
-            Ok(Some(u)) => (u.uid.as_raw(), u.gid.as_raw()),
-            _ => {
-                return Err(Error::new(
-                    crate::error::Class::NoUser,
-                    format!("no such user {name:?}"),
-                ));
-            }
-        },
-        None => match nix::unistd::User::from_name("relayq") {
-            Ok(Some(u)) if nix::unistd::geteuid().is_root() => (u.uid.as_raw(), u.gid.as_raw()),
-            _ => (
-                nix::unistd::getuid().as_raw(),
-                nix::unistd::getgid().as_raw(),
-            ),
-        },
-    };
-    Layout::new(&cfg.spool_dir).init(uid, gid)?;
-    println!(
-        "relayq: spool {} ready (owner uid {uid}, group gid {gid})",
-        cfg.spool_dir.display()
-    );
-    Ok(())
 }
 
 fn queue_list(cfg: &Config, json: bool) -> Result<i32> {

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub const DEFAULT_PATH: &str = "/etc/relayq/relayq.toml";
-pub const DEFAULT_SPOOL: &str = "/var/spool/relayq";
+const DEFAULT_PATH: &str = "/etc/relayq/relayq.toml";
+const DEFAULT_SPOOL: &str = "/var/spool/relayq";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +66,18 @@ pub struct Relay {
     pub command_timeout: Duration,
     #[serde(default = "d_10m", deserialize_with = "de_dur")]
     pub data_timeout: Duration,
+}
+
+impl crate::provider::RelayName for Relay {
+    fn url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+    fn provider(&self) -> Option<&str> {
+        self.provider.as_deref()
+    }
+    fn allow_plaintext(&self) -> bool {
+        self.allow_plaintext
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
@@ -192,7 +204,7 @@ fn d_7d() -> Duration {
 }
 
 /// Parse "90", "90s", "5m", "1h", "5d" into a duration.
-pub fn parse_duration(s: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let (num, mult) = match s.char_indices().last()? {
         (i, 's') => (&s[..i], 1),
@@ -206,7 +218,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 /// Parse "1048576", "512K", "50M", "1G" into bytes.
-pub fn parse_size(s: &str) -> Option<u64> {
+fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
     let (num, mult) = match s.char_indices().last()? {
         (i, 'K' | 'k') => (&s[..i], 1024),
@@ -249,7 +261,7 @@ fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D
 }
 
 /// Which config file to read: `-C FILE`, else `$RELAYQ_CONFIG`, else the default.
-pub fn choose_path(flag: Option<&Path>) -> PathBuf {
+pub(crate) fn choose_path(flag: Option<&Path>) -> PathBuf {
     if let Some(p) = flag {
         return p.to_path_buf();
     }
@@ -263,7 +275,7 @@ impl Config {
     /// Read and validate the config. A missing default file gives the built-in defaults (so
     /// `sendmail` works before setup, queueing mail until a relay is configured); a missing
     /// explicitly named file is an error.
-    pub fn load(flag: Option<&Path>) -> Result<Config> {
+    pub(crate) fn load(flag: Option<&Path>) -> Result<Config> {
         let path = choose_path(flag);
         let explicit = flag.is_some() || std::env::var_os("RELAYQ_CONFIG").is_some();
         let text = match std::fs::read_to_string(&path) {
@@ -354,7 +366,7 @@ impl Config {
     }
 
     /// All relays in order of preference.
-    pub fn relays(&self) -> Vec<&Relay> {
+    pub(crate) fn relays(&self) -> Vec<&Relay> {
         self.relay
             .iter()
             .chain(self.fallback_relay.iter())

@@ -1,7 +1,7 @@
 //! Provider presets and relay URLs: turns `[relay] url` or `provider` into a host, port and
 //! TLS mode. What each provider needs from the user is in docs/providers.md.
-
-use crate::config::Relay;
+//!
+//! It needs nothing from the config: the config's `[relay]` table is a `RelayName`.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tls {
@@ -14,7 +14,7 @@ pub enum Tls {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     pub host: String,
     pub port: u16,
     pub tls: Tls,
@@ -32,7 +32,7 @@ impl std::fmt::Display for Endpoint {
 }
 
 /// A preset: name, URL, and the DKIM selectors / SPF include the provider documents.
-pub struct Preset {
+pub(crate) struct Preset {
     pub name: &'static str,
     pub url: &'static str,
     pub spf_include: &'static str,
@@ -42,7 +42,7 @@ pub struct Preset {
     pub note: &'static str,
 }
 
-pub const PRESETS: &[Preset] = &[
+pub(crate) const PRESETS: &[Preset] = &[
     Preset {
         name: "smtp2go",
         url: "smtps://mail.smtp2go.com:465",
@@ -96,7 +96,7 @@ pub const PRESETS: &[Preset] = &[
 
 /// Amazon SES (`ses:<region>`): the URL depends on the region; Easy DKIM selectors are
 /// per account.
-pub const SES: Preset = Preset {
+const SES: Preset = Preset {
     name: "ses",
     url: "",
     spf_include: "amazonses.com",
@@ -105,7 +105,7 @@ pub const SES: Preset = Preset {
 };
 
 /// The preset a provider name refers to (`ses:<region>` gives [`SES`]).
-pub fn preset(name: &str) -> Option<&'static Preset> {
+pub(crate) fn preset(name: &str) -> Option<&'static Preset> {
     if name.starts_with("ses:") {
         return Some(&SES);
     }
@@ -113,7 +113,7 @@ pub fn preset(name: &str) -> Option<&'static Preset> {
 }
 
 /// Look up a preset by name; `ses:<region>` is computed.
-pub fn preset_url(name: &str) -> Option<String> {
+pub(crate) fn preset_url(name: &str) -> Option<String> {
     if let Some(region) = name.strip_prefix("ses:") {
         let ok = !region.is_empty()
             && region.len() < 32
@@ -129,7 +129,7 @@ pub fn preset_url(name: &str) -> Option<String> {
 }
 
 /// Parse `smtp://host[:port]` / `smtps://host[:port]`.
-pub fn parse_url(url: &str, allow_plaintext: bool) -> Result<Endpoint, String> {
+pub(crate) fn parse_url(url: &str, allow_plaintext: bool) -> Result<Endpoint, String> {
     let (tls, rest, default_port) = if let Some(r) = url.strip_prefix("smtps://") {
         (Tls::Implicit, r, 465)
     } else if let Some(r) = url.strip_prefix("smtp://") {
@@ -183,7 +183,7 @@ pub fn parse_url(url: &str, allow_plaintext: bool) -> Result<Endpoint, String> {
     Ok(Endpoint { host, port, tls })
 }
 
-pub fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     host == "localhost"
         || host
             .parse::<std::net::IpAddr>()
@@ -191,10 +191,18 @@ pub fn is_loopback(host: &str) -> bool {
             .unwrap_or(false)
 }
 
+/// How a relay is named: a URL or a provider preset, and whether a loopback relay may go
+/// without TLS.
+pub(crate) trait RelayName {
+    fn url(&self) -> Option<&str>;
+    fn provider(&self) -> Option<&str>;
+    fn allow_plaintext(&self) -> bool;
+}
+
 /// The endpoint a `[relay]` table names (url wins over provider).
-pub fn endpoint(r: &Relay) -> Result<Endpoint, String> {
-    let url = match (&r.url, &r.provider) {
-        (Some(u), _) => u.clone(),
+pub(crate) fn endpoint(r: &impl RelayName) -> Result<Endpoint, String> {
+    let url = match (r.url(), r.provider()) {
+        (Some(u), _) => u.to_string(),
         (None, Some(p)) => preset_url(p).ok_or_else(|| {
             let names: Vec<_> = PRESETS.iter().map(|p| p.name).collect();
             format!(
@@ -204,7 +212,7 @@ pub fn endpoint(r: &Relay) -> Result<Endpoint, String> {
         })?,
         (None, None) => return Err("set url or provider".into()),
     };
-    parse_url(&url, r.allow_plaintext)
+    parse_url(&url, r.allow_plaintext())
 }
 
 #[cfg(test)]

@@ -8,10 +8,11 @@ use crate::conffile::{self, toml_str};
 use crate::config::{self, Config};
 use crate::error::{Class, Error, Result};
 use crate::provider::{self, PRESETS};
+use crate::spool::Layout;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-pub const USAGE: &str = "\
+const USAGE: &str = "\
 usage: relayq [-C config] setup [options]
 
 Asks what it needs on a terminal; with flags (or no terminal) it asks nothing.
@@ -44,7 +45,7 @@ enum Secret {
 
 /// Everything setup needs to know; flags fill it, prompts fill the rest.
 #[derive(Debug, Default)]
-pub struct Answers {
+struct Answers {
     provider: Option<String>,
     url: Option<String>,
     username: Option<String>,
@@ -260,7 +261,7 @@ fn read_stdin_secret() -> Result<String> {
 }
 
 /// The config text for these answers (pure; the secret itself is not in it).
-pub fn render(a: &Answers, secret_path: &Path) -> String {
+fn render(a: &Answers, secret_path: &Path) -> String {
     let mut s = String::from("# Written by `relayq setup`. Every key: relayq.toml(5).\n");
     if let Some(d) = &a.spool_dir {
         s += &format!("spool_dir = {}\n", toml_str(&d.to_string_lossy()));
@@ -309,7 +310,36 @@ pub fn render(a: &Answers, secret_path: &Path) -> String {
     s
 }
 
-pub fn run(cfg_flag: Option<&Path>, args: Vec<std::ffi::OsString>) -> Result<i32> {
+/// Create the spool (idempotent), owned by `user`, else by `relayq` when that user exists,
+/// else by the caller.
+pub(crate) fn init_spool(cfg: &Config, user: Option<&str>) -> Result<()> {
+    let (uid, gid) = match user {
+        Some(name) => match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => (u.uid.as_raw(), u.gid.as_raw()),
+            _ => {
+                return Err(Error::new(
+                    crate::error::Class::NoUser,
+                    format!("no such user {name:?}"),
+                ));
+            }
+        },
+        None => match nix::unistd::User::from_name("relayq") {
+            Ok(Some(u)) if nix::unistd::geteuid().is_root() => (u.uid.as_raw(), u.gid.as_raw()),
+            _ => (
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            ),
+        },
+    };
+    Layout::new(&cfg.spool_dir).init(uid, gid)?;
+    println!(
+        "relayq: spool {} ready (owner uid {uid}, group gid {gid})",
+        cfg.spool_dir.display()
+    );
+    Ok(())
+}
+
+pub(crate) fn run(cfg_flag: Option<&Path>, args: Vec<std::ffi::OsString>) -> Result<i32> {
     let mut a = match parse_args(args) {
         Err(e) if e.msg.is_empty() => {
             println!("{USAGE}");
@@ -373,7 +403,7 @@ pub fn run(cfg_flag: Option<&Path>, args: Vec<std::ffi::OsString>) -> Result<i32
         );
     }
     let cfg = Config::load(Some(&path))?;
-    crate::cmd::init_spool(&cfg, None)?;
+    init_spool(&cfg, None)?;
     // A daemon already running keeps its old config until told (as `systemctl reload`).
     if let (true, Some(pid)) =
         crate::admin::daemon_state(&crate::spool::Layout::new(&cfg.spool_dir))

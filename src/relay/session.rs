@@ -1,376 +1,13 @@
-//! One SMTP session with the smarthost: TCP connect, implicit TLS or required STARTTLS
-//! (rustls, ring, verified certificates, optional SHA-256 pin), EHLO capabilities, AUTH
-//! (PLAIN, LOGIN, XOAUTH2), and transactions that are pipelined (RFC 2920) when the relay
-//! offers it, with a result per recipient. lettre's `SmtpConnection` cannot pipeline and
-//! aborts on the first rejected RCPT, so the dialogue is ours; lettre supplies the AUTH
-//! encodings. Nothing here logs, and no error text ever contains a credential.
+//! One connection to the relay and its dialogue: connect (implicit TLS or required
+//! STARTTLS), EHLO, then transactions — pipelined in bounded groups when offered, with a
+//! result per recipient — the dot-stuffed body, RSET, the sender probe and QUIT.
 
-use base64::Engine;
-use std::fmt;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use super::reply::{Capabilities, read_reply};
+use super::tls::{Stream, TlsInfo, tls_wrap};
+use super::{Kind, OutEnvelope, Reply, SessionError, Stage, Target, Timeouts, TlsMode, TxResult};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    Implicit,
-    StartTls,
-    Plain,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMech {
-    Plain,
-    Login,
-    Xoauth2,
-}
-
-#[derive(Clone)]
-pub struct Auth {
-    /// None = PLAIN if offered, else LOGIN.
-    pub mech: Option<AuthMech>,
-    pub username: String,
-    /// Password or OAuth2 access token.
-    pub secret: String,
-}
-
-impl fmt::Debug for Auth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Auth {{ mech: {:?}, username: {:?}, secret: <hidden> }}",
-            self.mech, self.username
-        )
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub command: Duration,
-    pub data_end: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            connect: Duration::from_secs(30),
-            command: Duration::from_secs(300),
-            data_end: Duration::from_secs(600),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Target {
-    pub host: String,
-    pub port: u16,
-    pub tls: TlsMode,
-    pub ehlo_name: String,
-    pub auth: Option<Auth>,
-    pub timeouts: Timeouts,
-    pub tls_config: Option<Arc<rustls::ClientConfig>>,
-    pub pin_sha256: Option<String>,
-}
-
-/// A reply from the relay, e.g. code 550, text "550 5.1.1 no such user".
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub code: u16,
-    pub text: String,
-}
-
-impl Reply {
-    pub fn is_temp(&self) -> bool {
-        (400..500).contains(&self.code)
-    }
-    pub fn is_perm(&self) -> bool {
-        self.code >= 500
-    }
-    pub fn is_ok(&self) -> bool {
-        (200..400).contains(&self.code)
-    }
-}
-
-impl fmt::Display for Reply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    Connect,
-    Greeting,
-    Ehlo,
-    StartTls,
-    Tls,
-    Auth,
-    Mail,
-    Rcpt,
-    Data,
-    Dot,
-    Rset,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kind {
-    /// Connection refused or reset, DNS failure, EOF: temporary.
-    Network(String),
-    Timeout,
-    /// A TLS failure that is not about the certificate: temporary.
-    Tls(String),
-    /// Certificate or host name verification failed, or the pin did not match: configuration.
-    Certificate(String),
-    /// STARTTLS required but not offered: configuration (never fall back).
-    NoStartTls,
-    /// Credentials refused: configuration.
-    AuthFailed(Reply),
-    /// AUTH not offered, or no common mechanism: configuration.
-    AuthUnavailable(String),
-    /// A local configuration problem (e.g. the password command failed).
-    Config(String),
-    /// A negative reply at a stage.
-    Reply(Reply),
-    Protocol(String),
-}
-
-#[derive(Debug, Clone)]
-pub struct SessionError {
-    pub stage: Stage,
-    pub kind: Kind,
-}
-
-impl fmt::Display for SessionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let st = format!("{:?}", self.stage).to_ascii_uppercase();
-        match &self.kind {
-            Kind::Network(e) => write!(f, "connection problem at {st}: {e}"),
-            Kind::Timeout => write!(f, "timed out at {st}"),
-            Kind::Tls(e) => write!(f, "TLS failure: {e}"),
-            Kind::Certificate(e) => write!(f, "TLS certificate verification failed: {e}"),
-            Kind::NoStartTls => write!(
-                f,
-                "the relay does not offer STARTTLS, which this smtp:// URL requires (use smtps:// for port 465)"
-            ),
-            Kind::AuthFailed(r) => write!(f, "authentication failed: {r}"),
-            Kind::AuthUnavailable(e) => write!(f, "cannot authenticate: {e}"),
-            Kind::Config(e) => write!(f, "{e}"),
-            Kind::Reply(r) => write!(f, "{r} (in reply to {st})"),
-            Kind::Protocol(e) => write!(f, "protocol error at {st}: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for SessionError {}
-
-impl SessionError {
-    fn new(stage: Stage, kind: Kind) -> Self {
-        SessionError { stage, kind }
-    }
-    /// A local configuration failure (before any network I/O).
-    pub fn local(msg: &str) -> Self {
-        SessionError::new(Stage::Connect, Kind::Config(msg.to_string()))
-    }
-    pub fn is_config_problem(&self) -> bool {
-        matches!(
-            self.kind,
-            Kind::Certificate(_)
-                | Kind::NoStartTls
-                | Kind::AuthFailed(_)
-                | Kind::AuthUnavailable(_)
-                | Kind::Config(_)
-        )
-    }
-    pub fn is_permanent(&self) -> bool {
-        matches!(&self.kind, Kind::Reply(r) if r.is_perm())
-    }
-    pub fn is_temporary(&self) -> bool {
-        !self.is_permanent() && !self.is_config_problem()
-    }
-    pub fn is_network(&self) -> bool {
-        matches!(self.kind, Kind::Network(_) | Kind::Timeout | Kind::Tls(_))
-    }
-    pub fn stage_is_before_data(&self) -> bool {
-        matches!(
-            self.stage,
-            Stage::Mail | Stage::Rcpt | Stage::Data | Stage::Rset
-        )
-    }
-    pub fn is_mail_tempfail(&self) -> bool {
-        self.stage == Stage::Mail && matches!(&self.kind, Kind::Reply(r) if r.is_temp())
-    }
-    fn io(stage: Stage, e: &io::Error) -> Self {
-        if matches!(
-            e.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-        ) {
-            return SessionError::new(stage, Kind::Timeout);
-        }
-        if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-            return tls_error(inner);
-        }
-        SessionError::new(stage, Kind::Network(e.to_string()))
-    }
-}
-
-fn tls_error(e: &rustls::Error) -> SessionError {
-    match e {
-        rustls::Error::InvalidCertificate(c) => {
-            SessionError::new(Stage::Tls, Kind::Certificate(format!("{c:?}")))
-        }
-        other => SessionError::new(Stage::Tls, Kind::Tls(other.to_string())),
-    }
-}
-
-/// Root store: the system's CAs (unless `only_ca_file`) plus `ca_file`.
-pub fn build_tls_config(
-    ca_file: Option<&Path>,
-    only_ca_file: bool,
-) -> Result<Arc<rustls::ClientConfig>, SessionError> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    if !only_ca_file {
-        for c in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(c);
-        }
-    }
-    if let Some(p) = ca_file {
-        let certs = CertificateDer::pem_file_iter(p)
-            .map_err(|e| SessionError::local(&format!("ca_file {}: {e}", p.display())))?;
-        for c in certs {
-            let c = c.map_err(|e| SessionError::local(&format!("ca_file {}: {e}", p.display())))?;
-            roots
-                .add(c)
-                .map_err(|e| SessionError::local(&format!("ca_file {}: {e}", p.display())))?;
-        }
-    }
-    if roots.is_empty() {
-        return Err(SessionError::local(
-            "no trusted CA certificates (install ca-certificates or set ca_file)",
-        ));
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| SessionError::local(&e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(Arc::new(cfg))
-}
-
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
-}
-
-impl Stream {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(t) => &t.sock,
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(b),
-            Stream::Tls(t) => t.read(b),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(b),
-            Stream::Tls(t) => t.write(b),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(t) => t.flush(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Capabilities {
-    pub pipelining: bool,
-    pub size: Option<u64>,
-    pub eightbitmime: bool,
-    pub smtputf8: bool,
-    pub dsn: bool,
-    pub starttls: bool,
-    pub auth: Vec<String>,
-    pub raw: Vec<String>,
-}
-
-impl Capabilities {
-    pub fn parse(reply: &Reply) -> Capabilities {
-        let mut c = Capabilities::default();
-        for line in reply.text.lines().skip(1) {
-            let kw = line.get(4..).unwrap_or("").trim();
-            c.raw.push(kw.to_string());
-            let mut it = kw.split_whitespace();
-            let word = it.next().unwrap_or("").to_ascii_uppercase();
-            match word.as_str() {
-                "PIPELINING" => c.pipelining = true,
-                "SIZE" => c.size = Some(it.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
-                "8BITMIME" => c.eightbitmime = true,
-                "SMTPUTF8" => c.smtputf8 = true,
-                "DSN" => c.dsn = true,
-                "STARTTLS" => c.starttls = true,
-                "AUTH" => c.auth.extend(it.map(|m| m.to_ascii_uppercase())),
-                _ if word.starts_with("AUTH=") => c
-                    .auth
-                    .extend(word[5..].split_whitespace().map(str::to_string)),
-                _ => {}
-            }
-        }
-        c.auth.dedup();
-        c
-    }
-}
-
-/// TLS facts for diagnostics.
-#[derive(Debug, Clone)]
-pub struct TlsInfo {
-    pub version: String,
-    pub cipher: String,
-    pub peer_cert_der: Vec<u8>,
-}
-
-#[derive(Clone)]
-pub struct OutRcpt {
-    pub addr: String,
-    pub notify: Option<String>,
-    pub orcpt: Option<String>,
-}
-
-#[derive(Clone)]
-pub struct OutEnvelope {
-    /// "" = null sender.
-    pub sender: String,
-    pub rcpts: Vec<OutRcpt>,
-    pub envid: Option<String>,
-    pub ret: Option<String>,
-    pub body_8bit: bool,
-}
-
-impl OutEnvelope {
-    /// Whether an address is not ASCII: it needs the relay's SMTPUTF8 (RFC 6531).
-    pub fn needs_smtputf8(&self) -> bool {
-        !self.sender.is_ascii() || self.rcpts.iter().any(|r| !r.addr.is_ascii())
-    }
-}
 
 /// The reply given for an address the relay cannot take because it lacks SMTPUTF8.
 fn no_smtputf8(what: &str, addr: &str) -> Reply {
@@ -382,27 +19,17 @@ fn no_smtputf8(what: &str, addr: &str) -> Reply {
     }
 }
 
-/// Per recipient (in order): Ok = RCPT accepted, Err = rejected. `data`: the final reply
-/// (None when the body was never sent). A recipient is delivered iff accepted and
-/// `data == Some(Ok(_))`.
-#[derive(Debug)]
-pub struct TxResult {
-    pub rcpt: Vec<Result<Reply, Reply>>,
-    pub data: Option<Result<Reply, Reply>>,
-}
-
-const MAX_REPLY: usize = 64 * 1024;
 /// Most commands sent before reading their replies.
 const PIPE_GROUP: usize = 100;
 
-pub struct Session {
-    io: BufReader<Stream>,
+pub(crate) struct Session {
+    pub(super) io: BufReader<Stream>,
     wbuf: Vec<u8>,
-    caps: Capabilities,
+    pub(super) caps: Capabilities,
     peer: String,
     timeouts: Timeouts,
     broken: bool,
-    tls: Option<TlsInfo>,
+    pub(super) tls: Option<TlsInfo>,
 }
 
 fn xtext(s: &str) -> String {
@@ -509,138 +136,12 @@ impl Session {
         Ok(s)
     }
 
-    fn note_tls(&mut self) {
-        if let Stream::Tls(t) = self.io.get_ref() {
-            let c = &t.conn;
-            self.tls = Some(TlsInfo {
-                version: c
-                    .protocol_version()
-                    .map(|v| format!("{v:?}"))
-                    .unwrap_or_default(),
-                cipher: c
-                    .negotiated_cipher_suite()
-                    .map(|s| format!("{:?}", s.suite()))
-                    .unwrap_or_default(),
-                peer_cert_der: c
-                    .peer_certificates()
-                    .and_then(|v| v.first())
-                    .map(|d| d.as_ref().to_vec())
-                    .unwrap_or_default(),
-            });
-        }
-    }
-
-    fn check_pin(&self, t: &Target) -> Result<(), SessionError> {
-        let Some(pin) = &t.pin_sha256 else {
-            return Ok(());
-        };
-        let der = self
-            .tls
-            .as_ref()
-            .map(|i| i.peer_cert_der.clone())
-            .unwrap_or_default();
-        let got: String = ring::digest::digest(&ring::digest::SHA256, &der)
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let want: String = pin
-            .chars()
-            .filter(|c| c.is_ascii_hexdigit())
-            .collect::<String>()
-            .to_ascii_lowercase();
-        if got != want {
-            return Err(SessionError::new(
-                Stage::Tls,
-                Kind::Certificate(format!(
-                    "certificate SHA-256 {got} does not match pin_sha256"
-                )),
-            ));
-        }
-        Ok(())
-    }
-
     fn ehlo(&mut self, t: &Target) -> Result<(), SessionError> {
         let r = self.command(&format!("EHLO {}", t.ehlo_name), Stage::Ehlo)?;
         if r.code != 250 {
             return Err(SessionError::new(Stage::Ehlo, Kind::Reply(r)));
         }
         self.caps = Capabilities::parse(&r);
-        Ok(())
-    }
-
-    fn auth(&mut self, a: &Auth) -> Result<(), SessionError> {
-        use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-        let offered = &self.caps.auth;
-        if offered.is_empty() {
-            return Err(SessionError::new(
-                Stage::Auth,
-                Kind::AuthUnavailable(
-                    "the relay does not offer AUTH (on this port, or before TLS)".into(),
-                ),
-            ));
-        }
-        let mech = match a.mech {
-            Some(m) => m,
-            None if offered.iter().any(|m| m == "PLAIN") => AuthMech::Plain,
-            None if offered.iter().any(|m| m == "LOGIN") => AuthMech::Login,
-            None => {
-                return Err(SessionError::new(
-                    Stage::Auth,
-                    Kind::AuthUnavailable(format!(
-                        "no common mechanism (relay offers {})",
-                        offered.join(" ")
-                    )),
-                ));
-            }
-        };
-        let creds = Credentials::new(a.username.clone(), a.secret.clone());
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
-        let fail = |r: Reply| {
-            if r.is_temp() {
-                SessionError::new(Stage::Auth, Kind::Reply(r))
-            } else {
-                SessionError::new(Stage::Auth, Kind::AuthFailed(r))
-            }
-        };
-        let resp = |m: Mechanism, ch: Option<&str>| {
-            m.response(&creds, ch).map_err(|_| {
-                SessionError::new(
-                    Stage::Auth,
-                    Kind::Protocol("cannot encode AUTH response".into()),
-                )
-            })
-        };
-        let r = match mech {
-            AuthMech::Plain => {
-                let ir = resp(Mechanism::Plain, None)?;
-                self.command(&format!("AUTH PLAIN {}", b64(&ir)), Stage::Auth)?
-            }
-            AuthMech::Xoauth2 => {
-                let ir = resp(Mechanism::Xoauth2, None)?;
-                let r = self.command(&format!("AUTH XOAUTH2 {}", b64(&ir)), Stage::Auth)?;
-                if r.code == 334 {
-                    // An error challenge: answer empty to get the final failure.
-                    self.command("", Stage::Auth)?
-                } else {
-                    r
-                }
-            }
-            AuthMech::Login => {
-                let r = self.command("AUTH LOGIN", Stage::Auth)?;
-                if r.code != 334 {
-                    return Err(fail(r));
-                }
-                let r = self.command(&b64(&a.username), Stage::Auth)?;
-                if r.code != 334 {
-                    return Err(fail(r));
-                }
-                self.command(&b64(&a.secret), Stage::Auth)?
-            }
-        };
-        if r.code != 235 {
-            return Err(fail(r));
-        }
         Ok(())
     }
 
@@ -681,7 +182,7 @@ impl Session {
         self.wbuf.extend_from_slice(b"\r\n");
     }
 
-    fn command(&mut self, line: &str, stage: Stage) -> Result<Reply, SessionError> {
+    pub(super) fn command(&mut self, line: &str, stage: Stage) -> Result<Reply, SessionError> {
         self.queue_line(line);
         self.flush_out(stage)?;
         self.read_reply(stage)
@@ -963,14 +464,6 @@ impl Session {
         Ok(())
     }
 
-    pub fn noop_ok(&mut self) -> bool {
-        !self.broken && matches!(self.command("NOOP", Stage::Rset), Ok(r) if r.code == 250)
-    }
-
-    pub fn is_broken(&self) -> bool {
-        self.broken
-    }
-
     /// Best-effort QUIT, bounded by a short timeout.
     pub fn quit(mut self) {
         if self.broken {
@@ -994,32 +487,8 @@ impl Session {
     }
 }
 
-fn tls_wrap(
-    t: &Target,
-    tcp: TcpStream,
-) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, SessionError> {
-    let cfg = t
-        .tls_config
-        .clone()
-        .ok_or_else(|| SessionError::local("TLS required but no TLS configuration"))?;
-    let name = rustls_pki_types::ServerName::try_from(t.host.clone()).map_err(|_| {
-        SessionError::new(
-            Stage::Tls,
-            Kind::Certificate(format!("{} is not a valid TLS server name", t.host)),
-        )
-    })?;
-    let conn = rustls::ClientConnection::new(cfg, name).map_err(|e| tls_error(&e))?;
-    let mut s = rustls::StreamOwned::new(conn, tcp);
-    while s.conn.is_handshaking() {
-        if let Err(e) = s.conn.complete_io(&mut s.sock) {
-            return Err(SessionError::io(Stage::Tls, &e));
-        }
-    }
-    Ok(s)
-}
-
 /// Insert a '.' before every '.' that starts a line; `at_start` carries across calls.
-pub fn dot_stuff(data: &[u8], at_start: &mut bool, out: &mut Vec<u8>) {
+fn dot_stuff(data: &[u8], at_start: &mut bool, out: &mut Vec<u8>) {
     for &b in data {
         if *at_start && b == b'.' {
             out.push(b'.');
@@ -1029,71 +498,12 @@ pub fn dot_stuff(data: &[u8], at_start: &mut bool, out: &mut Vec<u8>) {
     }
 }
 
-/// Read one (possibly multi-line) reply.
-fn read_reply(r: &mut dyn BufRead) -> Result<Reply, Kind> {
-    let mut text = String::new();
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let n = r.take(4096).read_until(b'\n', &mut line).map_err(|e| {
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) {
-                Kind::Timeout
-            } else {
-                SessionError::io(Stage::Connect, &e).kind
-            }
-        })?;
-        if n == 0 {
-            return Err(Kind::Network("connection closed by the relay".into()));
-        }
-        let l = String::from_utf8_lossy(&line);
-        let l = l.trim_end_matches(['\r', '\n']);
-        if l.len() < 3 || !l.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
-            return Err(Kind::Protocol(format!(
-                "bad reply line {:?}",
-                l.chars().take(80).collect::<String>()
-            )));
-        }
-        let code: u16 = l[..3].parse().unwrap_or(0);
-        if !text.is_empty() {
-            text.push('\n');
-        }
-        text.push_str(l);
-        if text.len() > MAX_REPLY {
-            return Err(Kind::Protocol("reply too long".into()));
-        }
-        match l.as_bytes().get(3) {
-            Some(b'-') => continue,
-            _ => return Ok(Reply { code, text }),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::{OutRcpt, build_tls_config};
+    use std::io::BufRead;
     use std::net::TcpListener;
-
-    #[test]
-    fn replies() {
-        let mut r = io::Cursor::new(b"250-a.example\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n".to_vec());
-        let rep = read_reply(&mut r).unwrap();
-        assert_eq!(rep.code, 250);
-        let c = Capabilities::parse(&rep);
-        assert!(c.pipelining && c.eightbitmime && !c.starttls);
-        assert_eq!(c.size, Some(1000));
-        assert_eq!(c.auth, ["PLAIN", "LOGIN"]);
-        assert!(read_reply(&mut io::Cursor::new(b"xx\r\n".to_vec())).is_err());
-        assert!(read_reply(&mut io::Cursor::new(b"250-a\r\n".to_vec())).is_err());
-        assert_eq!(
-            read_reply(&mut io::Cursor::new(b"550 5.1.1 no\r\n".to_vec()))
-                .unwrap()
-                .text,
-            "550 5.1.1 no"
-        );
-    }
 
     #[test]
     fn stuffing_across_chunks() {
@@ -1246,7 +656,7 @@ mod tests {
         ]);
         let mut s = Session::connect(&target(port)).unwrap();
         let e = s.send(&env(&["a@x.org"]), &mut &b"x"[..], 1).unwrap_err();
-        assert!(e.is_mail_tempfail() && e.is_temporary());
+        assert!(e.is_mail_tempfail() && !e.is_permanent() && !e.is_config_problem());
         let e = s.send(&env(&["a@x.org"]), &mut &b"x"[..], 1).unwrap_err();
         assert_eq!(e.stage, Stage::Dot);
         assert!(e.is_network());
