@@ -580,7 +580,7 @@ pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Stat
     let corrupt = spool.list(Queue::Corrupt).map_or(0, |v| v.len());
     // One pass over the queue: the listing has every message's state.
     let entries = crate::queue::scan(&spool, None);
-    let now = crate::daemon::now();
+    let now = crate::state::now();
     let (mut incoming, mut queued, mut deferred, mut held) = (0, 0, 0, 0);
     let mut oldest = None;
     let mut last_error: Option<(u64, &str)> = None;
@@ -692,7 +692,7 @@ pub fn status(layout: &Layout, args: &[String]) -> Result<i32> {
             println!(
                 "last delivery: {} ({} ago) to <{}>: {}",
                 crate::message::rfc5322_date(d.time as i64),
-                ago(crate::daemon::now().saturating_sub(d.time)),
+                ago(crate::state::now().saturating_sub(d.time)),
                 d.rcpt,
                 d.reply
             );
@@ -714,7 +714,7 @@ fn relay_line(r: &RelayStatus) -> String {
         line.push_str(&format!(
             " since {} ({} ago)",
             date(t),
-            ago(crate::daemon::now().saturating_sub(t))
+            ago(crate::state::now().saturating_sub(t))
         ));
     }
     line.push_str(&format!(": {}", st.reason.as_deref().unwrap_or("unknown")));

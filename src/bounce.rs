@@ -1,9 +1,16 @@
 //! Delivery status notifications (RFC 3464 multipart/report): bounces for the recipients that
 //! failed and delay warnings for the ones still queued, with the relay's last reply for each
-//! and the original message's headers. Pure: builds bytes; the daemon queues them like any
-//! message.
+//! and the original message's headers. `Dsn` builds the bytes (pure); `queue_dsn` composes
+//! one for a queued message (who gets it, as which sender, what of the original) and writes
+//! it into the spool, where the daemon delivers it like any message. The daemon decides when.
 
+use crate::config::Config;
+use crate::error::{Error, Result};
 use crate::message::rfc5322_date;
+use crate::spool::{self, Draft, Envelope, Queue, QueueId, Rcpt, Spool};
+use crate::state::{RcptState, State};
+use log::info;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 
 /// One recipient reported in a DSN.
 pub struct Recipient<'a> {
@@ -255,6 +262,178 @@ fn ascii(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The envelope sender of bounces, and of local mail when `[address] sender` is set.
+pub fn sender(cfg: &Config, fqdn: &str) -> String {
+    cfg.address.sender.clone().unwrap_or_else(|| {
+        let domain = cfg.address.domain.as_deref().unwrap_or(fqdn);
+        format!("MAILER-DAEMON@{domain}")
+    })
+}
+
+/// A queued message a DSN reports on, as the daemon tracks it.
+pub struct Queued<'a> {
+    pub id: &'a QueueId,
+    pub env: &'a Envelope,
+    /// Where the message starts in its queue file (after the envelope).
+    pub body_offset: u64,
+    pub arrival: u64,
+    pub state: &'a State,
+}
+
+/// Where and as whom DSNs are queued.
+pub struct Reporter<'a> {
+    pub spool: &'a Spool,
+    pub cfg: &'a Config,
+    /// This host's name: the Reporting-MTA, and the Message-ID's domain when `[address]
+    /// domain` is unset.
+    pub fqdn: &'a str,
+    /// The (first) relay's host name, for Remote-MTA.
+    pub remote: Option<&'a str>,
+}
+
+/// Queue a DSN (a bounce, or a delay warning) about `m` for its recipients `rcpts`, through
+/// `spool::Draft` into new/, where the daemon picks it up like any message. Its ID, or None
+/// when no DSN is due (null sender, a DSN itself, or bounces disabled).
+pub fn queue_dsn(
+    rep: &Reporter,
+    m: &Queued,
+    rcpts: &[usize],
+    kind: Kind,
+    now: u64,
+) -> Result<Option<String>> {
+    let (id, env, cfg) = (m.id.as_str(), m.env, rep.cfg);
+    if env.sender.is_empty() || env.is_bounce || !cfg.queue.bounces {
+        info!(
+            "{id}: no {} for {} (null sender, a bounce itself, or queue.bounces = false)",
+            match kind {
+                Kind::Failure => "bounce",
+                Kind::Delay { .. } => "delay notification",
+            },
+            if env.sender.is_empty() {
+                "<>"
+            } else {
+                &env.sender
+            }
+        );
+        return Ok(None);
+    }
+    // Mail from local accounts went out as the configured sender; its bounces belong to the admin.
+    let to = match (&cfg.address.sender, &cfg.address.admin) {
+        (Some(s), Some(a)) if s.eq_ignore_ascii_case(&env.sender) => a.clone(),
+        _ => env.sender.clone(),
+    };
+    let domain = cfg
+        .address
+        .domain
+        .clone()
+        .unwrap_or_else(|| rep.fqdn.to_string());
+    let from = sender(cfg, rep.fqdn);
+    let file = rep.spool.open_file(Queue::Active, id).ok().map(|(f, _)| f);
+    let mut headers = Vec::new();
+    if let Some(f) = &file {
+        let mut r = BufReader::new(f);
+        let _ = r.seek(SeekFrom::Start(m.body_offset));
+        let mut line = Vec::new();
+        while headers.len() < 64 * 1024 {
+            line.clear();
+            if r.by_ref()
+                .take(4096)
+                .read_until(b'\n', &mut line)
+                .unwrap_or(0)
+                == 0
+                || line == b"\r\n"
+            {
+                break;
+            }
+            headers.extend_from_slice(&line);
+        }
+    }
+    // RET=FULL on a bounce: the whole message, when it is small enough to send back
+    // (read from the same open file; one that cannot be read counts as too large).
+    let full = (kind == Kind::Failure && wants_full(env.ret.as_deref())).then(|| {
+        let mut f = file.as_ref()?;
+        let size = f.metadata().ok()?.len().saturating_sub(m.body_offset);
+        if size > FULL_LIMIT as u64 {
+            return None;
+        }
+        f.seek(SeekFrom::Start(m.body_offset)).ok()?;
+        let mut all = Vec::with_capacity(size as usize);
+        f.take(FULL_LIMIT as u64 + 1).read_to_end(&mut all).ok()?;
+        (all.len() <= FULL_LIMIT).then_some(all)
+    });
+    let original = match &full {
+        None => Original::Headers(&headers),
+        Some(None) => Original::TooLarge {
+            headers: &headers,
+            limit: FULL_LIMIT,
+        },
+        Some(Some(all)) => Original::Full {
+            message: all,
+            eight_bit: !all.is_ascii(),
+        },
+    };
+    let replies: Vec<(String, String, Option<String>)> = rcpts
+        .iter()
+        .map(|&i| {
+            let reply = match &m.state.rcpts[i] {
+                RcptState::Failed(_, r) | RcptState::Deferred(_, r) => r.clone(),
+                RcptState::Pending => "no delivery attempt has completed yet".into(),
+                RcptState::Delivered(..) => String::new(),
+            };
+            (env.rcpts[i].addr.clone(), reply, env.rcpts[i].orcpt.clone())
+        })
+        .collect();
+    let dsn = Dsn {
+        reporting_host: rep.fqdn,
+        from: &from,
+        to: &to,
+        queue_id: id,
+        arrival: m.arrival,
+        now,
+        envid: env.envid.as_deref(),
+        rcpts: replies
+            .iter()
+            .map(|(r, reply, o)| Recipient {
+                rcpt: r,
+                orcpt: o.as_deref(),
+                reply,
+                remote: rep.remote,
+            })
+            .collect(),
+        original,
+        still_trying: match kind {
+            Kind::Failure => m.state.pending().count(),
+            Kind::Delay { .. } => 0,
+        },
+        kind,
+    };
+    let bid = spool::new_id();
+    let message_id = match kind {
+        Kind::Failure => format!("<{bid}.bounce@{domain}>"),
+        Kind::Delay { .. } => format!("<{bid}.delay@{domain}>"),
+    };
+    let body = dsn.build(&format!("{bid}/{}", rep.fqdn), &message_id);
+    let benv = Envelope {
+        sender: from.clone(),
+        rcpts: vec![Rcpt {
+            addr: to,
+            ..Rcpt::default()
+        }],
+        time: now,
+        uid: nix::unistd::geteuid().as_raw(),
+        user: "MAILER-DAEMON".into(),
+        message_id: Some(message_id),
+        is_bounce: true,
+        ..Envelope::default()
+    };
+    let mut d = Draft::create(rep.spool)?;
+    benv.write_to(d.writer())?;
+    d.writer()
+        .write_all(&body)
+        .map_err(|e| Error::spool_io("cannot write DSN", &e))?;
+    d.commit().map(Some)
 }
 
 #[cfg(test)]

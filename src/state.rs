@@ -9,6 +9,14 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// The time now in unix seconds: the clock of journal lines, queue lifetimes and run/ notes.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RcptState {
     Pending,

@@ -1,0 +1,686 @@
+//! The flush daemon: picks up new mail (inotify on `new/`, no polling), schedules it, and
+//! drains it through the relay with a small pool of reused connections. `relayq flush` is
+//! one pass of the same machinery.
+//!
+//! This file owns the `Daemon` (the main thread): its main loop (`run`) and one pass
+//! (`run_once`), taking messages into the queue (pickup, admit, forget, corrupt), cleanup,
+//! reload, and the entry points `daemon()` and `flush()`. Beside it: `scheduler` (which
+//! message is tried when: timers, backoff, expiry, delay warnings), `worker` (the pool that
+//! delivers), `relays` (relay selection and outage probing) and `socket` (the local socket
+//! and flush requests). Bounces and delay warnings are composed by `crate::bounce`.
+//!
+//! Commit rule: after the relay's final 250 a worker records the result (or unlinks the
+//! message) before it does anything else, so a crash can at worst resend that one message.
+
+mod relays;
+mod scheduler;
+mod socket;
+mod worker;
+
+/// The clock lives in `state`; kept here for the callers that know it as `daemon::now`.
+pub use crate::state::now;
+pub use relays::resolved_targets;
+pub use socket::flush;
+
+use crate::bounce;
+use crate::config::Config;
+use crate::error::{Class, Error, Result};
+use crate::spool::{self, Layout, Queue, QueueId, Spool};
+use crate::state::{self, Event, RcptState, State};
+use log::{error, info, warn};
+use relays::build_slots;
+use scheduler::{Msg, Schedule, Start};
+use socket::{FlushReq, listen, selected, serve_socket};
+use std::collections::{HashSet, VecDeque};
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::time::{Duration, Instant};
+use worker::{Ctx, Report, Shared, worker};
+
+/// How long a file may sit untouched in tmp/ (and an orphaned journal in journal/).
+const TMP_KEEP: u64 = 3600;
+
+/// The main thread's state: the configuration, the scheduler's messages and timers, the
+/// workers and what they share, and the counts a flush reports.
+struct Daemon {
+    cfg: Config,
+    cfg_flag: Option<PathBuf>,
+    ctx: Arc<Ctx>,
+    sched: Schedule,
+    reports: mpsc::Receiver<Report>,
+    wake_rx: UnixStream,
+    spool_owner: u32,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    stats: Stats,
+    once: bool,
+    fqdn: String,
+}
+
+/// What a pass did, for the summary line of `relayq flush`.
+#[derive(Default, Debug)]
+struct Stats {
+    /// Messages whose attempt finished (delivered, deferred, bounced or gone).
+    attempted: u64,
+    /// Recipients.
+    delivered: u64,
+    /// Messages.
+    deferred: u64,
+    /// Recipients.
+    bounced: u64,
+    elapsed: Duration,
+}
+
+/// Take the spool's daemon lock; Err if another daemon or flush holds it.
+fn take_lock(spool: &Spool) -> Result<File> {
+    let p = spool.layout().run_file("daemon.lock");
+    let f = spool
+        .open_run("daemon.lock")
+        .map_err(|e| Error::temp(format!("cannot open {}: {e}", p.display())))?;
+    match f.try_lock() {
+        Ok(()) => {
+            let _ = f.set_len(0);
+            let _ = (&f).write_all(format!("{}\n", std::process::id()).as_bytes());
+            Ok(f)
+        }
+        Err(fs::TryLockError::WouldBlock) => Err(Error::new(
+            Class::Temp,
+            "another relayq daemon or flush is running on this spool",
+        )),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(Error::temp(format!("cannot lock {}: {e}", p.display())))
+        }
+    }
+}
+
+/// Check the spool's owners and modes before trusting it.
+fn check_spool(layout: &Layout) -> Result<()> {
+    Ok(crate::perms::spool(layout)?)
+}
+
+impl Daemon {
+    fn new(cfg: Config, cfg_flag: Option<PathBuf>, once: bool) -> Result<Daemon> {
+        let layout = Layout::new(&cfg.spool_dir);
+        check_spool(&layout)?;
+        crate::perms::config_file(&cfg.path)?;
+        // Secrets are read (as root if need be) before privileges are dropped.
+        let slots = build_slots(&cfg)?;
+        // If root, become the spool's owner (the daemon's user), so every file we create
+        // stays the daemon's, and nothing in the spool can make root act.
+        let spool = Spool::open_as_owner(&layout)?;
+        let spool_owner = spool.owner();
+        let (tx, rx) = mpsc::channel();
+        let (wake_tx, wake_rx) = UnixStream::pair().map_err(|e| Error::software(e.to_string()))?;
+        wake_rx.set_nonblocking(true).ok();
+        wake_tx.set_nonblocking(true).ok();
+        let ctx = Arc::new(Ctx {
+            shared: Mutex::new(Shared {
+                ready: VecDeque::new(),
+                slots,
+                stop: false,
+                once,
+                idle_timeout: cfg.queue.idle_timeout,
+                idle_connected: 0,
+                generation: 0,
+                relay_sender: bounce::sender(&cfg, &crate::submit::host_names().1),
+            }),
+            cv: Condvar::new(),
+            last_delivery: Mutex::new(state::DeliveryNote::new(state::LastDelivery::path(&layout))),
+            relay_note: Mutex::new(state::RelayNote::with_saved(
+                state::RelayState::path(&layout),
+                state::RelayState::load(&state::RelayState::path(&layout)),
+            )),
+            spool,
+            reports: Mutex::new(tx),
+            wake: wake_tx,
+        });
+        Ok(Daemon {
+            cfg,
+            cfg_flag,
+            ctx,
+            sched: Schedule::default(),
+            reports: rx,
+            wake_rx,
+            spool_owner,
+            workers: Vec::new(),
+            stats: Stats::default(),
+            once,
+            fqdn: crate::submit::host_names().1,
+        })
+    }
+
+    fn layout(&self) -> &Layout {
+        self.ctx.spool.layout()
+    }
+
+    fn spool(&self) -> &Spool {
+        &self.ctx.spool
+    }
+
+    /// Record events in a tracked message's journal (and its state).
+    fn journal(&mut self, id: &str, events: &[Event]) -> std::io::Result<()> {
+        let Some(m) = self.sched.msgs.get_mut(id) else {
+            return Ok(());
+        };
+        self.ctx.record(&m.id, &mut m.state, events)
+    }
+
+    fn spawn_workers(&mut self) {
+        for _ in 0..self.cfg.queue.connections {
+            let c = self.ctx.clone();
+            self.workers.push(std::thread::spawn(move || worker(c)));
+        }
+    }
+
+    /// Load everything in queue/ (after a restart), taking over an older spool's journals.
+    fn load_queue(&mut self) {
+        let n = self.spool().migrate_journals();
+        if n > 0 {
+            info!("moved {n} delivery journal(s) of an older relayq into journal/");
+        }
+        for id in self.spool().ids(Queue::Active) {
+            self.admit(id, false);
+        }
+    }
+
+    /// Move new arrivals (and released mail) from new/ into queue/ and admit them.
+    fn pickup(&mut self) -> usize {
+        let Ok(mut names) = self.spool().list(Queue::New) else {
+            return 0;
+        };
+        names.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut n = 0;
+        for l in names {
+            let name = l.name;
+            // Held and released while we still track it: the entry we have is stale (its file
+            // moved away). A worker still sending the old file finishes first.
+            if let Some(m) = self.sched.msgs.get(&name)
+                && !self.spool().contains(Queue::Active, &m.id)
+            {
+                if m.in_flight {
+                    continue;
+                }
+                self.sched.forget(&name);
+            }
+            let Some(id) = QueueId::parse(&name).filter(|_| !self.sched.msgs.contains_key(&name))
+            else {
+                self.corrupt(Queue::New, &name, "bad queue file name");
+                continue;
+            };
+            if let Err(e) = self.spool().pickup(&id) {
+                error!("{name}: cannot move into queue/: {e}");
+                continue;
+            }
+            if self.admit(id, true) {
+                n += 1;
+            }
+        }
+        if n > 0 {
+            let _ = self.spool().sync(Queue::Active);
+        }
+        n
+    }
+
+    /// A message we stopped tracking, released while a worker had it: it waits in new/,
+    /// where pickup skipped it then.
+    fn pickup_released(&mut self, id: &str) {
+        if QueueId::parse(id).is_some_and(|q| self.spool().contains(Queue::New, &q)) {
+            self.pickup();
+        }
+    }
+
+    fn corrupt(&self, q: Queue, name: &str, why: &str) {
+        match self.spool().set_aside(q, name) {
+            Ok(_) => warn!("{name}: moved to corrupt/: {why}"),
+            Err(e) => error!("{name}: {why}, and cannot move it to corrupt/: {e}"),
+        }
+    }
+
+    /// Validate and start tracking a queue file. False if it was set aside.
+    /// `fresh`: it just came through new/ (a new message, or a released one): tried at once,
+    /// whatever backoff its journal recorded.
+    fn admit(&mut self, qid: QueueId, fresh: bool) -> bool {
+        let id = qid.as_str();
+        if self.sched.msgs.contains_key(id) {
+            return true;
+        }
+        let (env, off, meta) = match self.spool().read_envelope(Queue::Active, id) {
+            Ok(x) => x,
+            Err(why) => {
+                self.corrupt(Queue::Active, id, &why);
+                return false;
+            }
+        };
+        let limit = self.cfg.max_message_size + spool::MAX_ENVELOPE_BYTES as u64 + 1024 * 1024;
+        if meta.len() > limit {
+            self.corrupt(
+                Queue::Active,
+                id,
+                &format!("larger than max_message_size ({} bytes)", meta.len()),
+            );
+            return false;
+        }
+        let uid = env.submitter(meta.uid(), self.spool_owner);
+        let mtime = meta.mtime().max(0) as u64;
+        let t = now();
+        let arrival = env.time.clamp(mtime.saturating_sub(86400), t.max(mtime));
+        let st = State::parse(&self.spool().journal(&qid), env.rcpts.len());
+        if fresh && st.rcpts.iter().any(|r| *r != RcptState::Pending) {
+            info!(
+                "{id}: back in the queue (released), nrcpt={}",
+                env.rcpts.len()
+            );
+        } else if fresh {
+            info!(
+                "{id}: from=<{}>, size={}, nrcpt={}, uid={uid}{}",
+                env.sender,
+                meta.len() - off,
+                env.rcpts.len(),
+                env.message_id
+                    .as_deref()
+                    .map(|m| format!(", message-id={m}"))
+                    .unwrap_or_default()
+            );
+        }
+        let next = if fresh { 0 } else { st.next };
+        let id = id.to_string();
+        let id = id.as_str();
+        let msg = Msg::new(qid.clone(), env, off, arrival, st);
+        self.sched.msgs.insert(id.to_string(), msg);
+        if self.sched.msgs[id].state.all_done() {
+            self.finish(id);
+            return true;
+        }
+        let lifetime = self.cfg.queue.lifetime.as_secs();
+        match scheduler::start(arrival, next, t, lifetime, self.once) {
+            // Past its lifetime: left for expire(), which bounces it.
+            Start::Expired => {}
+            Start::At(next) => self.sched.at(next, id),
+            Start::Now => self.enqueue(id),
+        }
+        true
+    }
+
+    /// Remove failed/ and corrupt/ entries older than keep_failed, tmp/ files left by a
+    /// writer that died (an hour untouched: nothing legitimate stays there that long), and
+    /// journals whose message is gone. Returns when the next removal is due.
+    fn cleanup(&self) -> Option<u64> {
+        let t = now();
+        let mut next: Option<u64> = None;
+        for (q, keep) in [
+            (Queue::Failed, self.cfg.queue.keep_failed.as_secs()),
+            (Queue::Tmp, TMP_KEEP),
+            (Queue::Corrupt, self.cfg.queue.keep_failed.as_secs()),
+        ] {
+            for l in self.spool().list(q).unwrap_or_default() {
+                let Some(st) = self.spool().stat(q, &l.name) else {
+                    continue;
+                };
+                let due = (st.st_mtime.max(0) as u64) + keep;
+                if due <= t {
+                    let _ = self.spool().expire(q, &l.name);
+                } else {
+                    next = Some(next.map_or(due, |n| n.min(due)));
+                }
+            }
+        }
+        self.spool().sweep_journals(t, TMP_KEEP);
+        next
+    }
+
+    fn reload(&mut self) {
+        match Config::load(self.cfg_flag.as_deref()).and_then(|c| build_slots(&c).map(|s| (c, s))) {
+            Ok((c, mut slots)) => {
+                let mut g = self.ctx.shared.lock().expect("lock");
+                // Retried at once; one down at MAIL must still show MAIL is accepted.
+                for s in slots.iter_mut() {
+                    s.mail_probe = g.slots.iter().any(|o| o.name == s.name && o.mail_probe);
+                }
+                g.slots = slots;
+                g.idle_timeout = c.queue.idle_timeout;
+                g.relay_sender = bounce::sender(&c, &self.fqdn);
+                g.generation += 1;
+                drop(g);
+                self.cfg = c;
+                self.ctx.cv.notify_all();
+                info!("configuration reloaded");
+            }
+            Err(e) => error!("reload failed, keeping the old configuration: {e}"),
+        }
+    }
+
+    /// Flush (the socket, SIGUSR1): the messages `filter` selects are tried now, ignoring
+    /// backoff; the others keep their timers. Returns how many of them are being tried.
+    fn flush_matching(&mut self, filter: &crate::cli::QueueFilter) -> usize {
+        self.pickup();
+        let matched: HashSet<String> = self
+            .sched
+            .msgs
+            .iter()
+            .filter(|(id, m)| selected(filter, id, &m.env))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let jobs = self.sched.flush(&matched);
+        self.ctx.shared.lock().expect("lock").ready.extend(jobs);
+        let n = matched
+            .iter()
+            .filter(|id| self.sched.msgs.get(*id).is_some_and(|m| m.in_flight))
+            .count();
+        // A relay marked down is probed now rather than at its next probe time.
+        if n > 0 || filter == &crate::cli::QueueFilter::default() {
+            let mut g = self.ctx.shared.lock().expect("lock");
+            for s in g.slots.iter_mut() {
+                if s.down_until.is_some() {
+                    s.down_until = Some(Instant::now());
+                }
+            }
+        }
+        self.ctx.cv.notify_all();
+        n
+    }
+
+    fn drain_reports(&mut self) {
+        let mut b = [0u8; 256];
+        while (&self.wake_rx).read(&mut b).map(|n| n > 0).unwrap_or(false) {}
+        while let Ok(r) = self.reports.try_recv() {
+            self.handle(r);
+        }
+    }
+
+    /// Write run/last-delivery and run/relay if due (`now`: whatever is pending). True when
+    /// a write is still pending.
+    fn note_delivery(&self, now: bool) -> bool {
+        let relay = self.ctx.relay_note.lock().is_ok_and(|mut n| n.write(now));
+        let delivery = self
+            .ctx
+            .last_delivery
+            .lock()
+            .is_ok_and(|mut n| n.write(now));
+        relay || delivery
+    }
+
+    /// One pass (flush): deliver what can be delivered now, then return.
+    fn run_once(mut self, filter: &crate::cli::QueueFilter, progress: bool) -> Result<Stats> {
+        let started = Instant::now();
+        let _lock = take_lock(self.spool())?;
+        self.load_queue();
+        self.pickup();
+        if filter != &crate::cli::QueueFilter::default() {
+            let drop_ids: Vec<String> = self
+                .sched
+                .msgs
+                .iter()
+                .filter(|(id, m)| !selected(filter, id, &m.env))
+                .map(|(id, _)| id.clone())
+                .collect();
+            let mut g = self.ctx.shared.lock().expect("lock");
+            g.ready
+                .retain(|j| !drop_ids.iter().any(|d| d == j.id.as_str()));
+            drop(g);
+            for id in drop_ids {
+                self.sched.msgs.remove(&id);
+            }
+        }
+        self.expire();
+        let total = self.sched.msgs.len() as u64;
+        // A progress line only for a queue that takes a while.
+        let mut shown = false;
+        let mut last_shown = started;
+        self.spawn_workers();
+        loop {
+            let workers_alive = self.workers.iter().any(|w| !w.is_finished());
+            self.drain_reports();
+            if progress && total >= 100 && last_shown.elapsed() >= Duration::from_secs(1) {
+                last_shown = Instant::now();
+                shown = true;
+                eprint!(
+                    "\r{}\x1b[K",
+                    progress_line(self.stats.attempted, total, started.elapsed())
+                );
+            }
+            self.note_delivery(false);
+            if !workers_alive {
+                self.drain_reports();
+                break;
+            }
+            let mut fds = [nix::poll::PollFd::new(
+                self.wake_rx.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16));
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        // The pass is over: nothing is in flight any more (jobs blocked by an unreachable
+        // relay included). Delay warnings now due are queued, for the next pass (or the
+        // daemon) to deliver, as bounces are.
+        for m in self.sched.msgs.values_mut() {
+            m.in_flight = false;
+        }
+        self.warn();
+        if shown {
+            eprintln!(
+                "\r{}\x1b[K",
+                progress_line(self.stats.attempted, total, started.elapsed())
+            );
+        }
+        self.note_delivery(true);
+        self.cleanup();
+        self.stats.elapsed = started.elapsed();
+        Ok(self.stats)
+    }
+
+    /// Run until SIGTERM/SIGINT.
+    fn run(mut self) -> Result<()> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        use nix::sys::signal::{SigSet, Signal};
+        use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+        let _lock = take_lock(self.spool())?;
+        let mut mask = SigSet::empty();
+        for s in [
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGUSR1,
+        ] {
+            mask.add(s);
+        }
+        mask.thread_block()
+            .map_err(|e| Error::software(format!("sigprocmask: {e}")))?;
+        let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| Error::software(format!("signalfd: {e}")))?;
+        let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .map_err(|e| Error::software(format!("inotify: {e}")))?;
+        ino.add_watch(
+            &self.layout().root.join(Queue::New.dir_name()),
+            AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
+        )
+        .map_err(|e| Error::software(format!("inotify watch: {e}")))?;
+        // Files leaving queue/ by an admin's hand (hold, delete): forgotten at once, so no
+        // timer or worker reaches for them.
+        let queue_wd = ino
+            .add_watch(
+                &self.layout().root.join(Queue::Active.dir_name()),
+                AddWatchFlags::IN_MOVED_FROM | AddWatchFlags::IN_DELETE,
+            )
+            .map_err(|e| Error::software(format!("inotify watch: {e}")))?;
+        let listener = listen(self.layout())?;
+        let accept_ctx = self.ctx.clone();
+        let max_size = self.cfg.max_message_size;
+        let (flush_tx, flush_rx) = mpsc::channel::<FlushReq>();
+        std::thread::spawn(move || serve_socket(listener, accept_ctx, max_size, flush_tx));
+
+        self.spawn_workers();
+        self.load_queue();
+        self.pickup();
+        let mut next_cleanup = self.cleanup();
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        info!(
+            "daemon started: {} queued, {} connection(s) to {}",
+            self.sched.msgs.len(),
+            self.cfg.queue.connections,
+            self.ctx
+                .shared
+                .lock()
+                .expect("lock")
+                .slots
+                .iter()
+                .map(|s| s.name.clone())
+                .collect::<Vec<_>>()
+                .join(", then ")
+        );
+        let mut stopping: Option<Instant> = None;
+        loop {
+            self.drain_reports();
+            while let Ok(req) = flush_rx.try_recv() {
+                // Stopping: dropped unanswered, and the client hears that the daemon stops.
+                if stopping.is_none() {
+                    let n = self.flush_matching(&req.filter);
+                    if let Some(done) = req.done {
+                        let _ = done.send(n);
+                    }
+                }
+            }
+            if let Some(since) = stopping {
+                if self.in_flight_busy() == 0 || since.elapsed() > Duration::from_secs(30) {
+                    break;
+                }
+            } else {
+                self.run_timers();
+                self.expire();
+                self.warn();
+                if next_cleanup.is_some_and(|t| t <= now()) {
+                    next_cleanup = self.cleanup();
+                }
+            }
+            // Sleep until something happens or the next timer is due: no wake-ups when idle.
+            let (life, warn_after) = (self.cfg.queue.lifetime.as_secs(), self.cfg.queue.warn_after);
+            let mut due = self.sched.next_due(warn_after, life);
+            if let Some(c) = next_cleanup {
+                due = Some(due.map_or(c, |d| d.min(c)));
+            }
+            if self.note_delivery(false) {
+                let soon = now() + 1;
+                due = Some(due.map_or(soon, |d| d.min(soon)));
+            }
+            let timeout = if stopping.is_some() {
+                nix::poll::PollTimeout::from(100u16)
+            } else {
+                match due {
+                    Some(d) => {
+                        let ms = d
+                            .saturating_sub(now())
+                            .saturating_mul(1000)
+                            .clamp(0, 3_600_000) as i32;
+                        nix::poll::PollTimeout::try_from(ms.max(0))
+                            .unwrap_or(nix::poll::PollTimeout::MAX)
+                    }
+                    None => nix::poll::PollTimeout::NONE,
+                }
+            };
+            let mut fds = [
+                nix::poll::PollFd::new(sfd.as_fd(), nix::poll::PollFlags::POLLIN),
+                nix::poll::PollFd::new(ino.as_fd(), nix::poll::PollFlags::POLLIN),
+                nix::poll::PollFd::new(self.wake_rx.as_fd(), nix::poll::PollFlags::POLLIN),
+            ];
+            match nix::poll::poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(Error::software(format!("poll: {e}"))),
+            }
+            let sig_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+            let ino_ready = fds[1].revents().is_some_and(|r| !r.is_empty());
+            if sig_ready {
+                while let Ok(Some(si)) = sfd.read_signal() {
+                    match Signal::try_from(si.ssi_signo as i32) {
+                        Ok(Signal::SIGTERM | Signal::SIGINT) if stopping.is_none() => {
+                            info!("stopping: finishing transactions in flight");
+                            stopping = Some(Instant::now());
+                            let mut g = self.ctx.shared.lock().expect("lock");
+                            g.stop = true;
+                            g.ready.clear();
+                            drop(g);
+                            self.ctx.cv.notify_all();
+                        }
+                        Ok(Signal::SIGHUP) => self.reload(),
+                        Ok(Signal::SIGUSR1) => {
+                            self.flush_matching(&crate::cli::QueueFilter::default());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if ino_ready {
+                let mut left = Vec::new();
+                while let Ok(ev) = ino.read_events() {
+                    if ev.is_empty() {
+                        break;
+                    }
+                    left.extend(
+                        ev.into_iter()
+                            .filter(|e| e.wd == queue_wd)
+                            .filter_map(|e| e.name?.into_string().ok()),
+                    );
+                }
+                for id in left {
+                    if self.sched.msgs.get(&id).is_some_and(|m| {
+                        !m.in_flight && !self.ctx.spool.contains(Queue::Active, &m.id)
+                    }) {
+                        self.sched.forget(&id);
+                    }
+                }
+                if stopping.is_none() {
+                    self.pickup();
+                }
+            }
+        }
+        let mut g = self.ctx.shared.lock().expect("lock");
+        g.stop = true;
+        drop(g);
+        self.ctx.cv.notify_all();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for w in self.workers.drain(..) {
+            while !w.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if w.is_finished() {
+                let _ = w.join();
+            }
+        }
+        self.note_delivery(true);
+        self.spool().remove_run("submit.sock");
+        info!("stopped");
+        Ok(())
+    }
+
+    /// Jobs a worker is actually working on (not waiting in the ready queue).
+    fn in_flight_busy(&self) -> usize {
+        let queued = self.ctx.shared.lock().expect("lock").ready.len();
+        self.sched.in_flight().saturating_sub(queued)
+    }
+}
+
+/// The progress line of a flush on a terminal: done/total, rate, ETA.
+fn progress_line(done: u64, total: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let rate = done as f64 / secs;
+    let eta = if rate > 0.0 {
+        format!("{:.0}s", total.saturating_sub(done) as f64 / rate)
+    } else {
+        "?".into()
+    };
+    format!("relayq: flush: {done}/{total} messages, {rate:.0} msg/s, ETA {eta}")
+}
+
+/// `relayq daemon`: run until SIGTERM or SIGINT.
+pub fn daemon(cfg: Config, cfg_flag: Option<PathBuf>, foreground: bool) -> Result<i32> {
+    crate::log::init(cfg.log.syslog, foreground, false);
+    let d = Daemon::new(cfg, cfg_flag, false)?;
+    d.run()?;
+    Ok(0)
+}

@@ -1,0 +1,781 @@
+//! The scheduler: which queued message is tried when. Owns the tracked messages (`Msg`) and
+//! their timers (`Schedule`), the backoff after a deferral, the queue lifetime (expiry), the
+//! delay warning's timing, and what becomes of a message whose recipients are all done. The
+//! decisions take the time as a parameter (`now`, unix seconds): the daemon reads the clock
+//! (`state::now`) and passes it in, the tests pass any time they like. The `impl Daemon`
+//! below applies them: journal lines, bounces and delay warnings, the ready queue.
+
+use super::Daemon;
+use super::worker::{Job, Outcome, Report};
+use crate::bounce;
+use crate::config;
+use crate::spool::{Envelope, Queue, QueueId};
+use crate::state::{Event, RcptState, State, now};
+use log::{error, info, warn};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long before a DSN that could not be queued is tried again (seconds).
+const DSN_RETRY: u64 = 300;
+
+/// A queued message as the main thread tracks it.
+pub(super) struct Msg {
+    pub(super) id: QueueId,
+    pub(super) env: Arc<Envelope>,
+    pub(super) body_offset: u64,
+    pub(super) arrival: u64,
+    pub(super) state: State,
+    pub(super) in_flight: bool,
+    /// In flight only because no relay could be reached: waiting in the ready queue.
+    pub(super) blocked: bool,
+    /// Not before this time may the delay warning be tried again (queuing it failed).
+    pub(super) warn_retry: u64,
+}
+
+impl Msg {
+    pub(super) fn new(
+        id: QueueId,
+        env: Envelope,
+        body_offset: u64,
+        arrival: u64,
+        state: State,
+    ) -> Msg {
+        Msg {
+            id,
+            env: Arc::new(env),
+            body_offset,
+            arrival,
+            state,
+            in_flight: false,
+            blocked: false,
+            warn_retry: 0,
+        }
+    }
+
+    /// When this message's delay warning is due (unix seconds): `warn_after` after arrival,
+    /// if it has not been sent, is not held or being delivered (waiting for an unreachable
+    /// relay is not), still has recipients to deliver, and will not expire first. None = no
+    /// warning to schedule.
+    pub(super) fn warn_at(&self, warn_after: Option<Duration>, lifetime: u64) -> Option<u64> {
+        let after = warn_after?.as_secs();
+        let busy = self.in_flight && !self.blocked;
+        if self.state.warned || busy || self.state.all_done() {
+            return None;
+        }
+        let at = (self.arrival.saturating_add(after)).max(self.warn_retry);
+        (at < self.arrival.saturating_add(lifetime)).then_some(at)
+    }
+
+    /// Past its lifetime at `now`, with recipients left and no worker on it: due for expiry.
+    fn expired(&self, now: u64, lifetime: u64) -> bool {
+        !self.in_flight && !self.state.all_done() && self.arrival + lifetime <= now
+    }
+
+    fn job(&self) -> Job {
+        Job {
+            id: self.id.clone(),
+            env: self.env.clone(),
+            body_offset: self.body_offset,
+            pending: self.state.pending().collect(),
+            arrival: self.arrival,
+        }
+    }
+
+    /// For a DSN about this message.
+    fn queued(&self) -> bounce::Queued<'_> {
+        bounce::Queued {
+            id: &self.id,
+            env: &self.env,
+            body_offset: self.body_offset,
+            arrival: self.arrival,
+            state: &self.state,
+        }
+    }
+}
+
+/// The tracked messages and when the waiting ones are tried next.
+#[derive(Default)]
+pub(super) struct Schedule {
+    /// Every message in queue/ the daemon knows, by queue ID.
+    pub(super) msgs: HashMap<String, Msg>,
+    /// (when, queue ID): the next attempt of a message waiting out its backoff.
+    timers: BTreeSet<(u64, String)>,
+}
+
+impl Schedule {
+    /// Try message `id` again at `at` (unix seconds).
+    pub(super) fn at(&mut self, at: u64, id: &str) {
+        self.timers.insert((at, id.to_string()));
+    }
+
+    /// Drop message `id`'s timers.
+    fn cancel(&mut self, id: &str) {
+        self.timers.retain(|(_, x)| x != id);
+    }
+
+    /// Stop tracking message `id` (its file left queue/ by an admin's hand).
+    pub(super) fn forget(&mut self, id: &str) {
+        self.msgs.remove(id);
+        self.cancel(id);
+    }
+
+    /// Mark message `id` in flight: its job for the ready queue, or None when it is unknown
+    /// or already in flight.
+    fn start(&mut self, id: &str) -> Option<Job> {
+        let m = self.msgs.get_mut(id)?;
+        if m.in_flight {
+            return None;
+        }
+        m.in_flight = true;
+        Some(m.job())
+    }
+
+    /// Take the timers due at `now`, earliest first.
+    fn take_due(&mut self, now: u64) -> Vec<String> {
+        let mut due = Vec::new();
+        while let Some((at, id)) = self.timers.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            due.push(id);
+        }
+        due
+    }
+
+    /// Flush: the messages among `ids` waiting out a timer go now (their jobs), ignoring
+    /// backoff; the timer of one that is in flight is dropped.
+    pub(super) fn flush(&mut self, ids: &HashSet<String>) -> Vec<Job> {
+        let waiting: Vec<(u64, String)> = self
+            .timers
+            .iter()
+            .filter(|(_, id)| ids.contains(id))
+            .cloned()
+            .collect();
+        let mut jobs = Vec::new();
+        for (at, id) in waiting {
+            jobs.extend(self.start(&id));
+            if self.msgs.get(&id).is_some_and(|m| m.in_flight) {
+                self.timers.remove(&(at, id));
+            }
+        }
+        jobs
+    }
+
+    /// The messages past their lifetime at `now`.
+    fn expired(&self, now: u64, lifetime: u64) -> Vec<String> {
+        self.msgs
+            .iter()
+            .filter(|(_, m)| m.expired(now, lifetime))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The messages whose delay warning is due at `now`.
+    fn warnings_due(&self, now: u64, warn_after: Option<Duration>, lifetime: u64) -> Vec<String> {
+        self.msgs
+            .iter()
+            .filter(|(_, m)| m.warn_at(warn_after, lifetime).is_some_and(|at| at <= now))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// When the main loop must next look: the earliest timer, expiry or delay warning.
+    pub(super) fn next_due(&self, warn_after: Option<Duration>, lifetime: u64) -> Option<u64> {
+        let timer = self.timers.first().map(|(t, _)| *t);
+        let msgs = self.msgs.values().flat_map(|m| {
+            let expiry = (!m.in_flight).then_some(m.arrival + lifetime);
+            expiry.into_iter().chain(m.warn_at(warn_after, lifetime))
+        });
+        timer.into_iter().chain(msgs).min()
+    }
+
+    pub(super) fn in_flight(&self) -> usize {
+        self.msgs.values().filter(|m| m.in_flight).count()
+    }
+}
+
+/// The delay before a message's next attempt after `attempts` message-level deferrals:
+/// retry_min, doubling each time up to retry_max, with ±10% jitter so a burst of deferrals
+/// does not come back as one burst.
+fn backoff(q: &config::Queue, attempts: u32) -> u64 {
+    let mut r = [0u8; 2];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
+    backoff_with(q, attempts, u16::from_le_bytes(r))
+}
+
+/// `backoff` with the random number given.
+fn backoff_with(q: &config::Queue, attempts: u32, random: u16) -> u64 {
+    let min = q.retry_min.as_secs().max(1);
+    let max = q.retry_max.as_secs().max(min);
+    let base = min
+        .saturating_mul(1u64 << attempts.saturating_sub(1).min(30))
+        .min(max);
+    let j = random as u64 % (base / 5 + 1);
+    (base - base / 10 + j).max(1)
+}
+
+/// After a transaction at `now` that left recipients to do: when the message is tried next,
+/// and its count of message-level deferrals. A deferral of the message as a whole backs off;
+/// otherwise the others are tried at once.
+fn next_attempt(q: &config::Queue, st: &State, message_deferral: bool, now: u64) -> (u64, u32) {
+    let attempts = st.attempts + u32::from(message_deferral);
+    let delay = if message_deferral {
+        backoff(q, attempts)
+    } else {
+        0
+    };
+    (now + delay, attempts)
+}
+
+/// When a message taken into the queue is first tried.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Start {
+    /// Past its lifetime: left for `expire`, which bounces it.
+    Expired,
+    /// Its journal's next attempt, still ahead.
+    At(u64),
+    Now,
+}
+
+/// The first attempt of a message that arrived at `arrival` and whose journal says `next`.
+/// `once` (a flush pass) does not wait for a timer: the next run picks it up.
+pub(super) fn start(arrival: u64, next: u64, now: u64, lifetime: u64, once: bool) -> Start {
+    if arrival + lifetime <= now {
+        Start::Expired
+    } else if next > now && !once {
+        Start::At(next)
+    } else {
+        Start::Now
+    }
+}
+
+/// The journal events that give up a message's remaining recipients at `now`.
+fn expiry_events(st: &State, now: u64, lifetime: Duration) -> Vec<Event> {
+    let days = lifetime.as_secs_f64() / 86400.0;
+    st.rcpts
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.is_done())
+        .map(|(i, r)| {
+            let last = match r {
+                RcptState::Deferred(_, reply) => format!(" (last reply: {reply})"),
+                _ => String::new(),
+            };
+            Event::Failed(
+                i,
+                now,
+                format!("message expired: undeliverable for {days:.1} days{last}"),
+            )
+        })
+        .collect()
+}
+
+/// What becomes of a message whose recipients are all done.
+#[derive(Debug, PartialEq, Eq)]
+enum Retire {
+    /// Delivered to all: removed.
+    Remove,
+    /// Some failed and the bounce is still to be queued: then to failed/.
+    Bounce,
+    /// Some failed, bounced: to failed/.
+    Fail,
+}
+
+fn retire(st: &State) -> Retire {
+    if !st.rcpts.iter().any(|r| matches!(r, RcptState::Failed(..))) {
+        Retire::Remove
+    } else if !st.bounced {
+        Retire::Bounce
+    } else {
+        Retire::Fail
+    }
+}
+
+impl Daemon {
+    /// Start a message (put its job in the ready queue) unless it is in flight already.
+    pub(super) fn enqueue(&mut self, id: &str) {
+        let Some(job) = self.sched.start(id) else {
+            return;
+        };
+        self.ctx.shared.lock().expect("lock").ready.push_back(job);
+        self.ctx.cv.notify_all();
+    }
+
+    /// Everything due now goes to the ready queue.
+    pub(super) fn run_timers(&mut self) {
+        for id in self.sched.take_due(now()) {
+            self.enqueue(&id);
+        }
+    }
+
+    /// Messages past their lifetime: give up on their pending recipients.
+    pub(super) fn expire(&mut self) {
+        let t = now();
+        let lifetime = self.cfg.queue.lifetime;
+        for id in self.sched.expired(t, lifetime.as_secs()) {
+            let events = expiry_events(&self.sched.msgs[&id].state, t, lifetime);
+            if let Err(e) = self.journal(&id, &events) {
+                error!("{id}: cannot record expiry: {e}");
+                continue;
+            }
+            let m = &self.sched.msgs[&id];
+            for e in &events {
+                if let Event::Failed(i, _, r) = e {
+                    info!("{id}: to=<{}>, status=expired ({r})", m.env.rcpts[*i].addr);
+                }
+            }
+            self.sched.cancel(&id);
+            self.finish(&id);
+        }
+    }
+
+    /// A worker finished a job.
+    pub(super) fn handle(&mut self, r: Report) {
+        let Some(m) = self.sched.msgs.get_mut(&r.id) else {
+            return;
+        };
+        m.in_flight = false;
+        m.blocked = matches!(r.outcome, Outcome::Blocked);
+        if !m.blocked {
+            self.stats.attempted += 1;
+        }
+        match r.outcome {
+            Outcome::Blocked => {
+                // The job sits in the ready queue again; keep it marked in flight.
+                m.in_flight = true;
+            }
+            Outcome::Gone(why) => {
+                warn!("{}: queue file disappeared ({why}); forgetting it", r.id);
+                self.sched.msgs.remove(&r.id);
+                self.pickup_released(&r.id);
+            }
+            Outcome::Done { message_deferral } => {
+                if !self.ctx.spool.contains(Queue::Active, &m.id) {
+                    // Delivered to all and removed by the worker; or held (or deleted) while
+                    // it was being sent, its journal has the results.
+                    self.stats.delivered += m.state.pending().count() as u64;
+                    self.sched.msgs.remove(&r.id);
+                    self.pickup_released(&r.id);
+                    return;
+                }
+                let before: Vec<bool> = m
+                    .state
+                    .rcpts
+                    .iter()
+                    .map(|x| matches!(x, RcptState::Delivered(..)))
+                    .collect();
+                // Keep a warning sent whose journal line could not be written: once per run.
+                let warned = m.state.warned;
+                m.state = self.ctx.load_state(&m.id, m.env.rcpts.len());
+                m.state.warned |= warned;
+                self.stats.delivered += m
+                    .state
+                    .rcpts
+                    .iter()
+                    .zip(before)
+                    .filter(|(x, b)| matches!(x, RcptState::Delivered(..)) && !b)
+                    .count() as u64;
+                if m.state.all_done() {
+                    self.finish(&r.id);
+                    return;
+                }
+                // Some recipients failed for good while others wait: bounce those now.
+                self.bounce_failed(&r.id);
+                let Some(m) = self.sched.msgs.get_mut(&r.id) else {
+                    return;
+                };
+                let t = now();
+                let (next, attempts) = next_attempt(&self.cfg.queue, &m.state, message_deferral, t);
+                if let Err(e) = self
+                    .ctx
+                    .record(&m.id, &mut m.state, &[Event::Next(next, attempts)])
+                {
+                    error!("{}: cannot record next attempt: {e}", r.id);
+                }
+                self.stats.deferred += 1;
+                if self.once {
+                    // One pass only: the next run (or the daemon) picks it up.
+                } else if next == t {
+                    self.enqueue(&r.id);
+                } else {
+                    self.sched.at(next, &r.id);
+                }
+            }
+        }
+    }
+
+    /// All recipients are done: bounce the failed ones not bounced yet, then retire the
+    /// message.
+    pub(super) fn finish(&mut self, id: &str) {
+        let Some(m) = self.sched.msgs.get(id) else {
+            return;
+        };
+        let qid = m.id.clone();
+        match retire(&m.state) {
+            Retire::Remove => {
+                match self.spool().remove(&qid, Queue::Active) {
+                    Ok(()) => info!("{id}: removed"),
+                    Err(e) => warn!("{id}: cannot remove it from queue/: {e}"),
+                }
+                self.sched.msgs.remove(id);
+                return;
+            }
+            Retire::Bounce => {
+                if !self.bounce_failed(id) {
+                    self.sched.at(now() + DSN_RETRY, id);
+                    return;
+                }
+                let _ = self.journal(id, &[Event::Bounced]);
+            }
+            Retire::Fail => {}
+        }
+        if self
+            .spool()
+            .transition(&qid, Queue::Active, Queue::Failed)
+            .is_ok()
+        {
+            info!(
+                "{id}: moved to failed/ (kept {} days)",
+                self.cfg.queue.keep_failed.as_secs() / 86400
+            );
+        }
+        self.sched.msgs.remove(id);
+    }
+
+    /// Bounce the recipients that failed and have not been reported yet (those whose NOTIFY
+    /// allows it), as soon as they fail: the sender learns of a bad address now, not when
+    /// the message's last recipient is done. Then `B <i>` journal lines, so that each is
+    /// bounced once (the DSN is durable first: a crash in between duplicates it, never loses
+    /// it). False when the bounce could not be queued: try again later.
+    fn bounce_failed(&mut self, id: &str) -> bool {
+        let Some(m) = self.sched.msgs.get(id) else {
+            return true;
+        };
+        let failed = m.state.unreported();
+        if failed.is_empty() {
+            return true;
+        }
+        let notify: Vec<usize> = failed
+            .iter()
+            .copied()
+            .filter(|&i| bounce::wants_failure(m.env.rcpts[i].notify.as_deref()))
+            .collect();
+        if notify.is_empty() {
+            info!("{id}: no bounce (NOTIFY excludes FAILURE)");
+        } else {
+            match self.queue_dsn(m, &notify, bounce::Kind::Failure, now()) {
+                Ok(Some(bid)) => info!("{id}: sender non-delivery notification: {bid}"),
+                Ok(None) => {}
+                Err(e) => {
+                    error!("{id}: cannot create bounce: {e}; will try again later");
+                    return false;
+                }
+            }
+            self.stats.bounced += notify.len() as u64;
+        }
+        let events: Vec<Event> = failed.into_iter().map(Event::Reported).collect();
+        if let Err(e) = self.journal(id, &events) {
+            error!("{id}: cannot record the bounce: {e}");
+        }
+        true
+    }
+
+    /// Messages still undelivered `queue.warn_after` after arrival: one delay DSN each, to
+    /// whoever would get the bounce, for the recipients still queued whose NOTIFY allows it.
+    /// Then the `w` journal event, so that it is sent once, across restarts too.
+    pub(super) fn warn(&mut self) {
+        let t = now();
+        let (after, life) = (self.cfg.queue.warn_after, self.cfg.queue.lifetime.as_secs());
+        for id in self.sched.warnings_due(t, after, life) {
+            let m = &self.sched.msgs[&id];
+            if !self.ctx.spool.contains(Queue::Active, &m.id) {
+                // Held or deleted meanwhile: not due here (a released message is admitted
+                // again, from its journal).
+                if let Some(m) = self.sched.msgs.get_mut(&id) {
+                    m.state.warned = true;
+                }
+                continue;
+            }
+            let delayed: Vec<usize> = m
+                .state
+                .pending()
+                .filter(|&i| bounce::wants_delay(m.env.rcpts[i].notify.as_deref()))
+                .collect();
+            if delayed.is_empty() {
+                info!("{id}: no delay notification (NOTIFY excludes DELAY)");
+            } else {
+                let kind = bounce::Kind::Delay {
+                    retry_until: m.arrival.saturating_add(life),
+                };
+                match self.queue_dsn(m, &delayed, kind, t) {
+                    Ok(Some(did)) => info!("{id}: sender delay notification: {did}"),
+                    Ok(None) => {}
+                    Err(e) => {
+                        error!("{id}: cannot create delay notification: {e}; will try again later");
+                        if let Some(m) = self.sched.msgs.get_mut(&id) {
+                            m.warn_retry = t + DSN_RETRY;
+                        }
+                        continue;
+                    }
+                }
+            }
+            // The DSN is durable in new/ before this line is: a crash in between makes the
+            // restarted daemon queue it again (a duplicate warning), never lose it. The other
+            // order could lose it, with the journal saying it was sent.
+            // On failure `m.state.warned` is set anyway: not sent again by this process. A
+            // blocked job may meanwhile be taken by a worker that journals too: each record
+            // is one O_APPEND write, so the lines do not mix.
+            if let Err(e) = self.journal(&id, &[Event::Warned(t)]) {
+                error!("{id}: cannot record the delay notification: {e}");
+            }
+        }
+    }
+
+    /// Queue a DSN about `m` (see `bounce::queue_dsn`), reporting the first relay as the
+    /// Remote-MTA.
+    fn queue_dsn(
+        &self,
+        m: &Msg,
+        rcpts: &[usize],
+        kind: bounce::Kind,
+        now: u64,
+    ) -> crate::error::Result<Option<String>> {
+        let remote = self
+            .ctx
+            .shared
+            .lock()
+            .expect("lock")
+            .slots
+            .first()
+            .map(|s| s.target.host.clone());
+        let reporter = bounce::Reporter {
+            spool: self.spool(),
+            cfg: &self.cfg,
+            fqdn: &self.fqdn,
+            remote: remote.as_deref(),
+        };
+        bounce::queue_dsn(&reporter, &m.queued(), rcpts, kind, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::Rcpt;
+
+    const DAY: u64 = 86400;
+
+    fn queue_cfg(min: u64, max: u64) -> config::Queue {
+        config::Queue {
+            retry_min: Duration::from_secs(min),
+            retry_max: Duration::from_secs(max),
+            ..config::Queue::default()
+        }
+    }
+
+    /// A message of `n` recipients that arrived at `arrival`, nothing done yet.
+    fn msg(arrival: u64, n: usize) -> Msg {
+        let env = Envelope {
+            sender: "a@example.org".into(),
+            rcpts: (0..n)
+                .map(|i| Rcpt {
+                    addr: format!("r{i}@example.net"),
+                    ..Rcpt::default()
+                })
+                .collect(),
+            ..Envelope::default()
+        };
+        let id = QueueId::parse(&crate::spool::new_id()).expect("a fresh ID parses");
+        Msg::new(id, env, 0, arrival, State::new(n))
+    }
+
+    fn schedule(msgs: Vec<Msg>) -> Schedule {
+        let mut s = Schedule::default();
+        for m in msgs {
+            s.msgs.insert(m.id.as_str().to_string(), m);
+        }
+        s
+    }
+
+    fn ids(s: &Schedule) -> Vec<String> {
+        s.msgs.keys().cloned().collect()
+    }
+
+    #[test]
+    fn backoff_doubles_from_retry_min_and_caps_at_retry_max() {
+        let q = queue_cfg(60, 3600);
+        // With the jitter's random number at 0 the delay is 90% of the base.
+        let base = |a| backoff_with(&q, a, 0) * 10 / 9;
+        assert_eq!(base(0), 60, "no deferral yet: retry_min");
+        assert_eq!(base(1), 60);
+        assert_eq!(base(2), 120);
+        assert_eq!(base(3), 240);
+        assert_eq!(base(6), 1920);
+        assert_eq!(base(7), 3600, "3840 capped");
+        assert_eq!(base(40), 3600, "no overflow");
+        assert_eq!(base(u32::MAX), 3600);
+    }
+
+    #[test]
+    fn backoff_jitter_is_ten_percent_either_way() {
+        let q = queue_cfg(100, 100);
+        assert_eq!(backoff_with(&q, 1, 0), 90);
+        assert_eq!(backoff_with(&q, 1, 20), 110);
+        assert_eq!(backoff_with(&q, 1, 21), 90, "modulo the range");
+        for _ in 0..50 {
+            assert!((90..=110).contains(&backoff(&q, 1)));
+        }
+        // Never 0 (0 would mean "at once"), even with a zero retry_min.
+        assert_eq!(backoff_with(&queue_cfg(0, 0), 1, 0), 1);
+        // A retry_max below retry_min is retry_min.
+        assert_eq!(backoff_with(&queue_cfg(100, 10), 5, 0), 90);
+    }
+
+    #[test]
+    fn next_attempt_backs_off_only_a_message_deferral() {
+        let q = queue_cfg(60, 3600);
+        let mut st = State::new(1);
+        st.attempts = 2;
+        assert_eq!(next_attempt(&q, &st, false, 1000), (1000, 2));
+        let (at, attempts) = next_attempt(&q, &st, true, 1000);
+        assert_eq!(attempts, 3);
+        assert!((1000 + 216..=1000 + 264).contains(&at), "{at}");
+    }
+
+    #[test]
+    fn start_waits_for_the_journal_unless_expired_or_one_pass() {
+        let life = 5 * DAY;
+        assert_eq!(start(0, 0, life, life, false), Start::Expired);
+        assert_eq!(start(0, 0, life - 1, life, false), Start::Now);
+        assert_eq!(start(0, 500, 100, life, false), Start::At(500));
+        assert_eq!(start(0, 500, 100, life, true), Start::Now);
+        assert_eq!(start(0, 100, 100, life, false), Start::Now, "due now");
+    }
+
+    #[test]
+    fn a_message_past_its_lifetime_is_expired() {
+        let life = 5 * DAY;
+        let mut s = schedule(vec![msg(1000, 1)]);
+        let id = ids(&s).remove(0);
+        assert!(s.expired(1000 + life - 1, life).is_empty());
+        assert_eq!(s.expired(1000 + life, life), vec![id.clone()]);
+        // Not while a worker has it, nor once every recipient is done.
+        s.msgs.get_mut(&id).unwrap().in_flight = true;
+        assert!(s.expired(1000 + life, life).is_empty());
+        let m = s.msgs.get_mut(&id).unwrap();
+        m.in_flight = false;
+        m.state.rcpts[0] = RcptState::Delivered(1, "250".into());
+        assert!(s.expired(1000 + life, life).is_empty());
+    }
+
+    #[test]
+    fn expiry_fails_the_recipients_left_with_their_last_reply() {
+        let mut st = State::new(3);
+        st.rcpts[0] = RcptState::Delivered(1, "250 ok".into());
+        st.rcpts[1] = RcptState::Deferred(2, "451 later".into());
+        let ev = expiry_events(&st, 77, Duration::from_secs(5 * DAY));
+        assert_eq!(ev.len(), 2);
+        let Event::Failed(1, 77, why) = &ev[0] else {
+            panic!("{:?}", ev[0]);
+        };
+        assert_eq!(
+            why,
+            "message expired: undeliverable for 5.0 days (last reply: 451 later)"
+        );
+        assert!(
+            matches!(&ev[1], Event::Failed(2, 77, why) if why.ends_with("5.0 days")),
+            "{:?}",
+            ev[1]
+        );
+    }
+
+    #[test]
+    fn warn_at_is_warn_after_past_arrival_unless_not_due() {
+        let (life, after) = (5 * DAY, Some(Duration::from_secs(4 * 3600)));
+        let at = 1000 + 4 * 3600;
+        let mut m = msg(1000, 2);
+        assert_eq!(m.warn_at(after, life), Some(at));
+        assert_eq!(m.warn_at(None, life), None, "warn_after unset");
+        assert_eq!(m.warn_at(after, 4 * 3600), None, "expires first");
+        assert_eq!(m.warn_at(after, 4 * 3600 + 1), Some(at));
+        m.in_flight = true;
+        assert_eq!(m.warn_at(after, life), None, "being delivered");
+        m.blocked = true;
+        assert_eq!(m.warn_at(after, life), Some(at), "waiting for the relay");
+        m.warn_retry = at + 300;
+        assert_eq!(m.warn_at(after, life), Some(at + 300), "queuing it failed");
+        m.state.warned = true;
+        assert_eq!(m.warn_at(after, life), None, "already warned");
+        m.state.warned = false;
+        m.state.rcpts = vec![RcptState::Failed(1, "550".into()); 2];
+        assert_eq!(m.warn_at(after, life), None, "nothing left to deliver");
+    }
+
+    #[test]
+    fn warnings_are_due_at_their_time() {
+        let (life, after) = (5 * DAY, Some(Duration::from_secs(3600)));
+        let s = schedule(vec![msg(1000, 1)]);
+        assert!(s.warnings_due(1000 + 3599, after, life).is_empty());
+        assert_eq!(s.warnings_due(1000 + 3600, after, life), ids(&s));
+    }
+
+    #[test]
+    fn timers_fire_when_due_and_not_before() {
+        let mut s = schedule(vec![]);
+        s.at(200, "B");
+        s.at(100, "A");
+        s.at(300, "C");
+        assert!(s.take_due(99).is_empty());
+        assert_eq!(s.take_due(200), vec!["A", "B"]);
+        assert!(s.take_due(299).is_empty());
+        s.cancel("C");
+        assert!(s.take_due(1000).is_empty());
+    }
+
+    #[test]
+    fn next_due_is_the_earliest_timer_expiry_or_warning() {
+        let life = 5 * DAY;
+        let mut s = schedule(vec![msg(1000, 1)]);
+        let id = ids(&s).remove(0);
+        assert_eq!(s.next_due(None, life), Some(1000 + life));
+        assert_eq!(s.next_due(Some(Duration::from_secs(60)), life), Some(1060));
+        s.at(500, &id);
+        assert_eq!(s.next_due(Some(Duration::from_secs(60)), life), Some(500));
+        s.forget(&id);
+        assert_eq!(s.next_due(None, life), None);
+    }
+
+    #[test]
+    fn a_message_is_started_once_and_flush_takes_only_the_selected() {
+        let mut s = schedule(vec![msg(1000, 2), msg(1000, 1), msg(1000, 1)]);
+        let all = ids(&s);
+        let (a, b, c) = (&all[0], &all[1], &all[2]);
+        for id in &all {
+            s.at(5000, id);
+        }
+        let job = s.start(a).expect("not in flight yet");
+        assert_eq!(job.pending.len(), s.msgs[a].env.rcpts.len());
+        assert!(s.start(a).is_none(), "in flight");
+        assert!(s.start("unknown").is_none());
+        assert_eq!(s.in_flight(), 1);
+        // Flushing a and b: b goes now, a (in flight) loses its timer, c keeps its own.
+        let jobs = s.flush(&HashSet::from([a.clone(), b.clone()]));
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].id.as_str(), b);
+        assert_eq!(s.in_flight(), 2);
+        assert_eq!(s.take_due(u64::MAX), vec![c.clone()]);
+    }
+
+    #[test]
+    fn a_done_message_is_removed_or_bounced_then_failed() {
+        let mut st = State::new(2);
+        st.rcpts = vec![RcptState::Delivered(1, "250".into()); 2];
+        assert_eq!(retire(&st), Retire::Remove);
+        st.rcpts[1] = RcptState::Failed(1, "550".into());
+        assert_eq!(retire(&st), Retire::Bounce);
+        st.bounced = true;
+        assert_eq!(retire(&st), Retire::Fail);
+    }
+}

@@ -1,0 +1,409 @@
+//! The daemon's unix socket (`run/submit.sock`, open to every local user) and flush
+//! requests. The server side: submissions from processes that cannot use setgid postdrop,
+//! queue listing and the queue commands for a user's own mail (served by `admin`), and
+//! `FLSH`/`FLSQ` flush requests, passed to the main loop. The client side: `relayq flush` /
+//! `sendmail -q` ask a running daemon, or do one pass here when none answers.
+
+use super::Daemon;
+use super::worker::Ctx;
+use crate::cli::QueueFilter;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::spool::{Draft, Envelope, Layout, Queue, Spool};
+use crate::state;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+pub(super) fn listen(layout: &Layout) -> Result<UnixListener> {
+    let p = layout.socket();
+    let _ = fs::remove_file(&p);
+    let l = UnixListener::bind(&p)
+        .map_err(|e| Error::temp(format!("cannot listen on {}: {e}", p.display())))?;
+    let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o666));
+    Ok(l)
+}
+
+/// The local socket: submissions from processes that cannot use setgid postdrop
+/// (NoNewPrivileges), flush requests, and ordinary users' queue listing and
+/// show/hold/release/delete of their own messages. The peer's uid comes from SO_PEERCRED.
+pub(super) fn serve_socket(
+    l: UnixListener,
+    ctx: Arc<Ctx>,
+    max_size: u64,
+    flush: mpsc::Sender<FlushReq>,
+) {
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for s in l.incoming() {
+        let Ok(s) = s else { continue };
+        if active.load(std::sync::atomic::Ordering::SeqCst) >= 64 {
+            let _ = (&s).write_all(b"ERR busy, try again\n");
+            continue;
+        }
+        let ctx = ctx.clone();
+        let active = active.clone();
+        let flush = flush.clone();
+        active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::thread::spawn(move || {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(300)));
+            let _ = s.set_write_timeout(Some(Duration::from_secs(300)));
+            let reply = match handle_client(&s, &ctx, max_size, &flush) {
+                Ok(r) => r,
+                Err(e) => format!("ERR {}", e.replace('\n', " ")),
+            };
+            let _ = (&s).write_all(format!("{reply}\n").as_bytes());
+            active.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
+}
+
+fn handle_client(
+    s: &UnixStream,
+    ctx: &Ctx,
+    max_size: u64,
+    flush: &mpsc::Sender<FlushReq>,
+) -> std::result::Result<String, String> {
+    let cred = nix::sys::socket::getsockopt(&s.as_fd(), nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| e.to_string())?;
+    let mut verb = [0u8; 4];
+    (&*s).read_exact(&mut verb).map_err(|e| e.to_string())?;
+    match &verb {
+        b"LIST" | b"LSTJ" => {
+            let entries = crate::queue::scan(&ctx.spool, (cred.uid() != 0).then_some(cred.uid()));
+            let text = if &verb == b"LIST" {
+                crate::queue::render(
+                    &entries,
+                    state::RelayState::down(ctx.spool.layout()).as_ref(),
+                )
+            } else {
+                crate::queue::json(&entries)
+            };
+            Ok(format!("OK\n{}", text.trim_end_matches('\n')))
+        }
+        b"FLSH" => {
+            // Everything, answered at once: what clients before FLSQ send and expect.
+            let req = FlushReq {
+                filter: QueueFilter::default(),
+                done: None,
+            };
+            flush.send(req).map_err(|_| "the daemon is stopping")?;
+            let _ = (&ctx.wake).write(&[1]);
+            Ok("OK flushing".into())
+        }
+        b"FLSQ" => {
+            let req = crate::admin::read_request(s, MAX_FLUSH_REQUEST, "flush request")?;
+            let filter = parse_flush_request(&req)?;
+            let (tx, rx) = mpsc::channel();
+            let req = FlushReq {
+                filter,
+                done: Some(tx),
+            };
+            flush.send(req).map_err(|_| "the daemon is stopping")?;
+            let _ = (&ctx.wake).write(&[1]);
+            // How many matched only for root and the spool's owner, who can list the queue
+            // anyway: anyone else would learn what others queued (see admin).
+            let may_count = cred.uid() == 0 || cred.uid() == nix::unistd::geteuid().as_raw();
+            match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(n) if may_count => Ok(format!("OK flushing {n}")),
+                Ok(_) => Ok("OK flushing".into()),
+                // Busy (a reload, say): the request is queued and will be done.
+                Err(mpsc::RecvTimeoutError::Timeout) => Ok("OK flushing".into()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err("the daemon is stopping".into()),
+            }
+        }
+        b"SUBM" => {
+            let mut r = BufReader::new(crate::sink::ChunkReader::new(s));
+            let mut env =
+                Envelope::read_from(&mut r).map_err(|e| format!("bad queue file: {e}"))?;
+            env.uid = cred.uid();
+            env.user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(cred.uid()))
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_else(|| format!("uid{}", cred.uid()));
+            let mut d = Draft::create(&ctx.spool).map_err(|e| e.msg)?;
+            env.write_to(d.writer()).map_err(|e| e.msg)?;
+            let n = std::io::copy(&mut r.by_ref().take(max_size + 1), d.writer())
+                .map_err(|e| e.to_string())?;
+            if n > max_size {
+                return Err(format!(
+                    "message larger than the maximum size of {max_size} bytes"
+                ));
+            }
+            if !r.get_ref().complete() {
+                return Err("message incomplete".into());
+            }
+            d.commit().map(|id| format!("OK {id}")).map_err(|e| e.msg)
+        }
+        v => match crate::admin::Op::from_verb(v) {
+            Some(op) => crate::admin::serve(&ctx.spool, cred.uid(), op, s),
+            None => Err("unknown request".into()),
+        },
+    }
+}
+
+/// A flush request from the socket to the main loop; `done` hears how many messages are
+/// being tried (None: the old `FLSH`, answered without waiting).
+pub(super) struct FlushReq {
+    pub(super) filter: QueueFilter,
+    pub(super) done: Option<mpsc::Sender<usize>>,
+}
+
+/// The largest `FLSQ` request the socket reads, and the most IDs in one.
+const MAX_FLUSH_REQUEST: u64 = 64 * 1024;
+const MAX_FLUSH_IDS: usize = 1000;
+
+/// `FLSQ` and the selection, one `id ID`, `domain D` or `sender S` a line, ended by
+/// shutting down the write side; no line at all is everything. An older daemon answers
+/// `ERR unknown request`.
+fn flush_request(f: &QueueFilter) -> Vec<u8> {
+    let mut req = b"FLSQ".to_vec();
+    let lines = f.ids.iter().map(|x| ("id", x));
+    let lines = lines
+        .chain(f.domain.iter().map(|x| ("domain", x)))
+        .chain(f.sender.iter().map(|x| ("sender", x)));
+    for (key, value) in lines {
+        req.extend_from_slice(format!("{key} {value}\n").as_bytes());
+    }
+    req
+}
+
+/// The selection a `FLSQ` request carries (after the verb). Anything malformed is an
+/// error line for the client: the socket is open to every local user.
+fn parse_flush_request(req: &[u8]) -> std::result::Result<QueueFilter, String> {
+    let text = std::str::from_utf8(req).map_err(|_| "bad flush request: not UTF-8")?;
+    let mut f = QueueFilter::default();
+    for line in text.split_terminator('\n') {
+        let shown: String = line.chars().take(40).collect();
+        let bad = || format!("bad flush request line {shown:?}");
+        let (key, value) = line.split_once(' ').ok_or_else(bad)?;
+        if !is_selector(value) {
+            return Err(bad());
+        }
+        match key {
+            "id" if f.ids.len() < MAX_FLUSH_IDS => f.ids.push(value.to_string()),
+            "id" => return Err(format!("bad flush request: more than {MAX_FLUSH_IDS} IDs")),
+            "domain" if f.domain.is_none() => f.domain = Some(value.to_ascii_lowercase()),
+            "sender" if f.sender.is_none() => f.sender = Some(value.to_string()),
+            _ => return Err(bad()),
+        }
+    }
+    Ok(f)
+}
+
+/// A queue ID, domain or sender a flush can select by: not empty, no control characters
+/// (one line of a `FLSQ` request).
+fn is_selector(v: &str) -> bool {
+    !v.is_empty() && !v.chars().any(char::is_control)
+}
+
+/// Whether `flush` with this filter (-qI id, -qR domain, -qS sender) takes a message: the
+/// one test for a one-shot pass and for a running daemon.
+pub(super) fn selected(f: &QueueFilter, id: &str, env: &Envelope) -> bool {
+    let id_ok = f.ids.is_empty() || f.ids.iter().any(|x| id.starts_with(x.as_str()));
+    let dom_ok = f.domain.as_ref().is_none_or(|d| {
+        let d = d.to_ascii_lowercase();
+        env.rcpts.iter().any(|r| {
+            let a = r.addr.to_ascii_lowercase();
+            a.ends_with(&format!("@{d}")) || a.ends_with(&format!(".{d}"))
+        })
+    });
+    let snd_ok = f.sender.as_ref().is_none_or(|x| {
+        env.sender
+            .to_ascii_lowercase()
+            .contains(&x.to_ascii_lowercase())
+    });
+    id_ok && dom_ok && snd_ok
+}
+
+/// Send one flush request to the daemon's socket. Its answer line, or None when no daemon
+/// answers (none running, or a stale socket).
+fn ask_flush(layout: &Layout, req: &[u8]) -> Option<String> {
+    let s = UnixStream::connect(layout.socket()).ok()?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    // A daemon that stops reading after the verb (an older one) still answers: read anyway.
+    let _ = (&s).write_all(req);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut reply = String::new();
+    let _ = BufReader::new(&s).take(4096).read_line(&mut reply);
+    let reply = reply.trim_end();
+    (!reply.is_empty()).then(|| reply.to_string())
+}
+
+/// `relayq flush` / `sendmail -q`: ask a running daemon to flush what the filter selects,
+/// or do one pass here over those messages.
+pub fn flush(cfg: Config, cfg_flag: Option<PathBuf>, filter: &QueueFilter) -> Result<i32> {
+    let layout = Layout::new(&cfg.spool_dir);
+    for v in filter
+        .ids
+        .iter()
+        .chain(&filter.domain)
+        .chain(&filter.sender)
+    {
+        if !is_selector(v) {
+            return Err(Error::usage(format!(
+                "flush: {v:?} is not a queue ID, domain or sender"
+            )));
+        }
+    }
+    let everything = filter == &QueueFilter::default();
+    if let Some(reply) = ask_flush(&layout, &flush_request(filter)) {
+        // Quiet from cron (no terminal, log to syslog), or cron would mail every run.
+        let chatty = nix::unistd::isatty(std::io::stdout()).unwrap_or(false) || !cfg.log.syslog;
+        let what = filter.describe();
+        if let Some(n) = reply.strip_prefix("OK flushing") {
+            let left = "`mailq` shows what is left";
+            let line = match (n.trim().parse::<usize>().ok(), everything) {
+                (Some(n), true) => {
+                    format!("the daemon is flushing the queue: {n} message(s); {left}")
+                }
+                (None, true) => format!("the daemon is flushing the queue; {left}"),
+                (Some(0), false) => format!("no queued message matches {what}: nothing to flush"),
+                (Some(n), false) => {
+                    format!("the daemon is flushing {n} message(s) matching {what}; {left}")
+                }
+                (None, false) => {
+                    format!("the daemon is flushing the messages matching {what}; {left}")
+                }
+            };
+            if chatty {
+                println!("relayq: {line}");
+            }
+            return Ok(0);
+        }
+        if reply == "ERR unknown request" {
+            // A daemon of an earlier version: it only knows FLSH, which flushes everything.
+            if let Some(r) = ask_flush(&layout, b"FLSH")
+                && r.starts_with("OK")
+            {
+                if !everything {
+                    eprintln!(
+                        "relayq: warning: the running daemon is an older version that does not take ID, -qI, -qR or -qS selections: it is flushing the whole queue, not only {what} (restart it to update)"
+                    );
+                } else if chatty {
+                    println!(
+                        "relayq: the daemon is flushing the queue; `mailq` shows what is left"
+                    );
+                }
+                return Ok(0);
+            }
+        }
+        let why = reply.strip_prefix("ERR ").unwrap_or(&reply);
+        return Err(Error::temp(format!(
+            "the relayq daemon did not take the flush: {why}"
+        )));
+    }
+    // Where the log goes: syslog when it is on (from cron a flush prints nothing, or cron
+    // would mail every run); stderr too when syslog is off. On a terminal: warnings and
+    // errors, a progress line for a large queue, and a summary.
+    let tty = nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
+    let stderr_level = match (cfg.log.syslog, tty) {
+        (false, _) => log::LevelFilter::Trace,
+        (true, true) => log::LevelFilter::Warn,
+        (true, false) => log::LevelFilter::Error,
+    };
+    let chatty = tty || !cfg.log.syslog;
+    crate::log::init_with(cfg.log.syslog, true, false, stderr_level);
+    let d = Daemon::new(cfg, cfg_flag, true)?;
+    let stats = d.run_once(filter, tty)?;
+    let remaining = Spool::open(&layout).map_or(0, |s| s.count(Queue::Active));
+    if chatty {
+        println!(
+            "relayq: flush done in {:.1}s: {} message(s) tried, {} recipient(s) delivered, {} deferred, {} bounced; {remaining} message(s) still queued",
+            stats.elapsed.as_secs_f64(),
+            stats.attempted,
+            stats.delivered,
+            stats.deferred,
+            stats.bounced
+        );
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::QueueFilter;
+    use crate::spool::Rcpt;
+
+    #[test]
+    fn flush_request_round_trips() {
+        for f in [
+            QueueFilter::default(),
+            QueueFilter {
+                ids: vec!["06B0E9".into(), "06B0F1".into()],
+                domain: Some("example.org".into()),
+                sender: Some("bob@".into()),
+            },
+        ] {
+            let req = flush_request(&f);
+            assert_eq!(&req[..4], b"FLSQ");
+            assert_eq!(parse_flush_request(&req[4..]), Ok(f));
+        }
+    }
+
+    #[test]
+    fn malformed_flush_requests_are_refused() {
+        let many = "id X\n".repeat(MAX_FLUSH_IDS + 1);
+        for bad in [
+            &b"\xff\xfe"[..],
+            b"id",
+            b"id \n",
+            b"ids X\n",
+            b"domain a\ndomain b\n",
+            b"sender a\nsender b\n",
+            b"id a\x01b\n",
+            b"id a\rb\n",
+            many.as_bytes(),
+        ] {
+            let e = parse_flush_request(bad).expect_err(&String::from_utf8_lossy(bad));
+            assert!(e.starts_with("bad flush request"), "{e}");
+            assert!(e.len() < 100, "{e}");
+        }
+        // An empty request is the whole queue; a missing final newline is fine.
+        assert_eq!(parse_flush_request(b""), Ok(QueueFilter::default()));
+        let f = parse_flush_request(b"domain Example.ORG").unwrap();
+        assert_eq!(f.domain.as_deref(), Some("example.org"));
+    }
+
+    #[test]
+    fn selection_by_id_domain_and_sender() {
+        let env = Envelope {
+            sender: "Bob@Example.com".into(),
+            rcpts: vec![Rcpt {
+                addr: "a@mail.one.example".into(),
+                ..Rcpt::default()
+            }],
+            ..Envelope::default()
+        };
+        let f = |ids: &[&str], d: Option<&str>, s: Option<&str>| QueueFilter {
+            ids: ids.iter().map(|x| x.to_string()).collect(),
+            domain: d.map(str::to_string),
+            sender: s.map(str::to_string),
+        };
+        assert!(selected(&f(&[], None, None), "06B0E9AA", &env));
+        assert!(selected(&f(&["06B0", "X"], None, None), "06B0E9AA", &env));
+        assert!(!selected(&f(&["06B1"], None, None), "06B0E9AA", &env));
+        assert!(selected(
+            &f(&[], Some("one.example"), None),
+            "06B0E9AA",
+            &env
+        ));
+        assert!(!selected(
+            &f(&[], Some("ne.example"), None),
+            "06B0E9AA",
+            &env
+        ));
+        assert!(selected(&f(&[], None, Some("bob@")), "06B0E9AA", &env));
+        assert!(!selected(
+            &f(&["06B0"], Some("two.example"), None),
+            "06B0E9AA",
+            &env
+        ));
+    }
+}
