@@ -11,9 +11,10 @@
 #   man-db, groff-base   man page checks
 #   procps               ps / pgrep in scripts
 #   adduser              the .deb's postinst (tests/package.rs installs it)
+#   strace               shows which paths relayq-postdrop resolves (tests/privilege.rs)
 set -euo pipefail
 
-pkgs=(python3-aiosmtpd openssl swaks libnet-ssleay-perl iproute2 util-linux man-db groff-base procps adduser)
+pkgs=(python3-aiosmtpd openssl swaks libnet-ssleay-perl iproute2 util-linux man-db groff-base procps adduser strace)
 
 need=()
 for p in "${pkgs[@]}"; do

@@ -48,15 +48,25 @@ pub fn is_valid_mailbox(a: &str) -> bool {
 /// Parse an address list (RFC 5322: commas, `Name <a@x>`, `a@x (Comment)`, groups) as found
 /// in argv or a header value. Bare words are addresses, not names.
 pub fn parse_list(value: &str) -> Vec<Mailbox> {
+    parse_list_checked(value).0
+}
+
+/// [`parse_list`], and the entries that are neither an address nor a bare local name (e.g.
+/// `"Some Name" bob`, missing its angle brackets), which `parse_list` leaves out: `-t` refuses
+/// those rather than drop a recipient without a word.
+pub fn parse_list_checked(value: &str) -> (Vec<Mailbox>, Vec<String>) {
+    let mut bad = Vec::new();
     let mut raw = Vec::with_capacity(value.len() + 16);
     raw.extend_from_slice(b"To: ");
     raw.extend_from_slice(value.replace(['\r', '\n'], " ").as_bytes());
     raw.extend_from_slice(b"\r\n\r\n");
     let mut out = Vec::new();
     let Some(msg) = mail_parser::MessageParser::default().parse_headers(&raw) else {
-        return out;
+        return (out, bad);
     };
-    let Some(addrs) = msg.to() else { return out };
+    let Some(addrs) = msg.to() else {
+        return (out, bad);
+    };
     for a in addrs.iter() {
         let name = a
             .name
@@ -70,18 +80,18 @@ pub fn parse_list(value: &str) -> Vec<Mailbox> {
             }),
             _ => {
                 // mail-parser reads a bare word ("root") as a display name.
-                if let Some(n) = name
-                    && !n.contains(char::is_whitespace)
-                {
-                    out.push(Mailbox {
+                match name {
+                    Some(n) if !n.contains(char::is_whitespace) => out.push(Mailbox {
                         name: None,
                         addr: n,
-                    });
+                    }),
+                    Some(n) => bad.push(n),
+                    None => {}
                 }
             }
         }
     }
-    out
+    (out, bad)
 }
 
 /// /etc/aliases: `name: target, target` with continuation lines and `#` comments. Targets
@@ -299,6 +309,14 @@ mod tests {
         );
         assert_eq!(l[1].name.as_deref(), Some("Doe, J"));
         assert!(parse_list("undisclosed-recipients:;").is_empty());
+        let (ok, bad) = parse_list_checked("\"Some Name\" bob, carol@dest.test");
+        assert_eq!(ok.len(), 1);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(
+            parse_list_checked("undisclosed-recipients:;, root")
+                .1
+                .is_empty()
+        );
         assert_eq!(parse_list("a@x,b@y").len(), 2);
     }
 

@@ -389,7 +389,7 @@ pub fn manage(layout: &Layout, cmd: &str, args: &[String]) -> Result<i32> {
     let all = args.iter().any(|a| a == "--all");
     let named = args.iter().filter(|a| !a.starts_with("--")).count();
     if matches!(op, Op::Show { .. }) && (named != 1 || all) {
-        return Err(Error::usage("usage: relayq show ID [--body]"));
+        return Err(Error::usage("usage: relayq show ID [--body] [--raw]"));
     }
     if named == 0 && !all {
         return Err(Error::usage(format!(
@@ -404,12 +404,17 @@ pub fn manage(layout: &Layout, cmd: &str, args: &[String]) -> Result<i32> {
         failed: 0,
         error: None,
     };
+    // A message's bytes reach the terminal escaped, unless asked for raw.
+    let mut out = Escaped {
+        inner: std::io::stdout().lock(),
+        line: Vec::new(),
+        raw: args.iter().any(|a| a == "--raw"),
+    };
     if me == 0 || me == owner {
         // Root works as the spool's owner: nothing planted in the spool can make root act.
         let spool = Spool::open_as_owner(layout)?;
         spool.check()?;
         let scope = Scope { owner, only: None };
-        let mut out = std::io::stdout().lock();
         for id in targets(&spool, op, args, scope) {
             tally.add(apply(&spool, scope, op, &id).and_then(|r| {
                 r.write(&mut out)
@@ -417,14 +422,65 @@ pub fn manage(layout: &Layout, cmd: &str, args: &[String]) -> Result<i32> {
             }));
         }
     } else {
-        ask_daemon(layout, op, args, &mut tally)?;
+        ask_daemon(layout, op, args, &mut tally, &mut out)?;
     }
+    out.finish()
+        .map_err(|e| Error::temp(format!("cannot write: {e}")))?;
     tally.finish()
+}
+
+/// Output where a message's control characters are escaped (`message::escape_controls`), a
+/// line at a time (lines of over 64 KiB in pieces), unless `raw`.
+struct Escaped<W: Write> {
+    inner: W,
+    line: Vec<u8>,
+    raw: bool,
+}
+
+impl<W: Write> Escaped<W> {
+    fn emit(&mut self, upto: usize) -> std::io::Result<()> {
+        let mut esc = Vec::with_capacity(upto + 16);
+        crate::message::escape_controls(&self.line[..upto], &mut esc);
+        self.line.drain(..upto);
+        self.inner.write_all(&esc)
+    }
+
+    /// Write what is left (a last line without its end) and flush.
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.emit(self.line.len())?;
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Write for Escaped<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.raw {
+            return self.inner.write(b);
+        }
+        self.line.extend_from_slice(b);
+        while let Some(i) = self.line.iter().position(|&c| c == b'\n') {
+            self.emit(i + 1)?;
+        }
+        if self.line.len() > 64 * 1024 {
+            self.emit(self.line.len())?;
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// An ordinary user's request, answered by the daemon one ID at a time: `OK` and the report
 /// in chunks, or a failure line (`MISS ID`, `BAD text`, `IO text`); `END` at the end.
-fn ask_daemon(layout: &Layout, op: Op, args: &[String], tally: &mut Tally) -> Result<()> {
+fn ask_daemon(
+    layout: &Layout,
+    op: Op,
+    args: &[String],
+    tally: &mut Tally,
+    out: &mut dyn Write,
+) -> Result<()> {
     let mut req = op.verb().to_vec();
     for a in args {
         if a == "--all" || crate::spool::is_id(a) {
@@ -442,11 +498,13 @@ fn ask_daemon(layout: &Layout, op: Op, args: &[String], tally: &mut Tally) -> Re
     })?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
         .map_err(lost)?;
-    (&s).write_all(&req)
+    if let Err(e) = (&s)
+        .write_all(&req)
         .and_then(|_| s.shutdown(std::net::Shutdown::Write))
-        .map_err(lost)?;
+    {
+        return Err(crate::sink::refusal(&s).unwrap_or_else(|| lost(e)));
+    }
     let mut r = std::io::BufReader::new(&s);
-    let mut out = std::io::stdout().lock();
     for _ in 0..MAX_ANSWERS {
         let mut line = String::new();
         r.by_ref().take(4096).read_line(&mut line).map_err(lost)?;
@@ -455,7 +513,7 @@ fn ask_daemon(layout: &Layout, op: Op, args: &[String], tally: &mut Tally) -> Re
         match tag {
             "END" => return Ok(()),
             "OK" => {
-                if !crate::sink::read_chunks(&mut r, &mut out, u64::MAX).map_err(lost)? {
+                if !crate::sink::read_chunks(&mut r, out, u64::MAX).map_err(lost)? {
                     return Err(Error::temp(
                         "the relayq daemon stopped in the middle of an answer",
                     ));
@@ -777,10 +835,9 @@ fn write_metrics(path: &std::path::Path, s: &Status) -> Result<()> {
         m.push_str(&format!("relayq_relay_up {}\n", u8::from(r.state.up)));
     }
     // Root writes into a directory others may own (node-exporter's): the temporary file is
-    // created new (a link planted under its name is removed, never followed), then renamed
+    // created new (O_CREAT|O_EXCL, which follows no link) under a random name, then renamed
     // over the target, which replaces a link there rather than writing through it.
-    let tmp = path.with_extension("prom.tmp");
-    let _ = std::fs::remove_file(&tmp);
+    let tmp = path.with_extension(format!("prom.{}.tmp", crate::spool::new_id()));
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -788,5 +845,8 @@ fn write_metrics(path: &std::path::Path, s: &Status) -> Result<()> {
         .open(&tmp)
         .and_then(|mut f| f.write_all(m.as_bytes()))
         .and_then(|_| std::fs::rename(&tmp, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
         .map_err(|e| Error::temp(format!("metrics file {}: {e}", path.display())))
 }

@@ -85,8 +85,8 @@ const SPECS: &[Spec] = &[
     },
     Spec {
         name: "show",
-        help: "usage: relayq show ID [--body]\n\nOne message: envelope, submitter, each recipient's state with the relay's reply,\nthe next attempt, and the header (--body: the whole message).\nRoot, or the user who sent it.",
-        flags: &["--body"],
+        help: "usage: relayq show ID [--body] [--raw]\n\nOne message: envelope, submitter, each recipient's state with the relay's reply,\nthe next attempt, and the header (--body: the whole message). Control characters\nare shown escaped (^[ for ESC), so a message cannot drive the terminal; --raw: as is.\nRoot, or the user who sent it.",
+        flags: &["--body", "--raw"],
         valued: &[],
         positional: true,
     },

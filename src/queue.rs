@@ -328,8 +328,9 @@ fn from_daemon(layout: &Layout, as_json: bool) -> Result<String> {
             "only root can read the queue directly, and the relayq daemon is not reachable ({e})"
         ))
     })?;
-    s.write_all(if as_json { b"LSTJ" } else { b"LIST" })
-        .map_err(|e| Error::temp(e.to_string()))?;
+    if let Err(e) = s.write_all(if as_json { b"LSTJ" } else { b"LIST" }) {
+        return Err(crate::sink::refusal(&s).unwrap_or_else(|| Error::temp(e.to_string())));
+    }
     let mut out = String::new();
     s.take(256 << 20)
         .read_to_string(&mut out)

@@ -332,6 +332,9 @@ pub(crate) fn init_spool(cfg: &Config, user: Option<&str>) -> Result<()> {
         },
     };
     Layout::new(&cfg.spool_dir).init(uid, gid)?;
+    crate::spool::Spool::open(&Layout::new(&cfg.spool_dir))?
+        .write_limits(cfg.max_message_size)
+        .map_err(|e| Error::spool_io("cannot write run/limits", &e))?;
     println!(
         "relayq: spool {} ready (owner uid {uid}, group gid {gid})",
         cfg.spool_dir.display()

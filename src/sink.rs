@@ -161,6 +161,17 @@ fn no_new_privs() -> bool {
     unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1 }
 }
 
+/// The reason the daemon gave for refusing a connection (`ERR ...`: busy), read after a
+/// write to its socket failed: a busy daemon answers at once and closes, so the request
+/// meets a closed socket (EPIPE) while the answer waits to be read.
+pub fn refusal(s: &UnixStream) -> Option<Error> {
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(1)));
+    let mut line = String::new();
+    io::BufReader::new(s).take(4096).read_line(&mut line).ok()?;
+    let why = line.trim_end().strip_prefix("ERR ")?;
+    Some(Error::temp(format!("relayq daemon: {why}")))
+}
+
 /// The setgid helper beside this executable, if it is installed setgid to the spool's group.
 fn postdrop_for(spool: &Spool) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
@@ -253,8 +264,11 @@ impl Sink {
                 let io = |e: io::Error| {
                     Error::temp(format!("lost the connection to the relayq daemon: {e}"))
                 };
-                w.finish().map_err(io)?;
+                let sent = w.finish();
                 let s = w.get_mut().get_mut();
+                if let Err(e) = sent {
+                    return Err(refusal(s).unwrap_or_else(|| io(e)));
+                }
                 s.shutdown(std::net::Shutdown::Write).map_err(io)?;
                 let mut line = String::new();
                 io::BufReader::new(&*s)

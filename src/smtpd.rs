@@ -67,9 +67,8 @@ pub fn serve<R: BufRead>(ctx: &Context, input: &mut R, out: &mut dyn Write) -> R
         }
         if line.last() != Some(&b'\n') {
             if n > MAX_CMD {
-                // Swallow the rest of the overlong line.
-                let mut junk = Vec::new();
-                input.read_until(b'\n', &mut junk).map_err(io)?;
+                // Skip the rest of the overlong line, holding none of it.
+                skip_line(input).map_err(io)?;
                 reply(out, "500 5.5.2 line too long").map_err(io)?;
                 continue;
             }
@@ -206,6 +205,11 @@ pub fn serve<R: BufRead>(ctx: &Context, input: &mut R, out: &mut dyn Write) -> R
                 match submit::submit(ctx, &p, &mut lines) {
                     Ok(id) => reply(out, &format!("250 2.0.0 Ok: queued as {id}")).map_err(io)?,
                     Err(e) => {
+                        if lines.cut_short() {
+                            return Err(crate::error::Error::data(
+                                "-bs: the input ended inside DATA, before the final \".\"; the message was not queued",
+                            ));
+                        }
                         if lines.drain().is_err() {
                             return Err(e);
                         }
@@ -238,6 +242,26 @@ pub fn serve<R: BufRead>(ctx: &Context, input: &mut R, out: &mut dyn Write) -> R
                 reply(out, "502 5.5.1 not needed on a local pipe").map_err(io)?
             }
             _ => reply(out, "500 5.5.2 command not recognized").map_err(io)?,
+        }
+    }
+}
+
+/// Consume input up to and including the next LF (or to EOF), a buffer at a time.
+fn skip_line<R: BufRead>(r: &mut R) -> std::io::Result<()> {
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                r.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let n = buf.len();
+                r.consume(n);
+            }
         }
     }
 }

@@ -311,7 +311,7 @@ pub fn submit<R: BufRead>(ctx: &Context, p: &Params, lines: &mut Lines<R>) -> Re
         raw.extend(crate::address::parse_list(a).into_iter().map(|m| m.addr));
     }
     if p.extract {
-        raw.extend(message::header_recipients(&head.headers));
+        raw.extend(message::header_recipients(&head.headers)?);
     }
     let rcpts = ctx
         .resolve_with(&raw, Recipients::dsn_bytes(p.notify.as_deref()))?
@@ -395,7 +395,8 @@ impl std::io::Write for Counter<'_> {
 }
 
 /// Remove Bcc (and Resent-Bcc, Return-Path), rewrite a local From, add Date, Message-ID and
-/// From when missing, and prepend our Received line.
+/// From when missing. (The trace field is the daemon's, added as it sends: it knows the
+/// submitter from the kernel, which no client can forge.)
 fn complete_headers(
     ctx: &Context,
     p: &Params,
@@ -487,18 +488,6 @@ fn complete_headers(
     } else {
         String::from("<>")
     };
-    let received = Header {
-        name: "Received".into(),
-        lines: vec![
-            format!(
-                "Received: by {} (relayq, from userid {})",
-                ctx.fqdn, ctx.me.uid
-            )
-            .into_bytes(),
-            format!("\t; {date}").into_bytes(),
-        ],
-    };
-    headers.insert(0, received);
     Ok((headers, message_id))
 }
 

@@ -251,3 +251,25 @@ fn printing_commands_end_quietly_when_the_reader_goes_away() {
         );
     }
 }
+
+#[test]
+fn show_escapes_control_characters_unless_raw() {
+    let env = Env::new("url = \"smtp://127.0.0.1:1\"\nallow_plaintext = true", "");
+    let o = env.sendmail(
+        &["-i", "a@example.org"],
+        b"Subject: \x1b]0;owned\x07\x1b[2J caf\xc3\xa9\n\nbody \x1b[31mred\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = &ids(&env)[0];
+    let o = env.relayq(&["show", id, "--body"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!o.stdout.contains(&0x1b), "an escape reached the terminal");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("Subject: ^[]0;owned^G^[[2J caf\u{e9}"),
+        "{out}"
+    );
+    assert!(out.contains("body ^[[31mred"), "{out}");
+    let o = env.relayq(&["show", id, "--body", "--raw"]);
+    assert!(o.stdout.windows(5).any(|w| w == b"\x1b[31m"), "--raw");
+}

@@ -1283,3 +1283,132 @@ fn pin_sha256_is_checked_before_auth() {
         }
     }
 }
+
+/// Queue files with bodies made of what ends DATA at one relay or another (CR, LF, dots,
+/// SMTP commands), in any order: written straight into new/ as a local user could through
+/// postdrop or the socket. The relay must see each message once, whole, re-framed (CRLF,
+/// dot-stuffed), and no command the bodies carry.
+#[test]
+fn queue_file_bodies_cannot_end_data_early() {
+    const N: usize = 40;
+    let (env, relay) = setup(RelayOpts::default(), "smtp");
+    let pieces: [&[u8]; 9] = [
+        b".",
+        b"\r",
+        b"\n",
+        b"\r\n",
+        b"\r\n.\r\n",
+        b"MAIL FROM:<evil@example.org>",
+        b"RCPT TO:<victim@example.org>",
+        b"DATA",
+        b"text ",
+    ];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as usize
+    };
+    let mut bodies = Vec::new();
+    for i in 0..N {
+        let mut body = format!("Subject: crafted {i}\r\n\r\n").into_bytes();
+        for _ in 0..next() % 60 {
+            body.extend_from_slice(pieces[next() % pieces.len()]);
+        }
+        let mut file =
+            format!("relayq-envelope 1\nsender <a@example.org>\nrcpt <m{i}@example.org>\nend\n")
+                .into_bytes();
+        file.extend_from_slice(&body);
+        std::fs::write(env.spool("new").join(format!("{:022X}", i + 1)), &file).unwrap();
+        bodies.push(body);
+    }
+    let o = env.flush();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = relay.arrived();
+    assert_eq!(got.len(), N, "{got:?}");
+    assert_eq!(relay.stat("mail_commands"), N as u64);
+    for m in &got {
+        let rcpt = &rcpts_of(m)[0];
+        let i: usize = rcpt[1..rcpt.find('@').unwrap()].parse().unwrap();
+        let mut wire = Vec::new();
+        let mut frame = relayq::message::Reframe::default();
+        frame.push(&bodies[i], &mut wire);
+        frame.finish(&mut wire);
+        wire.truncate(wire.len() - 3);
+        let want: Vec<u8> = wire
+            .split_inclusive(|&b| b == b'\n')
+            .flat_map(|l| if l.starts_with(b".") { &l[1..] } else { l })
+            .copied()
+            .collect();
+        let data: Vec<u8> = m["data"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .map(|c| c as u8)
+            .collect();
+        // Our trace field first (two lines), then the message as re-framed.
+        assert!(data.starts_with(b"Received: by "), "message {i}");
+        let after_trace = data
+            .windows(2)
+            .enumerate()
+            .filter(|(_, w)| w == b"\r\n")
+            .nth(1);
+        let data = data[after_trace.unwrap().0 + 2..].to_vec();
+        assert_eq!(
+            String::from_utf8_lossy(&data),
+            String::from_utf8_lossy(&want),
+            "message {i}"
+        );
+    }
+}
+
+#[test]
+fn a_nul_byte_is_bounced_not_sent_and_sigterm_is_prompt_with_the_relay_down() {
+    let (env, relay) = setup(RelayOpts::default(), "smtp");
+    // As a user could write it through postdrop: sendmail itself refuses a NUL.
+    std::fs::write(
+        env.spool("new").join("0000000000000000000000A"),
+        b"relayq-envelope 1\nsender <server@example.com>\nrcpt <a@example.org>\nend\nSubject: nul\r\n\r\na\0b\r\n",
+    )
+    .unwrap();
+    // One pass fails it and queues the bounce, the next sends the bounce.
+    for _ in 0..2 {
+        let o = env.flush();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let got = relay.arrived();
+    assert_eq!(got.len(), 1, "{got:?}");
+    // A bounce: local mail's go to the admin.
+    assert_eq!(rcpts_of(&got[0]), ["admin@example.com"], "a bounce");
+    assert!(got[0]["data"].as_str().unwrap().contains("NUL byte"));
+    assert_eq!(env.count("failed"), 1);
+
+    // The relay down, a message waiting for it: SIGTERM ends the daemon at once, nothing
+    // being in flight (it used to wait 30 s).
+    relay.set_faults(r#"{"connect": "421 4.3.2 down"}"#);
+    let mut d = env.daemon_listening();
+    env.send(&["b@example.org"], "waiting");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !env.daemon_log().contains("421") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut exited = d.try_wait().unwrap();
+    while exited.is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        exited = d.try_wait().unwrap();
+    }
+    let _ = d.kill();
+    let _ = d.wait();
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "still running 10 s after SIGTERM"
+    );
+    assert_eq!(env.queued(), 1, "the message waits for the relay");
+}

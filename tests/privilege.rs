@@ -1045,3 +1045,230 @@ fn a_spool_of_relayq_0_1_is_taken_over() {
         );
     }
 }
+
+#[test]
+fn postdrop_refuses_what_the_spool_would_not_take_and_leaves_nothing() {
+    if !is_root() {
+        eprintln!("SKIP: privilege tests need root");
+        return;
+    }
+    // max_message_size 1 MiB: postdrop takes at most that, the envelope and 1 MiB more
+    // (run/limits, written by init), whatever the user streams at it.
+    let h = Host::new("");
+    let text = std::fs::read_to_string(&h.env.cfg).unwrap();
+    std::fs::write(&h.env.cfg, format!("max_message_size = \"1M\"\n{text}")).unwrap();
+    ok(&h.env.relayq(&["init", "--user", USER]));
+    let mut data =
+        b"relayq-envelope 1\nsender <a@example.org>\nrcpt <b@example.org>\nend\n".to_vec();
+    data.resize(8 << 20, b'x');
+    let spool = h.env.path().join("spool");
+    let o = Who::NOBODY.run(
+        false,
+        &h.bin.join("relayq-postdrop"),
+        &[spool.to_str().unwrap()],
+        &chunked(&data),
+    );
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    assert!(stderr(&o).contains("larger than"), "{}", stderr(&o));
+    for d in ["tmp", "new"] {
+        assert_eq!(std::fs::read_dir(spool.join(d)).unwrap().count(), 0, "{d}/");
+    }
+    // Killed by its file size limit (SIGXFSZ), it still removes its file.
+    let o = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -f 1024; exec setpriv --reuid=65534 --regid=65534 --clear-groups \"$0\" \"$1\"",
+        ])
+        .arg(h.bin.join("relayq-postdrop"))
+        .arg(&spool)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            let mut data = data.clone();
+            data.truncate(2 << 20);
+            let _ = c.stdin.take().unwrap().write_all(&chunked(&data));
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(spool.join("tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn roots_metrics_file_follows_no_planted_link() {
+    if !is_root() {
+        eprintln!("SKIP: privilege tests need root");
+        return;
+    }
+    // node-exporter's directory belongs to another user, who plants links where root's
+    // `status --metrics` writes.
+    let h = Host::new("");
+    let exporter = Who::user(USER_A);
+    let dir = h.env.path().join("textfile");
+    std::fs::create_dir(&dir).unwrap();
+    nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(exporter.uid)), None).unwrap();
+    let (_, look) = outside(&h);
+    let before = look();
+    let victim = h.env.path().join("outside").join("victim");
+    let metrics = dir.join("relayq.prom");
+    for link in ["relayq.prom.tmp", "relayq.prom"] {
+        exporter.python(
+            "import os, sys; os.symlink(sys.argv[1], sys.argv[2])",
+            &[victim.to_str().unwrap(), dir.join(link).to_str().unwrap()],
+            b"",
+        );
+    }
+    let o = h
+        .env
+        .relayq(&["status", "--metrics", metrics.to_str().unwrap()]);
+    assert!(o.status.code().is_some_and(|c| c <= 1), "{}", stderr(&o));
+    assert_eq!(look(), before, "root wrote through a link");
+    let m = std::fs::symlink_metadata(&metrics).unwrap();
+    assert!(m.is_file(), "the link was replaced by the file");
+    assert!(
+        std::fs::read_to_string(&metrics)
+            .unwrap()
+            .contains("relayq_")
+    );
+}
+
+#[test]
+fn one_user_cannot_block_the_socket_nor_flood_the_relay_nor_forge_the_trace() {
+    let Some((a, b, h)) = two_users_and_a_greylisting_relay() else {
+        return;
+    };
+    h.relay.set_faults("{}");
+    let _d = Daemon::start(&h);
+    // A holds 64 connections open, idle after half a verb.
+    let hold = "import socket, sys, time\nconns = []\nfor i in range(64):\n    s = socket.socket(socket.AF_UNIX)\n    try:\n        s.connect(sys.argv[1]); s.send(b'LI'); conns.append(s)\n    except OSError:\n        pass\nprint(len(conns), flush=True)\ntime.sleep(30)";
+    let mut hog = Command::new("setpriv")
+        .args([
+            &format!("--reuid={}", a.uid),
+            &format!("--regid={}", a.gid),
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            hold,
+            h.socket().to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(hog.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "64", "A's connections");
+    // B is still served: a listing, and a submission under NoNewPrivileges (the socket).
+    let o = h.relayq(b, &["queue"]);
+    assert!(o.status.success(), "B's mailq: {}", stderr(&o));
+    let o = h.sendmail(b, true, "Subject: from B\n\nhi\n");
+    assert!(o.status.success(), "B's submission: {}", stderr(&o));
+    // A is told why, in one line.
+    let o = h.relayq(a, &["queue"]);
+    assert_eq!(o.status.code(), Some(75));
+    assert!(
+        stderr(&o).contains("too many connections"),
+        "{}",
+        stderr(&o)
+    );
+    let _ = hog.kill();
+    let _ = hog.wait();
+    let got = h.relay.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1);
+    // The trace field is the daemon's: B's real uid, whatever the socket client wrote.
+    let data = got[0]["data"].as_str().unwrap();
+    assert!(
+        data.starts_with("Received: by ")
+            && data
+                .lines()
+                .next()
+                .unwrap()
+                .ends_with(&format!("(relayq, from userid {})", b.uid)),
+        "{data}"
+    );
+    // A forged trace and uid through postdrop: the relay sees A's uid first.
+    let spool = h.env.path().join("spool");
+    let mut f = forged("forged trace");
+    let body_at = f.windows(4).position(|w| w == b"end\n").unwrap() + 4;
+    f.splice(
+        body_at..body_at,
+        b"Received: by x (relayq, from userid 0)\r\n"
+            .iter()
+            .copied(),
+    );
+    let o = a.run(
+        false,
+        &h.bin.join("relayq-postdrop"),
+        &[spool.to_str().unwrap()],
+        &chunked(&f),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = h.relay.wait_for(2, Duration::from_secs(10));
+    let data = got[1]["data"].as_str().unwrap();
+    assert!(
+        data.lines()
+            .next()
+            .unwrap()
+            .ends_with(&format!("(relayq, from userid {})", a.uid)),
+        "{data}"
+    );
+    // A user's flushes: one per 10 s (a loop of them cannot flood the relay with logins).
+    // (A's held connections are closed by now: its hog was killed.)
+    assert!(wait_until(Duration::from_secs(10), || h
+        .relayq(a, &["queue"])
+        .status
+        .success()));
+    let o = h.relayq(a, &["flush"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = h.relayq(a, &["flush"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("less than 10 s ago"), "{}", stderr(&o));
+}
+
+#[test]
+fn postdrop_resolves_the_spool_path_once() {
+    if !is_root() {
+        eprintln!("SKIP: privilege tests need root");
+        return;
+    }
+    // Every file system call postdrop makes, as an ordinary user (strace as root runs it
+    // setgid, as installed): the spool is resolved by path once; tmp/, new/ and the file
+    // only relative to directory fds, so no symlink swapped in meanwhile can redirect it.
+    let h = Host::new("");
+    let spool = h.env.path().join("spool");
+    let trace = h.env.path().join("postdrop.strace");
+    let mut c = Command::new("strace")
+        .args(["-f", "-qq", "-u", "nobody", "-e", "trace=%file", "-o"])
+        .arg(&trace)
+        .arg(h.bin.join("relayq-postdrop"))
+        .arg(&spool)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let msg = b"relayq-envelope 1\nsender <a@example.org>\nrcpt <b@example.org>\nend\nSubject: x\r\n\r\nx\r\n";
+        c.stdin.take().unwrap().write_all(&chunked(msg)).unwrap();
+    }
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let root = spool.to_str().unwrap();
+    let by_path: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(root) && !l.contains("execve("))
+        .collect();
+    assert_eq!(by_path.len(), 1, "{by_path:#?}");
+    assert!(by_path[0].contains("O_DIRECTORY"), "{}", by_path[0]);
+    // And the rest did happen, through fds: the file made, renamed into new/.
+    assert!(text.contains("renameat2("), "{text}");
+    assert_eq!(std::fs::read_dir(spool.join("new")).unwrap().count(), 1);
+}

@@ -34,6 +34,19 @@ fn run() -> Result<String, String> {
         return Err("spool directory must be an absolute path".into());
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
+    // A file size limit (ulimit -f) makes write fail with EFBIG instead of killing us, so the
+    // draft is removed; so does a closed stdout or stderr (EPIPE).
+    // SAFETY: setting signal dispositions to SIG_IGN, before any other thread exists.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGXFSZ,
+            nix::sys::signal::SigHandler::SigIgn,
+        );
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigIgn,
+        );
+    }
     let egid = nix::unistd::getegid().as_raw();
     let privileged = egid != nix::unistd::getgid().as_raw();
     let spool = Spool::open(&Layout::new(root)).map_err(|e| e.msg)?;
@@ -46,7 +59,10 @@ fn run() -> Result<String, String> {
         inner: draft.writer(),
         seen: Vec::new(),
     };
-    match read_chunks(&mut input, &mut check, 64 << 30) {
+    // The spool's limit (run/limits), not a config we would have to parse. Past it, or on any
+    // error, the draft removes its tmp/ file as it is dropped.
+    let limit = spool.queue_file_limit();
+    match read_chunks(&mut input, &mut check, limit) {
         Ok(true) if check.seen.starts_with(MAGIC.as_bytes()) => {}
         Ok(true) => return Err("input is not a relayq queue file".into()),
         Ok(false) => {

@@ -33,7 +33,7 @@ use scheduler::{Msg, Schedule, Start};
 use socket::{FlushReq, listen, selected, serve_socket};
 use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
@@ -113,6 +113,10 @@ impl Daemon {
         // stays the daemon's, and nothing in the spool can make root act.
         let spool = Spool::open_as_owner(&layout)?;
         let spool_owner = spool.owner();
+        // postdrop's size limit follows max_message_size (run/limits).
+        if let Err(e) = spool.write_limits(cfg.max_message_size) {
+            warn!("cannot write run/limits for relayq-postdrop: {e}");
+        }
         let (tx, rx) = mpsc::channel();
         let (wake_tx, wake_rx) = UnixStream::pair().map_err(|e| Error::software(e.to_string()))?;
         wake_rx.set_nonblocking(true).ok();
@@ -240,6 +244,17 @@ impl Daemon {
         }
     }
 
+    /// Whether the message (past its envelope at `off`) holds a NUL byte.
+    fn has_nul(&self, id: &QueueId, off: u64) -> bool {
+        self.spool()
+            .open_file(Queue::Active, id.as_str())
+            .and_then(|(mut f, _)| {
+                f.seek(SeekFrom::Start(off))?;
+                crate::message::contains_nul(&mut f)
+            })
+            .unwrap_or(false)
+    }
+
     /// Validate and start tracking a queue file. False if it was set aside.
     /// `fresh`: it just came through new/ (a new message, or a released one): tried at once,
     /// whatever backoff its journal recorded.
@@ -255,8 +270,7 @@ impl Daemon {
                 return false;
             }
         };
-        let limit = self.cfg.max_message_size + spool::MAX_ENVELOPE_BYTES as u64 + 1024 * 1024;
-        if meta.len() > limit {
+        if meta.len() > spool::queue_file_limit(self.cfg.max_message_size) {
             self.corrupt(
                 Queue::Active,
                 id,
@@ -268,7 +282,21 @@ impl Daemon {
         let mtime = meta.mtime().max(0) as u64;
         let t = now();
         let arrival = env.time.clamp(mtime.saturating_sub(86400), t.max(mtime));
-        let st = State::parse(&self.spool().journal(&qid), env.rcpts.len());
+        let mut st = State::parse(&self.spool().journal(&qid), env.rcpts.len());
+        // A NUL byte cannot go over SMTP: sendmail refuses it, but postdrop and the socket
+        // take what a user writes. Failed at once, so the sender hears of it (a bounce).
+        if fresh && self.has_nul(&qid, off) {
+            let why =
+                "554 5.6.0 the message contains a NUL byte, which SMTP cannot carry: not sent";
+            let events: Vec<Event> = st
+                .pending()
+                .map(|i| Event::Failed(i, t, why.into()))
+                .collect();
+            warn!("{id}: {why}");
+            if let Err(e) = self.ctx.record(&qid, &mut st, &events) {
+                error!("{id}: cannot record the failure: {e}");
+            }
+        }
         if fresh && st.rcpts.iter().any(|r| *r != RcptState::Pending) {
             info!(
                 "{id}: back in the queue (released), nrcpt={}",
@@ -289,7 +317,8 @@ impl Daemon {
         let next = if fresh { 0 } else { st.next };
         let id = id.to_string();
         let id = id.as_str();
-        let msg = Msg::new(qid.clone(), env, off, arrival, st);
+        let mut msg = Msg::new(qid.clone(), env, off, arrival, st);
+        msg.trace = crate::message::trace_field(&self.fqdn, uid, id, arrival).into();
         self.sched.msgs.insert(id.to_string(), msg);
         if self.sched.msgs[id].state.all_done() {
             self.finish(id);
@@ -345,6 +374,9 @@ impl Daemon {
                 g.relay_sender = bounce::sender(&c, &self.fqdn);
                 g.generation += 1;
                 drop(g);
+                if let Err(e) = self.spool().write_limits(c.max_message_size) {
+                    warn!("cannot write run/limits for relayq-postdrop: {e}");
+                }
                 self.cfg = c;
                 self.ctx.cv.notify_all();
                 info!("configuration reloaded");
@@ -355,7 +387,10 @@ impl Daemon {
 
     /// Flush (the socket, SIGUSR1): the messages `filter` selects are tried now, ignoring
     /// backoff; the others keep their timers. Returns how many of them are being tried.
-    fn flush_matching(&mut self, filter: &crate::cli::QueueFilter) -> usize {
+    /// Only a flush from root or the spool's owner (`privileged`) cuts a down relay's probe
+    /// wait short: an ordinary user looping `relayq flush` cannot make the daemon hammer a
+    /// relay that is refusing connections.
+    fn flush_matching(&mut self, filter: &crate::cli::QueueFilter, privileged: bool) -> usize {
         self.pickup();
         let matched: HashSet<String> = self
             .sched
@@ -371,7 +406,7 @@ impl Daemon {
             .filter(|id| self.sched.msgs.get(*id).is_some_and(|m| m.in_flight))
             .count();
         // A relay marked down is probed now rather than at its next probe time.
-        if n > 0 || filter == &crate::cli::QueueFilter::default() {
+        if privileged && (n > 0 || filter == &crate::cli::QueueFilter::default()) {
             let mut g = self.ctx.shared.lock().expect("lock");
             for s in g.slots.iter_mut() {
                 if s.down_until.is_some() {
@@ -541,7 +576,7 @@ impl Daemon {
             while let Ok(req) = flush_rx.try_recv() {
                 // Stopping: dropped unanswered, and the client hears that the daemon stops.
                 if stopping.is_none() {
-                    let n = self.flush_matching(&req.filter);
+                    let n = self.flush_matching(&req.filter, req.privileged);
                     if let Some(done) = req.done {
                         let _ = done.send(n);
                     }
@@ -603,13 +638,21 @@ impl Daemon {
                             stopping = Some(Instant::now());
                             let mut g = self.ctx.shared.lock().expect("lock");
                             g.stop = true;
-                            g.ready.clear();
+                            // Waiting in the ready queue (for a relay that is down, say) is
+                            // not in flight: nothing to wait for.
+                            for job in g.ready.drain(..) {
+                                if let Some(m) = self.sched.msgs.get_mut(job.id.as_str()) {
+                                    m.in_flight = false;
+                                    m.blocked = false;
+                                }
+                            }
                             drop(g);
                             self.ctx.cv.notify_all();
                         }
                         Ok(Signal::SIGHUP) => self.reload(),
                         Ok(Signal::SIGUSR1) => {
-                            self.flush_matching(&crate::cli::QueueFilter::default());
+                            // SIGUSR1: only root or the daemon's user can send it.
+                            self.flush_matching(&crate::cli::QueueFilter::default(), true);
                         }
                         _ => {}
                     }

@@ -31,6 +31,8 @@ pub(super) struct Msg {
     pub(super) blocked: bool,
     /// Not before this time may the delay warning be tried again (queuing it failed).
     pub(super) warn_retry: u64,
+    /// Our trace field, sent ahead of the message (`message::trace_field`).
+    pub(super) trace: Arc<str>,
 }
 
 impl Msg {
@@ -50,6 +52,7 @@ impl Msg {
             in_flight: false,
             blocked: false,
             warn_retry: 0,
+            trace: Arc::from(""),
         }
     }
 
@@ -79,6 +82,7 @@ impl Msg {
             body_offset: self.body_offset,
             pending: self.state.pending().collect(),
             arrival: self.arrival,
+            trace: self.trace.clone(),
         }
     }
 

@@ -17,8 +17,8 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::{Arc, mpsc};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 pub(super) fn listen(layout: &Layout) -> Result<UnixListener> {
     let p = layout.socket();
@@ -29,36 +29,162 @@ pub(super) fn listen(layout: &Layout) -> Result<UnixListener> {
     Ok(l)
 }
 
+/// Connections one ordinary user may hold at once.
+const PER_UID: usize = 8;
+/// Connections at once, all users; the last `RESERVED` only for root and the spool's owner,
+/// so a crowd of users cannot lock the admin out.
+const TOTAL: usize = 128;
+const RESERVED: usize = 16;
+/// The longest a whole request may take, however its bytes trickle in: a client cannot
+/// hold a connection by sending a byte now and then.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(120);
+/// The longest any one read or write may wait.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// An ordinary user's flush requests: at most one this often.
+const USER_FLUSH_EVERY: Duration = Duration::from_secs(10);
+
+/// Who holds which connection, and until when.
+#[derive(Default)]
+struct Conns {
+    per_uid: std::collections::HashMap<u32, usize>,
+    /// Open connections: id → (deadline, a handle to shut it down with).
+    open: std::collections::HashMap<u64, (Instant, UnixStream)>,
+    next_id: u64,
+    /// An ordinary user's last flush request.
+    flushed: std::collections::HashMap<u32, Instant>,
+}
+
 /// The local socket: submissions from processes that cannot use setgid postdrop
 /// (NoNewPrivileges), flush requests, and ordinary users' queue listing and
 /// show/hold/release/delete of their own messages. The peer's uid comes from SO_PEERCRED.
+/// Each ordinary user may hold `PER_UID` connections, every request has a deadline for the
+/// whole of it, and root and the spool's owner are served even when everyone else is busy.
 pub(super) fn serve_socket(
     l: UnixListener,
     ctx: Arc<Ctx>,
     max_size: u64,
     flush: mpsc::Sender<FlushReq>,
 ) {
-    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let conns = Arc::new(Mutex::new(Conns::default()));
+    // The reaper: shuts down connections past their deadline (a blocked read then returns).
+    let reaper = conns.clone();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = Instant::now();
+            let g = reaper.lock().unwrap_or_else(|e| e.into_inner());
+            for (deadline, s) in g.open.values() {
+                if *deadline <= now {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
+            }
+        }
+    });
+    let owner = ctx.spool.owner();
     for s in l.incoming() {
         let Ok(s) = s else { continue };
-        if active.load(std::sync::atomic::Ordering::SeqCst) >= 64 {
-            let _ = (&s).write_all(b"ERR busy, try again\n");
+        let Ok(cred) =
+            nix::sys::socket::getsockopt(&s.as_fd(), nix::sys::socket::sockopt::PeerCredentials)
+        else {
+            continue;
+        };
+        let (uid, privileged) = (cred.uid(), cred.uid() == 0 || cred.uid() == owner);
+        let mut g = conns.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = g.per_uid.get(&uid).copied().unwrap_or(0);
+        let total = g.open.len();
+        let busy = if total >= TOTAL {
+            Some("the relayq daemon is busy (too many connections); try again")
+        } else if !privileged && mine >= PER_UID {
+            Some("the relayq daemon is busy: too many connections from this user; try again")
+        } else if !privileged && total >= TOTAL - RESERVED {
+            Some("the relayq daemon is busy (too many connections); try again")
+        } else {
+            None
+        };
+        if let Some(why) = busy {
+            drop(g);
+            refuse(&s, why);
             continue;
         }
-        let ctx = ctx.clone();
-        let active = active.clone();
-        let flush = flush.clone();
-        active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let Ok(handle) = s.try_clone() else { continue };
+        let id = g.next_id;
+        g.next_id += 1;
+        g.open
+            .insert(id, (Instant::now() + REQUEST_DEADLINE, handle));
+        *g.per_uid.entry(uid).or_default() += 1;
+        drop(g);
+        let (ctx, conns, flush) = (ctx.clone(), conns.clone(), flush.clone());
         std::thread::spawn(move || {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(300)));
-            let _ = s.set_write_timeout(Some(Duration::from_secs(300)));
-            let reply = match handle_client(&s, &ctx, max_size, &flush) {
+            let _ = s.set_read_timeout(Some(IO_TIMEOUT));
+            let _ = s.set_write_timeout(Some(IO_TIMEOUT));
+            let peer = Peer {
+                uid,
+                privileged,
+                conns: &conns,
+            };
+            let reply = match handle_client(&s, &ctx, max_size, &flush, &peer) {
                 Ok(r) => r,
                 Err(e) => format!("ERR {}", e.replace('\n', " ")),
             };
             let _ = (&s).write_all(format!("{reply}\n").as_bytes());
-            active.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            let mut g = conns.lock().unwrap_or_else(|e| e.into_inner());
+            g.open.remove(&id);
+            if let Some(n) = g.per_uid.get_mut(&uid) {
+                *n -= 1;
+                if *n == 0 {
+                    g.per_uid.remove(&uid);
+                }
+            }
         });
+    }
+}
+
+/// Answer a connection we will not serve with one `ERR` line, without waiting for it. What
+/// the client sent already is read first: a unix socket closed with unread data resets the
+/// peer, which would then see "connection reset" instead of the reason.
+fn refuse(s: &UnixStream, why: &str) {
+    let _ = s.set_nonblocking(true);
+    let drain = || {
+        let mut buf = [0u8; 4096];
+        for _ in 0..16 {
+            if !matches!((&*s).read(&mut buf), Ok(n) if n > 0) {
+                break;
+            }
+        }
+    };
+    drain();
+    let _ = (&*s).write_all(format!("ERR {why}\n").as_bytes());
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    drain();
+}
+
+/// Who is asking: the uid from SO_PEERCRED, and whether that is root or the spool's owner.
+struct Peer<'a> {
+    uid: u32,
+    privileged: bool,
+    conns: &'a Mutex<Conns>,
+}
+
+impl Peer<'_> {
+    /// An ordinary user may ask for a flush once per `USER_FLUSH_EVERY`.
+    fn may_flush(&self) -> std::result::Result<(), String> {
+        if self.privileged {
+            return Ok(());
+        }
+        let mut g = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if let Some(last) = g.flushed.get(&self.uid)
+            && now.duration_since(*last) < USER_FLUSH_EVERY
+        {
+            return Err(format!(
+                "a flush was asked for less than {} s ago; the daemon retries on its own",
+                USER_FLUSH_EVERY.as_secs()
+            ));
+        }
+        g.flushed
+            .retain(|_, t| now.duration_since(*t) < USER_FLUSH_EVERY);
+        g.flushed.insert(self.uid, now);
+        Ok(())
     }
 }
 
@@ -67,14 +193,14 @@ fn handle_client(
     ctx: &Ctx,
     max_size: u64,
     flush: &mpsc::Sender<FlushReq>,
+    peer: &Peer,
 ) -> std::result::Result<String, String> {
-    let cred = nix::sys::socket::getsockopt(&s.as_fd(), nix::sys::socket::sockopt::PeerCredentials)
-        .map_err(|e| e.to_string())?;
+    let cred = peer;
     let mut verb = [0u8; 4];
     (&*s).read_exact(&mut verb).map_err(|e| e.to_string())?;
     match &verb {
         b"LIST" | b"LSTJ" => {
-            let entries = crate::queue::scan(&ctx.spool, (cred.uid() != 0).then_some(cred.uid()));
+            let entries = crate::queue::scan(&ctx.spool, (cred.uid != 0).then_some(cred.uid));
             let text = if &verb == b"LIST" {
                 crate::queue::render(
                     &entries,
@@ -87,9 +213,11 @@ fn handle_client(
         }
         b"FLSH" => {
             // Everything, answered at once: what clients before FLSQ send and expect.
+            peer.may_flush()?;
             let req = FlushReq {
                 filter: QueueFilter::default(),
                 done: None,
+                privileged: peer.privileged,
             };
             flush.send(req).map_err(|_| "the daemon is stopping")?;
             let _ = (&ctx.wake).write(&[1]);
@@ -98,16 +226,18 @@ fn handle_client(
         b"FLSQ" => {
             let req = crate::admin::read_request(s, MAX_FLUSH_REQUEST, "flush request")?;
             let filter = parse_flush_request(&req)?;
+            peer.may_flush()?;
             let (tx, rx) = mpsc::channel();
             let req = FlushReq {
                 filter,
                 done: Some(tx),
+                privileged: peer.privileged,
             };
             flush.send(req).map_err(|_| "the daemon is stopping")?;
             let _ = (&ctx.wake).write(&[1]);
             // How many matched only for root and the spool's owner, who can list the queue
             // anyway: anyone else would learn what others queued (see admin).
-            let may_count = cred.uid() == 0 || cred.uid() == nix::unistd::geteuid().as_raw();
+            let may_count = peer.privileged;
             match rx.recv_timeout(Duration::from_secs(5)) {
                 Ok(n) if may_count => Ok(format!("OK flushing {n}")),
                 Ok(_) => Ok("OK flushing".into()),
@@ -120,12 +250,12 @@ fn handle_client(
             let mut r = BufReader::new(crate::sink::ChunkReader::new(s));
             let mut env =
                 Envelope::read_from(&mut r).map_err(|e| format!("bad queue file: {e}"))?;
-            env.uid = cred.uid();
-            env.user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(cred.uid()))
+            env.uid = cred.uid;
+            env.user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(cred.uid))
                 .ok()
                 .flatten()
                 .map(|u| u.name)
-                .unwrap_or_else(|| format!("uid{}", cred.uid()));
+                .unwrap_or_else(|| format!("uid{}", cred.uid));
             let mut d = Draft::create(&ctx.spool).map_err(|e| e.msg)?;
             env.write_to(d.writer()).map_err(|e| e.msg)?;
             let n = std::io::copy(&mut r.by_ref().take(max_size + 1), d.writer())
@@ -141,7 +271,7 @@ fn handle_client(
             d.commit().map(|id| format!("OK {id}")).map_err(|e| e.msg)
         }
         v => match crate::admin::Op::from_verb(v) {
-            Some(op) => crate::admin::serve(&ctx.spool, cred.uid(), op, s),
+            Some(op) => crate::admin::serve(&ctx.spool, cred.uid, op, s),
             None => Err("unknown request".into()),
         },
     }
@@ -152,6 +282,8 @@ fn handle_client(
 pub(super) struct FlushReq {
     pub(super) filter: QueueFilter,
     pub(super) done: Option<mpsc::Sender<usize>>,
+    /// From root or the spool's owner: may cut a down relay's probe wait short.
+    pub(super) privileged: bool,
 }
 
 /// The largest `FLSQ` request the socket reads, and the most IDs in one.

@@ -12,7 +12,7 @@ use crate::spool::{Envelope, Queue, QueueId, Spool};
 use crate::state::{self, Event, Journal, RcptState, State, now};
 use log::{error, info, warn};
 use std::collections::VecDeque;
-use std::io::{BufReader, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -25,6 +25,8 @@ pub(super) struct Job {
     pub(super) body_offset: u64,
     pub(super) pending: Vec<usize>,
     pub(super) arrival: u64,
+    /// The trace field sent ahead of the message.
+    pub(super) trace: Arc<str>,
 }
 
 /// What the main thread and the workers share, under one lock: the ready queue, the relays
@@ -225,11 +227,14 @@ fn run_job(ctx: &Ctx, conn: &mut Option<Conn>, job: &Job) -> Outcome {
             .metadata()
             .map(|m| m.len())
             .unwrap_or(0)
-            .saturating_sub(job.body_offset);
-        let mut body = BufReader::with_capacity(64 * 1024, file);
-        if body.seek(SeekFrom::Start(job.body_offset)).is_err() {
+            .saturating_sub(job.body_offset)
+            + job.trace.len() as u64;
+        let mut file = BufReader::with_capacity(64 * 1024, file);
+        if file.seek(SeekFrom::Start(job.body_offset)).is_err() {
             return Outcome::Gone("cannot seek".into());
         }
+        // Our trace field first: the daemon's, from what the kernel told us, not the client.
+        let mut body = job.trace.as_bytes().chain(file);
         let env = &job.env;
         let out = OutEnvelope {
             sender: env.sender.clone(),

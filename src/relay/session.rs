@@ -394,13 +394,13 @@ impl Session {
         Ok(())
     }
 
-    /// Stream the (CRLF) message with dot-stuffing, ending with CRLF . CRLF.
+    /// Stream the message re-framed for DATA (`message::Reframe`: CRLF line ends only, lines
+    /// of at most 998 octets, dot-stuffing), ending with CRLF . CRLF, whatever the queue file
+    /// holds.
     fn write_body(&mut self, body: &mut dyn Read) -> Result<(), SessionError> {
         let mut inb = vec![0u8; 64 * 1024];
         let mut out = Vec::with_capacity(66 * 1024);
-        let mut at_start = true;
-        let mut last2 = [b'\r', b'\n'];
-        let mut empty = true;
+        let mut frame = crate::message::Reframe::default();
         loop {
             let n = match body.read(&mut inb) {
                 Ok(0) => break,
@@ -413,27 +413,18 @@ impl Session {
                     ));
                 }
             };
-            empty = false;
             out.clear();
-            dot_stuff(&inb[..n], &mut at_start, &mut out);
-            if n >= 2 {
-                last2 = [inb[n - 2], inb[n - 1]];
-            } else {
-                last2 = [last2[1], inb[0]];
-            }
+            frame.push(&inb[..n], &mut out);
             if let Err(e) = self.io.get_mut().write_all(&out) {
                 return self.fail(SessionError::io(Stage::Dot, &e));
             }
         }
-        let tail: &[u8] = if empty || last2 == [b'\r', b'\n'] {
-            b".\r\n"
-        } else {
-            b"\r\n.\r\n"
-        };
+        out.clear();
+        frame.finish(&mut out);
         if let Err(e) = self
             .io
             .get_mut()
-            .write_all(tail)
+            .write_all(&out)
             .and_then(|_| self.io.get_mut().flush())
         {
             return self.fail(SessionError::io(Stage::Dot, &e));
@@ -487,17 +478,6 @@ impl Session {
     }
 }
 
-/// Insert a '.' before every '.' that starts a line; `at_start` carries across calls.
-fn dot_stuff(data: &[u8], at_start: &mut bool, out: &mut Vec<u8>) {
-    for &b in data {
-        if *at_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        *at_start = b == b'\n';
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,13 +486,7 @@ mod tests {
     use std::net::TcpListener;
 
     #[test]
-    fn stuffing_across_chunks() {
-        let mut at = true;
-        let mut out = Vec::new();
-        dot_stuff(b".a\r\nb\r", &mut at, &mut out);
-        dot_stuff(b"\n.c\r\n", &mut at, &mut out);
-        dot_stuff(b".", &mut at, &mut out);
-        assert_eq!(out, b"..a\r\nb\r\n..c\r\n..");
+    fn xtext_encodes() {
         assert_eq!(xtext("a+b=c d"), "a+2Bb+3Dc+20d");
     }
 

@@ -88,6 +88,20 @@ impl Queue {
     }
 }
 
+/// The largest queue file the spool takes for a `max_message_size`: the message, its
+/// envelope, and room for the header lines `sendmail` adds. The daemon sets aside anything
+/// larger; `relayq-postdrop` refuses it (from `run/limits`, written by `relayq init` and the
+/// daemon, so postdrop needs no config).
+pub fn queue_file_limit(max_message_size: u64) -> u64 {
+    max_message_size.saturating_add(MAX_ENVELOPE_BYTES as u64 + (1 << 20))
+}
+
+/// postdrop's limit when `run/limits` is missing: the default `max_message_size` (50 MiB).
+pub const DEFAULT_QUEUE_FILE_LIMIT: u64 = 50 << 20;
+
+/// The name in run/ of the limits file.
+const LIMITS: &str = "limits";
+
 /// A queue ID: seconds, microseconds and 32 random bits in upper-case hex, unique across
 /// processes and hosts (creation uses O_EXCL and RENAME_NOREPLACE besides). Only names that
 /// could have been made this way are IDs, so an ID is never a path.
@@ -747,6 +761,53 @@ impl Spool {
         .ok()?;
         let f = File::from(fd);
         f.metadata().ok()?.is_file().then_some(f)
+    }
+
+    /// Replace a small file in run/ atomically (a new file under a random name, then
+    /// rename), owned by the spool's owner. Not fsynced: run/ holds information, not mail.
+    fn write_run(&self, name: &str, text: &str) -> io::Result<()> {
+        let dir = self.dir(RUN)?;
+        let tmp = format!("{name}.{}", new_id());
+        let fd = nix::fcntl::openat(
+            dir,
+            tmp.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(nix_io)?;
+        let mut f = File::from(fd);
+        let written = io::Write::write_all(&mut f, text.as_bytes()).and_then(|()| {
+            nix::unistd::fchown(&f, Some(nix::unistd::Uid::from_raw(self.owner)), None)
+                .map_err(nix_io)?;
+            nix::fcntl::renameat(dir, tmp.as_str(), dir, name).map_err(nix_io)
+        });
+        if written.is_err() {
+            let _ =
+                nix::unistd::unlinkat(dir, tmp.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+        }
+        written
+    }
+
+    /// Record the largest queue file for postdrop (see [`queue_file_limit`]).
+    pub fn write_limits(&self, max_message_size: u64) -> io::Result<()> {
+        let limit = queue_file_limit(max_message_size);
+        self.write_run(LIMITS, &format!("max-queue-file {limit}\n"))
+    }
+
+    /// The largest queue file postdrop may take: `run/limits` if the spool's owner wrote it,
+    /// else [`DEFAULT_QUEUE_FILE_LIMIT`]'s.
+    pub fn queue_file_limit(&self) -> u64 {
+        let written = self.open_run_file(LIMITS).and_then(|f| {
+            let st = nix::sys::stat::fstat(&f).ok()?;
+            if st.st_uid != self.owner || st.st_mode & 0o022 != 0 {
+                return None;
+            }
+            let mut s = String::new();
+            f.take(4096).read_to_string(&mut s).ok()?;
+            s.lines()
+                .find_map(|l| l.strip_prefix("max-queue-file ")?.trim().parse().ok())
+        });
+        written.unwrap_or(queue_file_limit(DEFAULT_QUEUE_FILE_LIMIT))
     }
 
     /// Open (creating) a file in run/ to read and write, without following links: the
