@@ -16,15 +16,20 @@
 //!
 //! See docs/spool.md for the layout and who owns what.
 
+mod draft;
 mod envelope;
+mod files;
+mod init;
+pub use draft::Draft;
 pub use envelope::*;
+pub use files::{DEFAULT_QUEUE_FILE_LIMIT, queue_file_limit};
 
 use crate::error::{Error, Result};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, RenameFlags};
 use nix::sys::stat::{FileStat, Mode};
 use std::fs::File;
-use std::io::{self, BufWriter, Read};
+use std::io::{self, BufWriter};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -87,20 +92,6 @@ impl Queue {
         DIRS[self.index()].0
     }
 }
-
-/// The largest queue file the spool takes for a `max_message_size`: the message, its
-/// envelope, and room for the header lines `sendmail` adds. The daemon sets aside anything
-/// larger; `relayq-postdrop` refuses it (from `run/limits`, written by `relayq init` and the
-/// daemon, so postdrop needs no config).
-pub fn queue_file_limit(max_message_size: u64) -> u64 {
-    max_message_size.saturating_add(MAX_ENVELOPE_BYTES as u64 + (1 << 20))
-}
-
-/// postdrop's limit when `run/limits` is missing: the default `max_message_size` (50 MiB).
-pub const DEFAULT_QUEUE_FILE_LIMIT: u64 = 50 << 20;
-
-/// The name in run/ of the limits file.
-const LIMITS: &str = "limits";
 
 /// A queue ID: seconds, microseconds and 32 random bits in upper-case hex, unique across
 /// processes and hosts (creation uses O_EXCL and RENAME_NOREPLACE besides). Only names that
@@ -220,63 +211,6 @@ impl Layout {
         self.root.join("run").join(name)
     }
 
-    /// Create the layout with its owners and modes (idempotent); must run as root to give
-    /// the directories to `owner`/`group` (the daemon's). Works on fds only: each entry is
-    /// opened without following links and must be a real directory belonging to root or the
-    /// spool's owner, else init refuses, naming it. Owners and modes change through the fd.
-    pub fn init(&self, owner: u32, group: u32) -> Result<()> {
-        let me = nix::unistd::geteuid().as_raw();
-        let refuse = |what: String| {
-            Error::config(format!("{what}: move it away and run `relayq init` again"))
-        };
-        let io_err = |what: &str, e: io::Error| Error::spool_io(what, &e);
-        match nix::unistd::mkdir(&self.root, Mode::from_bits_truncate(0o755)) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => {
-                return Err(io_err(
-                    &format!("cannot create {}", self.root.display()),
-                    nix_io(e),
-                ));
-            }
-        }
-        let root = open_root(self)?;
-        let st =
-            nix::sys::stat::fstat(&root).map_err(|e| io_err("cannot stat spool", nix_io(e)))?;
-        if st.st_uid != me && st.st_uid != owner {
-            return Err(refuse(format!(
-                "{} is owned by uid {}, not root or the spool owner",
-                self.root.display(),
-                st.st_uid
-            )));
-        }
-        // The root belongs to whoever runs init (root, in an install), so the spool owner
-        // cannot swap the directories below it.
-        let root_gid = if me == 0 { 0 } else { group };
-        set_owner_mode(&root, me, root_gid, 0o755)
-            .map_err(|e| io_err(&format!("cannot set owner of {}", self.root.display()), e))?;
-        for (name, mode) in DIRS {
-            let shown = self.display_dir(name);
-            match nix::sys::stat::mkdirat(&root, *name, Mode::from_bits_truncate(0o700)) {
-                Ok(()) | Err(Errno::EEXIST) => {}
-                Err(e) => return Err(io_err(&format!("cannot create {shown}"), nix_io(e))),
-            }
-            let fd = open_dir(&root, name).map_err(|e| match e.kind() {
-                io::ErrorKind::Other => refuse(format!("{shown} is not a directory (a symlink?)")),
-                _ => io_err(&format!("cannot open {shown}"), e),
-            })?;
-            let st = nix::sys::stat::fstat(&fd).map_err(|e| io_err(&shown, nix_io(e)))?;
-            if st.st_uid != me && st.st_uid != owner {
-                return Err(refuse(format!(
-                    "{shown} is owned by uid {}, not root or the spool owner",
-                    st.st_uid
-                )));
-            }
-            set_owner_mode(&fd, owner, group, *mode)
-                .map_err(|e| io_err(&format!("cannot set owner and mode of {shown}"), e))?;
-        }
-        Ok(())
-    }
-
     /// Check the spool exists, for a clear error before reading a message.
     pub fn check_exists(&self) -> Result<()> {
         let ok = open_root(self).ok().is_some_and(|r| {
@@ -293,19 +227,6 @@ impl Layout {
         }
         Ok(())
     }
-}
-
-fn set_owner_mode(fd: &OwnedFd, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
-    let st = nix::sys::stat::fstat(fd).map_err(nix_io)?;
-    if st.st_uid != uid || st.st_gid != gid {
-        nix::unistd::fchown(
-            fd,
-            Some(nix::unistd::Uid::from_raw(uid)),
-            Some(nix::unistd::Gid::from_raw(gid)),
-        )
-        .map_err(nix_io)?;
-    }
-    nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(mode)).map_err(nix_io)
 }
 
 /// A name in a spool directory and its inode (for reading in disk order).
@@ -640,299 +561,6 @@ impl Spool {
             let _ = self.unlink(JOURNAL, name);
         }
         Ok(())
-    }
-
-    // ---- journals ---------------------------------------------------------------------
-
-    /// A message's journal (empty when it has none), at most 16 MiB.
-    pub fn journal(&self, id: &QueueId) -> Vec<u8> {
-        let mut v = Vec::new();
-        if let Ok(dir) = self.dir(JOURNAL)
-            && let Ok(fd) = nix::fcntl::openat(
-                dir,
-                id.as_str(),
-                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-        {
-            let f = File::from(fd);
-            if f.metadata().is_ok_and(|m| m.is_file()) {
-                let _ = f.take(16 << 20).read_to_end(&mut v);
-            }
-        }
-        v
-    }
-
-    /// Open a message's journal to append to (created if need be).
-    pub fn journal_append(&self, id: &QueueId) -> io::Result<File> {
-        let fd = nix::fcntl::openat(
-            self.dir(JOURNAL)?,
-            id.as_str(),
-            OFlag::O_WRONLY
-                | OFlag::O_APPEND
-                | OFlag::O_CREAT
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        )
-        .map_err(nix_io)?;
-        Ok(File::from(fd))
-    }
-
-    /// Journals older than `min_age` seconds whose message is in no queue (its removal was
-    /// cut short by a crash, or it was set aside): removed. A message moving between queues
-    /// during the scan is in one of them at each look, so each name is looked for twice.
-    pub fn sweep_journals(&self, now: u64, min_age: u64) -> usize {
-        let (Ok(names), Ok(jdir)) = (self.list_dir(JOURNAL), self.dir(JOURNAL)) else {
-            return 0;
-        };
-        let live = [Queue::New, Queue::Active, Queue::Hold, Queue::Failed];
-        let mut n = 0;
-        for l in names {
-            let Some(id) = QueueId::parse(&l.name) else {
-                continue;
-            };
-            let old = nix::sys::stat::fstatat(
-                jdir,
-                id.as_str(),
-                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .is_ok_and(|s| (s.st_mtime.max(0) as u64).saturating_add(min_age) <= now);
-            if old && self.locate(&id, &live).is_none() && self.locate(&id, &live).is_none() {
-                let _ = self.unlink(JOURNAL, id.as_str());
-                n += 1;
-            }
-        }
-        n
-    }
-
-    /// Move the journals of an older spool (`queue/ID.st` beside the message, and in hold/,
-    /// failed/, new/) into journal/, once. A journal already in journal/ wins. Returns how
-    /// many moved.
-    pub fn migrate_journals(&self) -> usize {
-        let mut n = 0;
-        let Ok(jdir) = self.dir(JOURNAL) else {
-            return 0;
-        };
-        for q in [
-            Queue::Active,
-            Queue::Hold,
-            Queue::Failed,
-            Queue::New,
-            Queue::Corrupt,
-        ] {
-            let (Ok(names), Ok(src)) = (self.list(q), self.qdir(q)) else {
-                continue;
-            };
-            for l in names {
-                let Some(id) = l.name.strip_suffix(".st").filter(|i| is_id(i)) else {
-                    continue;
-                };
-                if nix::fcntl::renameat2(
-                    src,
-                    l.name.as_str(),
-                    jdir,
-                    id,
-                    RenameFlags::RENAME_NOREPLACE,
-                )
-                .is_ok()
-                {
-                    n += 1;
-                }
-            }
-        }
-        if n > 0 {
-            let _ = nix::unistd::fsync(jdir);
-        }
-        n
-    }
-
-    // ---- run/ ---------------------------------------------------------------------------
-
-    /// Open a file in run/ to read (the daemon's lock, to test it), without following a link
-    /// or waiting on a FIFO; regular files only.
-    pub fn open_run_file(&self, name: &str) -> Option<File> {
-        let fd = nix::fcntl::openat(
-            self.dir(RUN).ok()?,
-            name,
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .ok()?;
-        let f = File::from(fd);
-        f.metadata().ok()?.is_file().then_some(f)
-    }
-
-    /// Replace a small file in run/ atomically (a new file under a random name, then
-    /// rename), owned by the spool's owner. Not fsynced: run/ holds information, not mail.
-    fn write_run(&self, name: &str, text: &str) -> io::Result<()> {
-        let dir = self.dir(RUN)?;
-        let tmp = format!("{name}.{}", new_id());
-        let fd = nix::fcntl::openat(
-            dir,
-            tmp.as_str(),
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o644),
-        )
-        .map_err(nix_io)?;
-        let mut f = File::from(fd);
-        let written = io::Write::write_all(&mut f, text.as_bytes()).and_then(|()| {
-            nix::unistd::fchown(&f, Some(nix::unistd::Uid::from_raw(self.owner)), None)
-                .map_err(nix_io)?;
-            nix::fcntl::renameat(dir, tmp.as_str(), dir, name).map_err(nix_io)
-        });
-        if written.is_err() {
-            let _ =
-                nix::unistd::unlinkat(dir, tmp.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
-        }
-        written
-    }
-
-    /// Record the largest queue file for postdrop (see [`queue_file_limit`]).
-    pub fn write_limits(&self, max_message_size: u64) -> io::Result<()> {
-        let limit = queue_file_limit(max_message_size);
-        self.write_run(LIMITS, &format!("max-queue-file {limit}\n"))
-    }
-
-    /// The largest queue file postdrop may take: `run/limits` if the spool's owner wrote it,
-    /// else [`DEFAULT_QUEUE_FILE_LIMIT`]'s.
-    pub fn queue_file_limit(&self) -> u64 {
-        let written = self.open_run_file(LIMITS).and_then(|f| {
-            let st = nix::sys::stat::fstat(&f).ok()?;
-            if st.st_uid != self.owner || st.st_mode & 0o022 != 0 {
-                return None;
-            }
-            let mut s = String::new();
-            f.take(4096).read_to_string(&mut s).ok()?;
-            s.lines()
-                .find_map(|l| l.strip_prefix("max-queue-file ")?.trim().parse().ok())
-        });
-        written.unwrap_or(queue_file_limit(DEFAULT_QUEUE_FILE_LIMIT))
-    }
-
-    /// Open (creating) a file in run/ to read and write, without following links: the
-    /// daemon's lock.
-    pub fn open_run(&self, name: &str) -> io::Result<File> {
-        let fd = nix::fcntl::openat(
-            self.dir(RUN)?,
-            name,
-            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o644),
-        )
-        .map_err(nix_io)?;
-        Ok(File::from(fd))
-    }
-
-    /// Remove a file from run/ (the socket at exit).
-    pub fn remove_run(&self, name: &str) {
-        let _ = self.unlink(RUN, name);
-    }
-}
-
-/// A queue file being written in `tmp/`. Dropped without `commit`, it removes itself, so a
-/// failed submission leaves nothing behind. Works through the spool's directory fds only.
-pub struct Draft {
-    pub id: String,
-    tmp: OwnedFd,
-    new: OwnedFd,
-    /// Still in tmp/ (to remove on drop).
-    pending: bool,
-    out: Option<BufWriter<File>>,
-}
-
-impl Draft {
-    pub fn create(spool: &Spool) -> Result<Draft> {
-        let shown = spool.layout.display_dir("tmp");
-        let dirs = spool
-            .qdir(Queue::Tmp)
-            .and_then(|t| Ok((t.try_clone()?, spool.qdir(Queue::New)?.try_clone()?)));
-        let (tmp, new) = dirs.map_err(|e| Error::spool_io(&format!("cannot open {shown}"), &e))?;
-        let new_gid = nix::sys::stat::fstat(&new).map(|s| s.st_gid).ok();
-        for _ in 0..8 {
-            let id = new_id();
-            match nix::fcntl::openat(
-                &tmp,
-                id.as_str(),
-                OFlag::O_WRONLY
-                    | OFlag::O_CREAT
-                    | OFlag::O_EXCL
-                    | OFlag::O_NOFOLLOW
-                    | OFlag::O_CLOEXEC,
-                Mode::from_bits_truncate(0o640),
-            ) {
-                Ok(fd) => {
-                    let f = File::from(fd);
-                    // Group = the spool's group, so the daemon can read it whoever wrote it.
-                    if let (Some(g), Ok(st)) = (new_gid, nix::sys::stat::fstat(&f))
-                        && st.st_gid != g
-                    {
-                        let _ = nix::unistd::fchown(&f, None, Some(nix::unistd::Gid::from_raw(g)));
-                    }
-                    return Ok(Draft {
-                        id,
-                        tmp,
-                        new,
-                        pending: true,
-                        out: Some(BufWriter::with_capacity(64 * 1024, f)),
-                    });
-                }
-                Err(Errno::EEXIST) => continue,
-                Err(e) => {
-                    return Err(Error::spool_io(
-                        &format!("cannot create a file in {shown}"),
-                        &nix_io(e),
-                    ));
-                }
-            }
-        }
-        Err(Error::temp("cannot find a unique queue file name"))
-    }
-
-    pub fn writer(&mut self) -> &mut BufWriter<File> {
-        self.out.as_mut().expect("draft already committed")
-    }
-
-    /// Make the message durable and visible: flush, fsync the file, rename into new/, fsync
-    /// new/. Only after this returns Ok may the submitter report success.
-    pub fn commit(mut self) -> Result<String> {
-        let w = self.out.take().expect("draft already committed");
-        let f = w
-            .into_inner()
-            .map_err(|e| Error::spool_io("cannot write queue file", e.error()))?;
-        f.sync_all()
-            .map_err(|e| Error::spool_io("cannot fsync queue file", &e))?;
-        drop(f);
-        nix::fcntl::renameat2(
-            &self.tmp,
-            self.id.as_str(),
-            &self.new,
-            self.id.as_str(),
-            RenameFlags::RENAME_NOREPLACE,
-        )
-        .or_else(|e| match e {
-            Errno::EINVAL | Errno::ENOSYS => {
-                nix::fcntl::renameat(&self.tmp, self.id.as_str(), &self.new, self.id.as_str())
-            }
-            e => Err(e),
-        })
-        .map_err(|e| Error::spool_io("cannot move queue file into new/", &nix_io(e)))?;
-        self.pending = false;
-        nix::unistd::fsync(&self.new)
-            .map_err(|e| Error::spool_io("cannot fsync spool directory", &nix_io(e)))?;
-        Ok(std::mem::take(&mut self.id))
-    }
-}
-
-impl Drop for Draft {
-    fn drop(&mut self) {
-        if self.pending {
-            self.out = None;
-            let _ = nix::unistd::unlinkat(
-                &self.tmp,
-                self.id.as_str(),
-                nix::unistd::UnlinkatFlags::NoRemoveDir,
-            );
-        }
     }
 }
 
