@@ -73,11 +73,15 @@ install: $(INSTALL_NEEDS)
 	fi
 	@if [ -z "$(DESTDIR)" ] && ! getent passwd relayq >/dev/null; then \
 	  useradd --system --user-group --no-create-home --home-dir $(SPOOL) --shell /usr/sbin/nologin relayq; fi
+	@# relayqdrop: postdrop's group (tmp/ and new/ only), apart from relayq's (which reads the password).
+	@if [ -z "$(DESTDIR)" ]; then \
+	  getent group relayqdrop >/dev/null || groupadd --system relayqdrop; \
+	  id -nG relayq | grep -qw relayqdrop || usermod -a -G relayqdrop relayq; fi
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(UNITDIR)
 	install -m 0755 $(REL)/relayq $(DESTDIR)$(SBINDIR)/relayq
 	install -m 0755 $(REL)/relayq-postdrop $(DESTDIR)$(SBINDIR)/relayq-postdrop
 	install -m 0755 $(REL)/relayq-doctor $(DESTDIR)$(SBINDIR)/relayq-doctor
-	@if [ -z "$(DESTDIR)" ]; then chgrp relayq $(SBINDIR)/relayq-postdrop && chmod 2755 $(SBINDIR)/relayq-postdrop; fi
+	@if [ -z "$(DESTDIR)" ]; then chgrp relayqdrop $(SBINDIR)/relayq-postdrop && chmod 2755 $(SBINDIR)/relayq-postdrop; fi
 	ln -sf relayq $(DESTDIR)$(SBINDIR)/sendmail
 	ln -sf ../sbin/relayq $(DESTDIR)$(PREFIX)/lib/sendmail
 	ln -sf ../sbin/relayq $(DESTDIR)$(BINDIR)/mailq

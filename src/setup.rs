@@ -331,12 +331,25 @@ pub(crate) fn init_spool(cfg: &Config, user: Option<&str>) -> Result<()> {
             ),
         },
     };
-    Layout::new(&cfg.spool_dir).init(uid, gid)?;
+    // Postdrop's own group (as installed), when the owner is the installed `relayq`:
+    // else one group for both (tests, a spool of one's own).
+    let drop_gid = match nix::unistd::Group::from_name(crate::spool::DROP_GROUP) {
+        Ok(Some(g))
+            if nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .is_some_and(|u| u.name == "relayq") =>
+        {
+            g.gid.as_raw()
+        }
+        _ => gid,
+    };
+    Layout::new(&cfg.spool_dir).init_with_drop_group(uid, gid, drop_gid)?;
     crate::spool::Spool::open(&Layout::new(&cfg.spool_dir))?
         .write_limits(cfg.max_message_size)
         .map_err(|e| Error::spool_io("cannot write run/limits", &e))?;
     println!(
-        "relayq: spool {} ready (owner uid {uid}, group gid {gid})",
+        "relayq: spool {} ready (owner uid {uid}, group gid {gid}, tmp/ and new/ gid {drop_gid})",
         cfg.spool_dir.display()
     );
     Ok(())

@@ -177,7 +177,8 @@ fn postdrop_for(spool: &Spool) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let p = exe.parent()?.join("relayq-postdrop");
     let m = std::fs::metadata(&p).ok()?;
-    (m.mode() & 0o2000 != 0 && m.gid() == spool.group()).then_some(p)
+    let drop_gid = spool.lstat_dir("tmp").ok()?.st_gid;
+    (m.mode() & 0o2000 != 0 && m.gid() == drop_gid).then_some(p)
 }
 
 impl Sink {

@@ -240,13 +240,22 @@ fn check_installed(relayq_gid: u32) {
         .ok()
         .flatten()
         .expect("user relayq");
+    // postdrop's group: tmp/ and new/ only, not relayq's (which reads the password); the
+    // daemon's user is a member, to read what users submit.
+    let drop = nix::unistd::Group::from_name("relayqdrop")
+        .ok()
+        .flatten()
+        .expect("group relayqdrop");
+    let drop_gid = drop.gid.as_raw();
+    assert_ne!(drop_gid, relayq_gid);
+    assert_eq!(drop.mem, ["relayq"], "members of relayqdrop");
     assert!(u.uid.as_raw() < 1000, "a system user: uid {}", u.uid);
     assert_eq!(u.shell, PathBuf::from("/usr/sbin/nologin"));
     let uid = u.uid.as_raw();
     assert_eq!(stat("/usr/sbin/relayq"), ("0755".into(), 0, 0));
     assert_eq!(
         stat("/usr/sbin/relayq-postdrop"),
-        ("2755".into(), 0, relayq_gid)
+        ("2755".into(), 0, drop_gid)
     );
     assert_eq!(stat("/usr/sbin/relayq-doctor"), ("0755".into(), 0, 0));
     // `relayq doctor` finds its companion program where the package put it.
@@ -296,9 +305,14 @@ fn check_installed(relayq_gid: u32) {
         ("journal", "0700"),
         ("run", "0755"),
     ] {
+        let gid = if matches!(dir, "tmp" | "new") {
+            drop_gid
+        } else {
+            relayq_gid
+        };
         assert_eq!(
             stat(&format!("{SPOOL}/{dir}")),
-            (mode.to_string(), uid, relayq_gid),
+            (mode.to_string(), uid, gid),
             "{SPOOL}/{dir}"
         );
     }

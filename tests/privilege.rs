@@ -813,18 +813,24 @@ fn released_mail_goes_out_at_once_with_the_daemon_running() {
         .env
         .sendmail(&["-i", "a@example.org"], b"Subject: deferred\n\nhi\n"));
     h.wait_deferred(1);
-    let id = only_id(&h);
+    // Hold the only queued message, let the relay take mail again, release it, and wait
+    // (bounded) for the n-th arrival. (Released, it is tried at once: the relay must be
+    // back first.)
+    let release_and_arrive = |n: usize, within: u64| {
+        let id = only_id(&h);
+        ok(&h.env.relayq(&["hold", &id]));
+        h.relay.set_faults("{}");
+        ok(&h.env.relayq(&["release", &id]));
+        let got = h.relay.wait_for(n, Duration::from_secs(within));
+        assert_eq!(
+            got.len(),
+            n,
+            "released mail stranded: {}",
+            h.env.daemon_log()
+        );
+    };
     // Deferred for an hour; released, it goes now (no flush, no other mail).
-    ok(&h.env.relayq(&["hold", &id]));
-    ok(&h.env.relayq(&["release", &id]));
-    h.relay.set_faults("{}");
-    let got = h.relay.wait_for(1, Duration::from_secs(15));
-    assert_eq!(
-        got.len(),
-        1,
-        "released mail stranded: {}",
-        h.env.daemon_log()
-    );
+    release_and_arrive(1, 15);
 
     // The relay down while the message waits for it: held, released, and the relay back.
     h.relay
@@ -836,18 +842,8 @@ fn released_mail_goes_out_at_once_with_the_daemon_running() {
         std::fs::read_to_string(h.env.spool("run").join("relay"))
             .is_ok_and(|r| r.contains("state down"))
     }));
-    let id = only_id(&h);
-    ok(&h.env.relayq(&["hold", &id]));
-    ok(&h.env.relayq(&["release", &id]));
-    h.relay.set_faults("{}");
     // The daemon probes a down relay every 12 s.
-    let got = h.relay.wait_for(2, Duration::from_secs(40));
-    assert_eq!(
-        got.len(),
-        2,
-        "released mail stranded: {}",
-        h.env.daemon_log()
-    );
+    release_and_arrive(2, 40);
     assert!(h.entries().is_empty(), "{:?}", h.entries());
 }
 

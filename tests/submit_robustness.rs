@@ -404,18 +404,23 @@ fn many(n: usize, fmt: impl Fn(usize) -> String) -> Vec<String> {
     (0..n).map(fmt).collect()
 }
 
-/// `sendmail -bs` fed `input` from a thread (10,000 pipelined commands and their replies
-/// would fill both pipes otherwise); its replies, one a line.
-fn bs_session(env: &Env, input: Vec<u8>) -> Vec<String> {
-    let mut c = Command::new(BIN)
+/// `sendmail -bs` with piped stdin and stdout.
+fn spawn_bs(env: &Env, stderr: Stdio) -> std::process::Child {
+    Command::new(BIN)
         .arg("-C")
         .arg(&env.cfg)
         .args(["sendmail", "-bs"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// `sendmail -bs` fed `input` from a thread (10,000 pipelined commands and their replies
+/// would fill both pipes otherwise); its replies, one a line.
+fn bs_session(env: &Env, input: Vec<u8>) -> Vec<String> {
+    let mut c = spawn_bs(env, Stdio::piped());
     let mut stdin = c.stdin.take().unwrap();
     let writer = std::thread::spawn(move || stdin.write_all(&input));
     let o = c.wait_with_output().unwrap();
@@ -606,15 +611,7 @@ fn bs_measured(
     env: &Env,
     input: impl FnOnce(&mut std::process::ChildStdin) -> std::io::Result<()> + Send + 'static,
 ) -> (Option<i32>, String, i64) {
-    let mut c = Command::new(BIN)
-        .arg("-C")
-        .arg(&env.cfg)
-        .args(["sendmail", "-bs"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut c = spawn_bs(env, Stdio::null());
     let mut stdin = c.stdin.take().unwrap();
     // Written from here, after the fork: the child's peak RSS counts no buffer of ours.
     let writer = std::thread::spawn(move || input(&mut stdin));

@@ -97,6 +97,29 @@ fn take_lock(spool: &Spool) -> Result<File> {
     }
 }
 
+/// What users submit through postdrop belongs to them and to postdrop's group (the group
+/// of tmp/ and new/): unless the daemon holds that group it could not read their mail, and
+/// would set it aside. Refuse to start instead, saying what to do.
+fn check_drop_group(spool: &Spool) -> Result<()> {
+    let Ok(tmp) = spool.lstat_dir("tmp") else {
+        return Ok(());
+    };
+    let gid = nix::unistd::Gid::from_raw(tmp.st_gid);
+    let held =
+        nix::unistd::getegid() == gid || nix::unistd::getgroups().is_ok_and(|g| g.contains(&gid));
+    if held || nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let name = nix::unistd::Group::from_gid(gid)
+        .ok()
+        .flatten()
+        .map_or(format!("gid {gid}"), |g| g.name);
+    Err(Error::config(format!(
+        "the daemon's user is not in group {name}, the group of {} (postdrop's): it could not read users' mail; run `usermod -a -G {name} <the daemon's user>` and restart",
+        spool.layout().display_dir("tmp")
+    )))
+}
+
 /// Check the spool's owners and modes before trusting it.
 fn check_spool(layout: &Layout) -> Result<()> {
     Ok(crate::perms::spool(layout)?)
@@ -113,6 +136,7 @@ impl Daemon {
         // stays the daemon's, and nothing in the spool can make root act.
         let spool = Spool::open_as_owner(&layout)?;
         let spool_owner = spool.owner();
+        check_drop_group(&spool)?;
         // postdrop's size limit follows max_message_size (run/limits).
         if let Err(e) = spool.write_limits(cfg.max_message_size) {
             warn!("cannot write run/limits for relayq-postdrop: {e}");

@@ -8,6 +8,14 @@ impl Layout {
     /// opened without following links and must be a real directory belonging to root or the
     /// spool's owner, else init refuses, naming it. Owners and modes change through the fd.
     pub fn init(&self, owner: u32, group: u32) -> Result<()> {
+        self.init_with_drop_group(owner, group, group)
+    }
+
+    /// [`Layout::init`], with `tmp/` and `new/` in the group `drop_group`: the one
+    /// `relayq-postdrop` is setgid to (`relayqdrop` in an install, as Postfix's `postdrop`),
+    /// which opens no other door: not the rest of the spool, not the relay password (group
+    /// `relayq`). The spool's owner must be a member to read what postdrop writes.
+    pub fn init_with_drop_group(&self, owner: u32, group: u32, drop_group: u32) -> Result<()> {
         let me = nix::unistd::geteuid().as_raw();
         let refuse = |what: String| {
             Error::config(format!("{what}: move it away and run `relayq init` again"))
@@ -54,7 +62,12 @@ impl Layout {
                     st.st_uid
                 )));
             }
-            set_owner_mode(&fd, owner, group, *mode)
+            let gid = if matches!(*name, "tmp" | "new") {
+                drop_group
+            } else {
+                group
+            };
+            set_owner_mode(&fd, owner, gid, *mode)
                 .map_err(|e| io_err(&format!("cannot set owner and mode of {shown}"), e))?;
         }
         Ok(())

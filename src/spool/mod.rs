@@ -51,6 +51,10 @@ pub enum Queue {
     Corrupt,
 }
 
+/// The group `relayq-postdrop` is installed setgid to, which owns `tmp/` and `new/` and
+/// nothing else (Postfix's `postdrop`).
+pub const DROP_GROUP: &str = "relayqdrop";
+
 const NQUEUES: usize = 6;
 /// Index of `journal/` and `run/` in [`DIRS`], after the queues.
 const JOURNAL: usize = NQUEUES;
@@ -282,7 +286,15 @@ impl Spool {
         let me = nix::unistd::geteuid().as_raw();
         if me == 0 && spool.owner != 0 {
             let g = nix::unistd::Gid::from_raw(spool.group);
-            nix::unistd::setgroups(&[g]).map_err(|e| Error::software(format!("setgroups: {e}")))?;
+            // And postdrop's group, when it is another, to read what users submitted.
+            let mut groups = vec![g];
+            if let Ok(t) = spool.lstat_dir("tmp")
+                && t.st_gid != spool.group
+            {
+                groups.push(nix::unistd::Gid::from_raw(t.st_gid));
+            }
+            nix::unistd::setgroups(&groups)
+                .map_err(|e| Error::software(format!("setgroups: {e}")))?;
             nix::unistd::setgid(g).map_err(|e| Error::software(format!("setgid: {e}")))?;
             nix::unistd::setuid(nix::unistd::Uid::from_raw(spool.owner))
                 .map_err(|e| Error::software(format!("setuid: {e}")))?;
