@@ -240,12 +240,37 @@ impl Host {
             .collect()
     }
 
+    /// This host's relayq-postdrop on its spool, run by `wrapper` (which makes it an
+    /// ordinary user), fed `data` as sendmail frames it.
+    fn postdrop_under(&self, mut wrapper: Command, data: &[u8]) -> Output {
+        use std::io::Write;
+        let mut c = wrapper
+            .arg(self.bin.join("relayq-postdrop"))
+            .arg(self.env.path().join("spool"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = c.stdin.take().unwrap().write_all(&chunked(data));
+        c.wait_with_output().unwrap()
+    }
+
     /// Which directory `id` is in, if any.
     fn where_is(&self, id: &str) -> Option<&'static str> {
         ["new", "queue", "hold", "failed", "corrupt"]
             .into_iter()
             .find(|d| self.env.spool(d).join(id).exists())
     }
+}
+
+/// A host, when running as root; else None, with a note (the privilege tests need root).
+fn root_host(extra: &str) -> Option<Host> {
+    if !is_root() {
+        eprintln!("SKIP: privilege tests need root");
+        return None;
+    }
+    Some(Host::new(extra))
 }
 
 /// The daemon, stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
@@ -316,11 +341,9 @@ fn stdout(o: &Output) -> String {
 
 #[test]
 fn ordinary_users_submit_but_cannot_see_the_spool() {
-    if !is_root() {
-        eprintln!("SKIP: privilege tests need root");
+    let Some(h) = root_host("") else {
         return;
-    }
-    let h = Host::new("");
+    };
     let (env, relay, gid) = (&h.env, &h.relay, h.spool_gid);
 
     // 1. nobody submits through postdrop; the file belongs to nobody (the kernel says who).
@@ -433,12 +456,8 @@ fn listed(o: &Output) -> Vec<String> {
 /// Users A and B, and a host whose relay greylists every recipient, so mail stays queued
 /// (deferred) while the test looks at it. None (with a note) when not root.
 fn two_users_and_a_greylisting_relay() -> Option<(Who, Who, Host)> {
-    if !is_root() {
-        eprintln!("SKIP: privilege tests need root");
-        return None;
-    }
+    let h = root_host("[queue]\nretry_min = 3600\nretry_max = 3600")?;
     let (a, b) = (Who::user(USER_A), Who::user(USER_B));
-    let h = Host::new("[queue]\nretry_min = 3600\nretry_max = 3600");
     h.relay
         .set_faults(r#"{"rcpt_all": "451 4.7.1 greylisted"}"#);
     Some((a, b, h))
@@ -763,11 +782,9 @@ fn ok(o: &Output) {
 
 #[test]
 fn hold_and_release_keep_who_was_delivered() {
-    if !is_root() {
-        eprintln!("SKIP: privilege tests need root");
+    let Some(h) = root_host("[queue]\nretry_min = 3600\nretry_max = 3600") else {
         return;
-    }
-    let h = Host::new("[queue]\nretry_min = 3600\nretry_max = 3600");
+    };
     h.relay
         .set_faults(r#"{"rcpt": {"later@example.org": "451 4.7.1 greylisted"}}"#);
     ok(&h.env.sendmail(
@@ -800,12 +817,10 @@ fn hold_and_release_keep_who_was_delivered() {
 
 #[test]
 fn released_mail_goes_out_at_once_with_the_daemon_running() {
-    if !is_root() {
-        eprintln!("SKIP: privilege tests need root");
-        return;
-    }
     // No idle connection kept: the outage below starts at the next connection.
-    let h = Host::new("[queue]\nretry_min = 3600\nretry_max = 3600\nidle_timeout = 0");
+    let Some(h) = root_host("[queue]\nretry_min = 3600\nretry_max = 3600\nidle_timeout = 0") else {
+        return;
+    };
     h.relay
         .set_faults(r#"{"rcpt_all": "451 4.7.1 greylisted"}"#);
     let _d = Daemon::start(&h);
@@ -905,11 +920,9 @@ fn outside(h: &Host) -> (PathBuf, impl Fn() -> Vec<(String, u32, u32)>) {
 
 #[test]
 fn the_relayq_user_cannot_make_root_act_through_links() {
-    if !is_root() {
-        eprintln!("SKIP: privilege tests need root");
+    let Some(h) = root_host("") else {
         return;
-    }
-    let h = Host::new("");
+    };
     let owner = Who {
         uid: h.spool_uid,
         gid: h.spool_gid,
@@ -992,11 +1005,9 @@ fn the_relayq_user_cannot_make_root_act_through_links() {
 
 #[test]
 fn a_spool_of_relayq_0_1_is_taken_over() {
-    if !is_root() {
-        eprintln!("SKIP: privilege tests need root");
+    let Some(h) = root_host("[queue]\nretry_min = 3600\nretry_max = 3600") else {
         return;
-    }
-    let h = Host::new("[queue]\nretry_min = 3600\nretry_max = 3600");
+    };
     let root = h.env.path().join("spool");
     // Two messages as relayq 0.1 kept them: the journal beside the message as ID.st, one
     // queued with one of its two recipients delivered, one held likewise; no journal/, and
@@ -1044,13 +1055,11 @@ fn a_spool_of_relayq_0_1_is_taken_over() {
 
 #[test]
 fn postdrop_refuses_what_the_spool_would_not_take_and_leaves_nothing() {
-    if !is_root() {
-        eprintln!("SKIP: privilege tests need root");
-        return;
-    }
     // max_message_size 1 MiB: postdrop takes at most that, the envelope and 1 MiB more
     // (run/limits, written by init), whatever the user streams at it.
-    let h = Host::new("");
+    let Some(h) = root_host("") else {
+        return;
+    };
     let text = std::fs::read_to_string(&h.env.cfg).unwrap();
     std::fs::write(&h.env.cfg, format!("max_message_size = \"1M\"\n{text}")).unwrap();
     ok(&h.env.relayq(&["init", "--user", USER]));
@@ -1070,38 +1079,23 @@ fn postdrop_refuses_what_the_spool_would_not_take_and_leaves_nothing() {
         assert_eq!(std::fs::read_dir(spool.join(d)).unwrap().count(), 0, "{d}/");
     }
     // Killed by its file size limit (SIGXFSZ), it still removes its file.
-    let o = Command::new("sh")
-        .args([
-            "-c",
-            "ulimit -f 1024; exec setpriv --reuid=65534 --regid=65534 --clear-groups \"$0\" \"$1\"",
-        ])
-        .arg(h.bin.join("relayq-postdrop"))
-        .arg(&spool)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            let mut data = data.clone();
-            data.truncate(2 << 20);
-            let _ = c.stdin.take().unwrap().write_all(&chunked(&data));
-            c.wait_with_output()
-        })
-        .unwrap();
+    let mut sh = Command::new("sh");
+    sh.args([
+        "-c",
+        "ulimit -f 1024; exec setpriv --reuid=65534 --regid=65534 --clear-groups \"$0\" \"$1\"",
+    ]);
+    let o = h.postdrop_under(sh, &data[..2 << 20]);
     assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
     assert_eq!(std::fs::read_dir(spool.join("tmp")).unwrap().count(), 0);
 }
 
 #[test]
 fn roots_metrics_file_follows_no_planted_link() {
-    if !is_root() {
-        eprintln!("SKIP: privilege tests need root");
-        return;
-    }
     // node-exporter's directory belongs to another user, who plants links where root's
     // `status --metrics` writes.
-    let h = Host::new("");
+    let Some(h) = root_host("") else {
+        return;
+    };
     let exporter = Who::user(USER_A);
     let dir = h.env.path().join("textfile");
     std::fs::create_dir(&dir).unwrap();
@@ -1229,32 +1223,20 @@ fn one_user_cannot_block_the_socket_nor_flood_the_relay_nor_forge_the_trace() {
 
 #[test]
 fn postdrop_resolves_the_spool_path_once() {
-    if !is_root() {
-        eprintln!("SKIP: privilege tests need root");
-        return;
-    }
     // Every file system call postdrop makes, as an ordinary user (strace as root runs it
     // setgid, as installed): the spool is resolved by path once; tmp/, new/ and the file
     // only relative to directory fds, so no symlink swapped in meanwhile can redirect it.
-    let h = Host::new("");
+    let Some(h) = root_host("") else {
+        return;
+    };
     let spool = h.env.path().join("spool");
     let trace = h.env.path().join("postdrop.strace");
-    let mut c = Command::new("strace")
+    let mut strace = Command::new("strace");
+    strace
         .args(["-f", "-qq", "-u", "nobody", "-e", "trace=%file", "-o"])
-        .arg(&trace)
-        .arg(h.bin.join("relayq-postdrop"))
-        .arg(&spool)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let msg = b"relayq-envelope 1\nsender <a@example.org>\nrcpt <b@example.org>\nend\nSubject: x\r\n\r\nx\r\n";
-        c.stdin.take().unwrap().write_all(&chunked(msg)).unwrap();
-    }
-    let o = c.wait_with_output().unwrap();
+        .arg(&trace);
+    let msg = b"relayq-envelope 1\nsender <a@example.org>\nrcpt <b@example.org>\nend\nSubject: x\r\n\r\nx\r\n";
+    let o = h.postdrop_under(strace, msg);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = std::fs::read_to_string(&trace).unwrap();
     let root = spool.to_str().unwrap();
