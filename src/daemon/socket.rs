@@ -20,12 +20,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+/// Listen on run/submit.sock. The socket is made under a temporary name and renamed into
+/// place once it listens (and is open to all), so a client that finds the socket can
+/// connect: it never meets one that is bound but not yet listening (ECONNREFUSED).
 pub(super) fn listen(layout: &Layout) -> Result<UnixListener> {
     let p = layout.socket();
-    let _ = fs::remove_file(&p);
-    let l = UnixListener::bind(&p)
-        .map_err(|e| Error::temp(format!("cannot listen on {}: {e}", p.display())))?;
-    let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o666));
+    let tmp = p.with_extension(format!("sock.{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let fail = |e: std::io::Error| Error::temp(format!("cannot listen on {}: {e}", p.display()));
+    let l = UnixListener::bind(&tmp).map_err(fail)?;
+    let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o666));
+    fs::rename(&tmp, &p).map_err(fail)?;
     Ok(l)
 }
 
