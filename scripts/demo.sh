@@ -48,7 +48,9 @@ syslog = false
 CFG
 umask 022
 sed 's/^/  /' "$W/relayq.toml"
-"$BIN" -C "$W/relayq.toml" init
+# The demo's spool is the caller's, even where a relayq user exists (after `make install`):
+# the daemon then needs no access to the demo's files in $W.
+"$BIN" -C "$W/relayq.toml" init --user "$(id -un)"
 ln -s "$BIN" "$W/sendmail"
 export RELAYQ_CONFIG="$W/relayq.toml"
 
