@@ -25,18 +25,8 @@ impl Spool {
     /// A message's journal (empty when it has none), at most 16 MiB.
     pub fn journal(&self, id: &QueueId) -> Vec<u8> {
         let mut v = Vec::new();
-        if let Ok(dir) = self.dir(JOURNAL)
-            && let Ok(fd) = nix::fcntl::openat(
-                dir,
-                id.as_str(),
-                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-        {
-            let f = File::from(fd);
-            if f.metadata().is_ok_and(|m| m.is_file()) {
-                let _ = f.take(16 << 20).read_to_end(&mut v);
-            }
+        if let Ok((f, _)) = self.dir(JOURNAL).and_then(|d| open_regular(d, id.as_str())) {
+            let _ = f.take(16 << 20).read_to_end(&mut v);
         }
         v
     }
@@ -130,15 +120,7 @@ impl Spool {
     /// Open a file in run/ to read (the daemon's lock, to test it), without following a link
     /// or waiting on a FIFO; regular files only.
     pub fn open_run_file(&self, name: &str) -> Option<File> {
-        let fd = nix::fcntl::openat(
-            self.dir(RUN).ok()?,
-            name,
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .ok()?;
-        let f = File::from(fd);
-        f.metadata().ok()?.is_file().then_some(f)
+        open_regular(self.dir(RUN).ok()?, name).ok().map(|(f, _)| f)
     }
 
     /// Replace a small file in run/ atomically (a new file under a random name, then

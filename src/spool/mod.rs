@@ -164,6 +164,24 @@ fn nix_io(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }
 
+/// Open `name` in `dir` to read, without following a link or waiting on a FIFO; regular
+/// files only (every read of a spool file goes through here).
+fn open_regular(dir: &OwnedFd, name: &str) -> io::Result<(File, std::fs::Metadata)> {
+    let fd = nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(nix_io)?;
+    let f = File::from(fd);
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok((f, meta))
+}
+
 /// Open a directory below `dir` without following a link, as a real directory.
 fn open_dir(dir: impl AsFd, name: &str) -> io::Result<OwnedFd> {
     nix::fcntl::openat(
@@ -415,19 +433,7 @@ impl Spool {
     /// Open a queue file to read, without following links or blocking on a FIFO; regular
     /// files only.
     pub fn open_file(&self, q: Queue, name: &str) -> io::Result<(File, std::fs::Metadata)> {
-        let fd = nix::fcntl::openat(
-            self.qdir(q)?,
-            name,
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(nix_io)?;
-        let f = File::from(fd);
-        let meta = f.metadata()?;
-        if !meta.is_file() {
-            return Err(io::Error::other("not a regular file"));
-        }
-        Ok((f, meta))
+        open_regular(self.qdir(q)?, name)
     }
 
     /// Read the envelope of a queue file (without trusting it): the envelope, the offset of
