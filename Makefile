@@ -95,22 +95,32 @@ install: $(INSTALL_NEEDS)
 	ln -sf sendmail.8 $(DESTDIR)$(MANDIR)/man8/relayq-postdrop.8
 	ln -sf relayq.8 $(DESTDIR)$(MANDIR)/man8/relayq-doctor.8
 	install -m 0644 contrib/relayq.service contrib/relayq-flush.service contrib/relayq-flush.timer $(DESTDIR)$(UNITDIR)/
+# Hosts without systemd: the LSB init script (systemd ignores it: relayq.service wins).
+	install -d $(DESTDIR)$(SYSCONFDIR)/init.d
+	install -m 0755 contrib/init.d/relayq $(DESTDIR)$(SYSCONFDIR)/init.d/relayq
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/relayq
 	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/relayq/relayq.toml ]; then \
 	  install -m 0644 contrib/examples/relayq.toml.example $(DESTDIR)$(SYSCONFDIR)/relayq/relayq.toml; fi
 	@if [ -z "$(DESTDIR)" ]; then \
 	  if [ ! -e $(SYSCONFDIR)/relayq/password ]; then install -m 0640 -g relayq /dev/null $(SYSCONFDIR)/relayq/password; fi; \
 	  $(SBINDIR)/relayq -C $(SYSCONFDIR)/relayq/relayq.toml init --user relayq; \
-	  command -v systemctl >/dev/null && systemctl daemon-reload 2>/dev/null || true; \
 	  echo "Installed. Next: edit $(SYSCONFDIR)/relayq/relayq.toml, put the password in $(SYSCONFDIR)/relayq/password,"; \
-	  echo "      then: systemctl enable --now relayq"; fi
+	  if [ -d /run/systemd/system ]; then systemctl daemon-reload 2>/dev/null || true; \
+	    echo "      then: systemctl enable --now relayq"; \
+	  elif [ -d /run/openrc ]; then \
+	    echo "      then: install -m 0755 contrib/openrc/relayq /etc/init.d/relayq && rc-update add relayq default && rc-service relayq start"; \
+	  else update-rc.d relayq defaults >/dev/null 2>&1 || true; \
+	    echo "      then: service relayq start   ($(SYSCONFDIR)/init.d/relayq; no systemd here)"; fi; fi
 
 uninstall:
 	-command -v systemctl >/dev/null && systemctl disable --now relayq relayq-flush.timer 2>/dev/null
+	-[ -n "$(DESTDIR)" ] || [ ! -x $(SYSCONFDIR)/init.d/relayq ] || $(SYSCONFDIR)/init.d/relayq stop
+	-[ -n "$(DESTDIR)" ] || ! command -v update-rc.d >/dev/null || update-rc.d -f relayq remove >/dev/null 2>&1
 	rm -f $(DESTDIR)$(SBINDIR)/relayq $(DESTDIR)$(SBINDIR)/relayq-postdrop $(DESTDIR)$(SBINDIR)/relayq-doctor
 	for l in $(DESTDIR)$(SBINDIR)/sendmail $(DESTDIR)$(PREFIX)/lib/sendmail $(DESTDIR)$(BINDIR)/mailq $(DESTDIR)$(BINDIR)/newaliases; do \
 	  if readlink $$l | grep -q relayq; then rm -f $$l; fi; done
 	rm -f $(DESTDIR)$(MANDIR)/man8/sendmail.8 $(DESTDIR)$(MANDIR)/man8/relayq.8 $(DESTDIR)$(MANDIR)/man5/relayq.toml.5
 	rm -f $(DESTDIR)$(MANDIR)/man8/mailq.8 $(DESTDIR)$(MANDIR)/man8/newaliases.8 $(DESTDIR)$(MANDIR)/man8/relayq-postdrop.8 $(DESTDIR)$(MANDIR)/man8/relayq-doctor.8
 	rm -f $(DESTDIR)$(UNITDIR)/relayq.service $(DESTDIR)$(UNITDIR)/relayq-flush.service $(DESTDIR)$(UNITDIR)/relayq-flush.timer
+	rm -f $(DESTDIR)$(SYSCONFDIR)/init.d/relayq
 	@echo "Kept: $(SYSCONFDIR)/relayq (config, secrets) and $(SPOOL) (queued mail). Remove them by hand if you want."

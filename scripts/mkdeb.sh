@@ -99,7 +99,7 @@ Description: sendmail replacement that relays through one authenticated TLS smar
  with AUTH, with per-recipient retries and RFC 3464 bounces. It listens on
  no port.
 CONTROL
-echo /etc/relayq/relayq.toml > "$root/DEBIAN/conffiles"
+printf '%s\n' /etc/relayq/relayq.toml /etc/init.d/relayq > "$root/DEBIAN/conffiles"
 # md5sums for debsums and dpkg --verify: every file but the conffiles (dpkg records those).
 (cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\n' | LC_ALL=C sort |
   grep -vxF -f <(sed 's|^/||' DEBIAN/conffiles) | xargs -d '\n' md5sum) > "$root/DEBIAN/md5sums"

@@ -64,7 +64,7 @@ const SPECS: &[Spec] = &[
     },
     Spec {
         name: "daemon",
-        help: "usage: relayq daemon [--foreground]\n\nRelay the queue until stopped (SIGTERM); new mail is noticed at once (inotify).\nSIGHUP rereads the config (a bad one is refused, the old one kept); SIGUSR1 retries\nthe whole queue now. --foreground (or a terminal) also logs to stderr.\nUsually started by systemd: systemctl enable --now relayq",
+        help: "usage: relayq daemon [--foreground]\n\nRelay the queue until stopped (SIGTERM); new mail is noticed at once (inotify).\nSIGHUP rereads the config (a bad one is refused, the old one kept); SIGUSR1 retries\nthe whole queue now. --foreground (or a terminal) also logs to stderr.\nUsually started by the init system: systemctl enable --now relayq (systemd),\nservice relayq start (the package's /etc/init.d/relayq), rc-service relayq start (OpenRC).\nIt writes its pid to run/relayq.pid in the spool.",
         flags: &["--foreground", "-f"],
         valued: &[],
         positional: false,

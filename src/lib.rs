@@ -17,6 +17,7 @@ pub mod diag;
 pub mod doctor;
 pub mod error;
 pub mod import;
+pub mod initsys;
 pub mod log;
 pub mod message;
 pub mod perms;

@@ -431,13 +431,15 @@ pub(crate) fn run(cfg_flag: Option<&Path>, args: Vec<std::ffi::OsString>) -> Res
         match hup {
             Ok(()) => println!("told the running daemon (pid {pid}) to reload the config"),
             Err(e) => println!(
-                "the daemon (pid {pid}) still has the old config ({e}): systemctl reload relayq"
+                "the daemon (pid {pid}) still has the old config ({e}): {}",
+                crate::initsys::hint(crate::initsys::Action::Reload, Some(pid))
             ),
         }
     }
     if a.no_test {
         println!(
-            "next: `relayq test` checks the relay; `systemctl enable --now relayq` starts the daemon"
+            "next: `relayq test` checks the relay; `{}` starts the daemon",
+            crate::initsys::hint(crate::initsys::Action::Enable, None)
         );
         return Ok(0);
     }
@@ -455,7 +457,8 @@ pub(crate) fn run(cfg_flag: Option<&Path>, args: Vec<std::ffi::OsString>) -> Res
     match crate::diag::run(&cfg, &targs) {
         Ok(c) => {
             println!(
-                "next: `systemctl enable --now relayq` starts the daemon (or run `relayq flush` from cron)"
+                "next: `{}` starts the daemon (or run `relayq flush` from cron)",
+                crate::initsys::hint(crate::initsys::Action::Enable, None)
             );
             Ok(c)
         }

@@ -220,9 +220,10 @@ impl Sink {
                     "relayq-postdrop is not installed setgid to the spool's group (run `make install` or `relayq init`)"
                 };
                 Err(Error::temp(format!(
-                    "cannot queue mail: no write access to {} and {why}; the relayq daemon's socket {} is not reachable ({e}): start the daemon (systemctl start relayq)",
+                    "cannot queue mail: no write access to {} and {why}; the relayq daemon's socket {} is not reachable ({e}): start the daemon ({})",
                     layout.root.display(),
-                    layout.socket().display()
+                    layout.socket().display(),
+                    crate::initsys::hint(crate::initsys::Action::Start, None)
                 )))
             }
         }

@@ -5,7 +5,9 @@
 set -euo pipefail
 
 relayq init --user relayq >/dev/null      # a fresh volume gets its directories and modes
-relayq daemon &
+# --foreground: the daemon logs to stderr, so `docker logs` shows its lines (a container
+# has no syslog daemon, no /dev/log); it says so in its first line.
+relayq daemon --foreground &
 daemon=$!
 
 "$@" &

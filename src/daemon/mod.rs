@@ -541,6 +541,10 @@ impl Daemon {
         use nix::sys::signalfd::{SfdFlags, SignalFd};
 
         let _lock = take_lock(self.spool())?;
+        let _pidfile = self
+            .spool()
+            .write_pidfile()
+            .map_err(|e| warn!("cannot write run/relayq.pid: {e}"));
         let mut mask = SigSet::empty();
         for s in [
             Signal::SIGTERM,
@@ -747,7 +751,8 @@ fn progress_line(done: u64, total: u64, elapsed: Duration) -> String {
 /// `relayq daemon`: run until SIGTERM or SIGINT.
 pub fn daemon(cfg: Config, cfg_flag: Option<PathBuf>, foreground: bool) -> Result<i32> {
     crate::log::init(cfg.log.syslog, foreground, false);
-    let d = Daemon::new(cfg, cfg_flag, false)?;
-    d.run()?;
+    Daemon::new(cfg, cfg_flag, false)
+        .and_then(Daemon::run)
+        .inspect_err(|e| crate::log::fatal(&e.msg))?;
     Ok(0)
 }

@@ -333,7 +333,8 @@ pub(super) fn refused_sender_reason(sender: &str, e: &SessionError) -> String {
 /// The relay refused the configured sender: one error, naming it and the fix.
 pub(super) fn log_sender_refused(name: &str, reason: &str, sender: &str, retry: u64) {
     error!(
-        "relay {name}: {reason} -- this is a configuration problem: mail stays queued; verify {sender} (or its domain) with your provider, or set [address] sender to an address it accepts, then run `systemctl reload relayq` (retrying in {retry}s)"
+        "relay {name}: {reason} -- this is a configuration problem: mail stays queued; verify {sender} (or its domain) with your provider, or set [address] sender to an address it accepts, then run `{}` (retrying in {retry}s)",
+        crate::initsys::hint(crate::initsys::Action::Reload, Some(std::process::id()))
     );
 }
 
@@ -469,12 +470,23 @@ pub(super) fn connect_any(ctx: &Ctx) -> Option<Conn> {
                     log_sender_refused(&name, &g.slots[i].reason, &g.relay_sender, retry);
                 } else if config_problem {
                     error!(
-                        "relay {name}: {e} -- this is a configuration problem: mail stays queued; fix the config and run `systemctl reload relayq` (retrying in {retry}s)"
+                        "relay {name}: {e} -- this is a configuration problem: mail stays queued; fix the config and run `{}` (retrying in {retry}s)",
+                        crate::initsys::hint(
+                            crate::initsys::Action::Reload,
+                            Some(std::process::id())
+                        )
                     );
                 } else {
-                    warn!(
-                        "relay {name} unreachable: {e} (mail stays queued; probing again in {retry}s)"
-                    );
+                    if g.once {
+                        // A flush ends with this pass: nothing probes again until the next.
+                        warn!(
+                            "relay {name} unreachable: {e} (mail stays queued for the daemon or the next flush)"
+                        );
+                    } else {
+                        warn!(
+                            "relay {name} unreachable: {e} (mail stays queued; probing again in {retry}s)"
+                        );
+                    }
                 }
                 ctx.cv.notify_all();
             }

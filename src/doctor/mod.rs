@@ -167,6 +167,7 @@ fn check_all(r: &mut Report, cfg: &Config, dns: Option<SocketAddr>) {
     check_permissions(r, cfg);
     let layout = Layout::new(&cfg.spool_dir);
     check_daemon(r, &layout);
+    check_logs(r, cfg, &layout);
     check_queue(r, &layout);
     check_dns(r, cfg, dns);
 }
@@ -263,13 +264,74 @@ fn check_daemon(r: &mut Report, layout: &Layout) {
         (true, Some(pid)) => r.pass("daemon", format!("running (pid {pid})")),
         (true, None) => r.pass("daemon", "running"),
         (false, _) => match flush_timer() {
-            Some(t) => r.pass("daemon", format!("not running; the queue is flushed by {t}")),
+            Some(t) => r.pass(
+                "daemon",
+                format!("not running; the queue is flushed by {t}"),
+            ),
             None => r.warn(
                 "daemon",
                 "not running, and no flush timer or cron job found",
-                "systemctl enable --now relayq (or enable relayq-flush.timer, or run `relayq flush` from cron): otherwise mail waits in the queue",
+                format!(
+                    "{} (or run `relayq flush` from cron{}): otherwise mail waits in the queue",
+                    crate::initsys::hint(crate::initsys::Action::Enable, None),
+                    if crate::initsys::detect() == crate::initsys::Init::Systemd {
+                        ", or enable relayq-flush.timer"
+                    } else {
+                        ""
+                    }
+                ),
             ),
         },
+    }
+}
+
+/// Where the daemon's log lines go: syslog when it listens, else the daemon's stderr,
+/// which must lead somewhere (a running daemon's is looked at, as root).
+fn check_logs(r: &mut Report, cfg: &Config, layout: &Layout) {
+    let socket = crate::log::syslog_socket_present();
+    if cfg.log.syslog && socket {
+        let file = ["/var/log/mail.log", "/var/log/maillog", "/var/log/messages"]
+            .into_iter()
+            .find(|f| Path::new(f).exists());
+        let seen = match (crate::initsys::detect(), file) {
+            (crate::initsys::Init::Systemd, _) => "journalctl -t relayq".to_string(),
+            (_, Some(f)) => f.to_string(),
+            (_, None) => "your syslog daemon's mail log".to_string(),
+        };
+        r.pass(
+            "logs",
+            format!(
+                "syslog ({}), facility mail: {seen}",
+                crate::log::SYSLOG_SOCKET
+            ),
+        );
+        return;
+    }
+    let why = if cfg.log.syslog {
+        format!(
+            "no syslog socket ({}): the daemon logs to its stderr",
+            crate::log::SYSLOG_SOCKET
+        )
+    } else {
+        "[log] syslog = false: the daemon logs to its stderr".to_string()
+    };
+    let stderr = match crate::admin::daemon_state(layout) {
+        (true, Some(pid)) => std::fs::read_link(format!("/proc/{pid}/fd/2")).ok(),
+        _ => None,
+    };
+    match stderr.as_deref().and_then(Path::to_str) {
+        Some("/dev/null") => r.fail(
+            "logs",
+            format!("{why}, which is /dev/null: nothing is kept"),
+            "install and start a syslog daemon (apt install rsyslog), or start the daemon with its stderr kept: `relayq daemon --foreground` under docker or a supervisor, or the init script (/var/log/relayq.log)",
+        ),
+        Some(p) => r.pass("logs", format!("{why}: {p}")),
+        None if cfg.log.syslog => r.warn(
+            "logs",
+            why,
+            "keep the daemon's stderr (`relayq daemon --foreground` under docker or a supervisor; the init script writes /var/log/relayq.log), or install a syslog daemon (apt install rsyslog)",
+        ),
+        None => r.pass("logs", why),
     }
 }
 

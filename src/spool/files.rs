@@ -1,6 +1,6 @@
 //! The spool's files besides the queue files: each message's journal (`journal/ID`, read,
 //! appended, swept when orphaned, migrated from relayq 0.1's `ID.st`) and the small files
-//! in `run/` (the lock, the limits postdrop reads), all through the directory fds.
+//! in `run/` (the lock, the limits postdrop reads, the daemon's pidfile), all through the directory fds.
 
 use super::*;
 use std::io::Read;
@@ -18,6 +18,28 @@ pub const DEFAULT_QUEUE_FILE_LIMIT: u64 = 50 << 20;
 
 /// The name in run/ of the limits file.
 const LIMITS: &str = "limits";
+
+/// The name in run/ of the daemon's pidfile (for init scripts, `prerm`, `kill -HUP`).
+pub const PIDFILE: &str = "relayq.pid";
+
+/// The daemon's pidfile, removed when dropped if it still names this process.
+pub struct PidFile {
+    run: OwnedFd,
+    pid: u32,
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let names_us = open_regular(&self.run, PIDFILE).is_ok_and(|(f, _)| {
+            let mut s = String::new();
+            f.take(64).read_to_string(&mut s).is_ok() && s.trim() == self.pid.to_string()
+        });
+        if names_us {
+            let _ =
+                nix::unistd::unlinkat(&self.run, PIDFILE, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        }
+    }
+}
 
 impl Spool {
     // ---- journals ---------------------------------------------------------------------
@@ -168,6 +190,15 @@ impl Spool {
                 .find_map(|l| l.strip_prefix("max-queue-file ")?.trim().parse().ok())
         });
         written.unwrap_or(queue_file_limit(DEFAULT_QUEUE_FILE_LIMIT))
+    }
+
+    /// Write this process's pid to `run/relayq.pid` (the daemon, once it holds the lock);
+    /// the file goes when the returned guard is dropped.
+    pub fn write_pidfile(&self) -> io::Result<PidFile> {
+        let pid = std::process::id();
+        let run = self.dir(RUN)?.try_clone()?;
+        self.write_run(PIDFILE, &format!("{pid}\n"))?;
+        Ok(PidFile { run, pid })
     }
 
     /// Open (creating) a file in run/ to read and write, without following links: the

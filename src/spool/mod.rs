@@ -22,7 +22,7 @@ mod files;
 mod init;
 pub use draft::Draft;
 pub use envelope::*;
-pub use files::{DEFAULT_QUEUE_FILE_LIMIT, queue_file_limit};
+pub use files::{DEFAULT_QUEUE_FILE_LIMIT, PIDFILE, PidFile, queue_file_limit};
 
 use crate::error::{Error, Result};
 use nix::errno::Errno;
