@@ -540,7 +540,9 @@ fn replaces_postfix_on_a_host_without_systemd() {
     )
     .expect("postfix and rsyslog from the mirrors");
     assert_eq!(dpkg_status(&root, "postfix"), "install ok installed");
-    root.ok("/etc/init.d/rsyslog", &["start"], 60);
+    // rsyslog's init script is in orphan-sysvinit-scripts since bookworm: start it as that
+    // script does (rsyslogd forks into the background and listens on /dev/log).
+    root.ok("/usr/sbin/rsyslogd", &[], 60);
     assert!(
         wait_until(Duration::from_secs(10), || exists(&root, "/dev/log")),
         "rsyslogd listens on /dev/log"

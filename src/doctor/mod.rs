@@ -272,12 +272,12 @@ fn check_daemon(r: &mut Report, layout: &Layout) {
                 "daemon",
                 "not running, and no flush timer or cron job found",
                 format!(
-                    "{} (or run `relayq flush` from cron{}): otherwise mail waits in the queue",
+                    "{} ({}run `relayq flush` from cron): otherwise mail waits in the queue",
                     crate::initsys::hint(crate::initsys::Action::Enable, None),
                     if crate::initsys::detect() == crate::initsys::Init::Systemd {
-                        ", or enable relayq-flush.timer"
+                        "or enable relayq-flush.timer, or "
                     } else {
-                        ""
+                        "or "
                     }
                 ),
             ),
