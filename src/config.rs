@@ -136,6 +136,10 @@ pub struct Queue {
     /// Send bounces (DSNs) to senders at all.
     #[serde(default = "yes")]
     pub bounces: bool,
+    /// At most this many envelopes in the daemon's memory; the rest waits on disk, read
+    /// oldest first as room frees (Postfix's `qmgr_message_active_limit`).
+    #[serde(default = "d_active_limit")]
+    pub active_limit: usize,
 }
 
 impl Default for Address {
@@ -177,6 +181,9 @@ fn default_max_size() -> u64 {
 }
 fn d_conns() -> usize {
     2
+}
+fn d_active_limit() -> usize {
+    20_000
 }
 fn d_5s() -> Duration {
     Duration::from_secs(5)
@@ -342,6 +349,9 @@ impl Config {
         let q = &self.queue;
         if q.connections == 0 || q.connections > 100 {
             return Err(self.bad("queue.connections", "must be between 1 and 100"));
+        }
+        if q.active_limit == 0 {
+            return Err(self.bad("queue.active_limit", "must be at least 1"));
         }
         if q.retry_min.is_zero() || q.retry_max < q.retry_min {
             return Err(self.bad("queue.retry_max", "must be at least queue.retry_min (> 0)"));

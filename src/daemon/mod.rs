@@ -5,13 +5,15 @@
 //! This file owns the `Daemon` (the main thread): its main loop (`run`) and one pass
 //! (`run_once`), taking messages into the queue (pickup, admit, forget, corrupt), cleanup,
 //! reload, and the entry points `daemon()` and `flush()`. Beside it: `scheduler` (which
-//! message is tried when: timers, backoff, expiry, delay warnings), `worker` (the pool that
+//! message is tried when: timers, backoff, expiry, delay warnings), `backlog` (the bounded
+//! active queue: parking, and reading mail on disk oldest first as room frees), `worker` (the pool that
 //! delivers), `relays` (relay selection and outage probing) and `socket` (the local socket
 //! and flush requests). Bounces and delay warnings are composed by `crate::bounce`.
 //!
 //! Commit rule: after the relay's final 250 a worker records the result (or unlinks the
 //! message) before it does anything else, so a crash can at worst resend that one message.
 
+mod backlog;
 mod relays;
 mod scheduler;
 mod socket;
@@ -59,6 +61,24 @@ struct Daemon {
     stats: Stats,
     once: bool,
     fqdn: String,
+    /// A flush pass: messages not to read again in this pass (tried already, or not selected).
+    skip: HashSet<String>,
+    /// A flush pass: messages whose attempt is over, to leave memory (`retire_passed`).
+    passed: Vec<String>,
+    /// A flush pass's selection.
+    filter: Option<crate::cli::QueueFilter>,
+}
+
+/// How a message is taken into memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    /// Just came through new/ (new, or released): logged, tried at once.
+    Fresh,
+    /// Read again from queue/ (a restart, a refill, a parked message due): its journal's
+    /// next attempt holds.
+    Restart,
+    /// Flushed while parked: tried at once.
+    Now,
 }
 
 /// What a pass did, for the summary line of `relayq flush`.
@@ -166,11 +186,12 @@ impl Daemon {
             reports: Mutex::new(tx),
             wake: wake_tx,
         });
+        let limit = cfg.queue.active_limit;
         Ok(Daemon {
             cfg,
             cfg_flag,
             ctx,
-            sched: Schedule::default(),
+            sched: Schedule::new(limit),
             reports: rx,
             wake_rx,
             spool_owner,
@@ -178,6 +199,9 @@ impl Daemon {
             stats: Stats::default(),
             once,
             fqdn: crate::submit::host_names().1,
+            skip: HashSet::new(),
+            passed: Vec::new(),
+            filter: None,
         })
     }
 
@@ -204,53 +228,39 @@ impl Daemon {
         }
     }
 
-    /// Load everything in queue/ (after a restart), taking over an older spool's journals.
+    /// Take over queue/ (after a restart): an older spool's journals, then as much as fits
+    /// in memory, oldest first; the rest is read as room frees.
     fn load_queue(&mut self) {
         let n = self.spool().migrate_journals();
         if n > 0 {
             info!("moved {n} delivery journal(s) of an older relayq into journal/");
         }
-        for id in self.spool().ids(Queue::Active) {
-            self.admit(id, false);
-        }
+        self.sched.backlog = true;
+        self.balance();
     }
 
-    /// Move new arrivals (and released mail) from new/ into queue/ and admit them.
-    fn pickup(&mut self) -> usize {
+    /// Move new arrivals (and released mail) from new/ into queue/ and admit them, oldest
+    /// first, as many as fit; with mail waiting on disk, they wait their turn (`refill`).
+    fn pickup(&mut self) {
+        if self.sched.backlog {
+            self.refill();
+            return;
+        }
         let Ok(mut names) = self.spool().list(Queue::New) else {
-            return 0;
+            return;
         };
         names.sort_by(|a, b| a.name.cmp(&b.name));
         let mut n = 0;
         for l in names {
-            let name = l.name;
-            // Held and released while we still track it: the entry we have is stale (its file
-            // moved away). A worker still sending the old file finishes first.
-            if let Some(m) = self.sched.msgs.get(&name)
-                && !self.spool().contains(Queue::Active, &m.id)
-            {
-                if m.in_flight {
-                    continue;
-                }
-                self.sched.forget(&name);
+            if self.sched.room() == 0 {
+                self.sched.backlog = true;
+                break;
             }
-            let Some(id) = QueueId::parse(&name).filter(|_| !self.sched.msgs.contains_key(&name))
-            else {
-                self.corrupt(Queue::New, &name, "bad queue file name");
-                continue;
-            };
-            if let Err(e) = self.spool().pickup(&id) {
-                error!("{name}: cannot move into queue/: {e}");
-                continue;
-            }
-            if self.admit(id, true) {
-                n += 1;
-            }
+            n += usize::from(self.take_new(&l.name));
         }
         if n > 0 {
             let _ = self.spool().sync(Queue::Active);
         }
-        n
     }
 
     /// A message we stopped tracking, released while a worker had it: it waits in new/,
@@ -279,14 +289,19 @@ impl Daemon {
             .unwrap_or(false)
     }
 
-    /// Validate and start tracking a queue file. False if it was set aside.
-    /// `fresh`: it just came through new/ (a new message, or a released one): tried at once,
-    /// whatever backoff its journal recorded.
-    fn admit(&mut self, qid: QueueId, fresh: bool) -> bool {
+    /// Validate and start tracking a queue file. False if it was set aside (or a flush
+    /// pass does not select it).
+    fn admit(&mut self, qid: QueueId, how: Admit) -> bool {
         let id = qid.as_str();
         if self.sched.msgs.contains_key(id) {
             return true;
         }
+        // Parked or waiting: read again now (flushed: tried now).
+        let how = match (self.sched.unpark(id), how) {
+            (true, Admit::Restart) => Admit::Now,
+            (_, how) => how,
+        };
+        let fresh = how == Admit::Fresh;
         let (env, off, meta) = match self.spool().read_envelope(Queue::Active, id) {
             Ok(x) => x,
             Err(why) => {
@@ -300,6 +315,12 @@ impl Daemon {
                 id,
                 &format!("larger than max_message_size ({} bytes)", meta.len()),
             );
+            return false;
+        }
+        if let Some(f) = &self.filter
+            && !selected(f, id, &env)
+        {
+            self.skip.insert(id.to_string());
             return false;
         }
         let uid = env.submitter(meta.uid(), self.spool_owner);
@@ -338,7 +359,7 @@ impl Daemon {
                     .unwrap_or_default()
             );
         }
-        let next = if fresh { 0 } else { st.next };
+        let next = if how == Admit::Restart { st.next } else { 0 };
         let id = id.to_string();
         let id = id.as_str();
         let mut msg = Msg::new(qid.clone(), env, off, arrival, st);
@@ -401,6 +422,7 @@ impl Daemon {
                 if let Err(e) = self.spool().write_limits(c.max_message_size) {
                     warn!("cannot write run/limits for relayq-postdrop: {e}");
                 }
+                self.sched.limit = c.queue.active_limit;
                 self.cfg = c;
                 self.ctx.cv.notify_all();
                 info!("configuration reloaded");
@@ -425,10 +447,23 @@ impl Daemon {
             .collect();
         let jobs = self.sched.flush(&matched);
         self.ctx.shared.lock().expect("lock").ready.extend(jobs);
-        let n = matched
-            .iter()
-            .filter(|id| self.sched.msgs.get(*id).is_some_and(|m| m.in_flight))
-            .count();
+        // Parked ones (their envelope on disk) wait for room, to be tried at once.
+        let spool = &self.ctx.spool;
+        let by_env = filter.domain.is_some() || filter.sender.is_some();
+        let parked = self.sched.flush_parked(|id| {
+            if !by_env {
+                return selected(filter, id, &spool::Envelope::default());
+            }
+            spool
+                .read_envelope(Queue::Active, id)
+                .is_ok_and(|(env, _, _)| selected(filter, id, &env))
+        });
+        self.refill();
+        let n = parked
+            + matched
+                .iter()
+                .filter(|id| self.sched.msgs.get(*id).is_some_and(|m| m.in_flight))
+                .count();
         // A relay marked down is probed now rather than at its next probe time.
         if privileged && (n > 0 || filter == &crate::cli::QueueFilter::default()) {
             let mut g = self.ctx.shared.lock().expect("lock");
@@ -462,62 +497,72 @@ impl Daemon {
         relay || delivery
     }
 
-    /// One pass (flush): deliver what can be delivered now, then return.
+    /// One pass (flush): deliver what can be delivered now, then return. The pass goes on
+    /// until nothing it could send now is left: mail read as room frees, and the bounces and
+    /// delay warnings it queued itself. Each message is tried once.
     fn run_once(mut self, filter: &crate::cli::QueueFilter, progress: bool) -> Result<Stats> {
         let started = Instant::now();
         let _lock = take_lock(self.spool())?;
-        self.load_queue();
-        self.pickup();
         if filter != &crate::cli::QueueFilter::default() {
-            let drop_ids: Vec<String> = self
-                .sched
-                .msgs
-                .iter()
-                .filter(|(id, m)| !selected(filter, id, &m.env))
-                .map(|(id, _)| id.clone())
-                .collect();
-            let mut g = self.ctx.shared.lock().expect("lock");
-            g.ready
-                .retain(|j| !drop_ids.iter().any(|d| d == j.id.as_str()));
-            drop(g);
-            for id in drop_ids {
-                self.sched.msgs.remove(&id);
-            }
+            self.filter = Some(filter.clone());
         }
+        self.load_queue();
         self.expire();
-        let total = self.sched.msgs.len() as u64;
+        let total = if self.sched.backlog {
+            (self.spool().count(Queue::Active) + self.spool().count(Queue::New)) as u64
+        } else {
+            self.sched.msgs.len() as u64
+        };
         // A progress line only for a queue that takes a while.
         let mut shown = false;
         let mut last_shown = started;
-        self.spawn_workers();
         loop {
-            let workers_alive = self.workers.iter().any(|w| !w.is_finished());
-            self.drain_reports();
-            if progress && total >= 100 && last_shown.elapsed() >= Duration::from_secs(1) {
-                last_shown = Instant::now();
-                shown = true;
-                eprint!(
-                    "\r{}\x1b[K",
-                    progress_line(self.stats.attempted, total, started.elapsed())
-                );
-            }
-            self.note_delivery(false);
-            if !workers_alive {
+            self.spawn_workers();
+            loop {
+                let workers_alive = self.workers.iter().any(|w| !w.is_finished());
                 self.drain_reports();
+                self.retire_passed();
+                self.balance();
+                self.expire();
+                if progress && total >= 100 && last_shown.elapsed() >= Duration::from_secs(1) {
+                    last_shown = Instant::now();
+                    shown = true;
+                    eprint!(
+                        "\r{}\x1b[K",
+                        progress_line(self.stats.attempted, total, started.elapsed())
+                    );
+                }
+                self.note_delivery(false);
+                if !workers_alive {
+                    self.drain_reports();
+                    break;
+                }
+                let mut fds = [nix::poll::PollFd::new(
+                    self.wake_rx.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16));
+            }
+            for w in self.workers.drain(..) {
+                let _ = w.join();
+            }
+            self.retire_passed();
+            // What the pass queued itself (bounces, delay warnings) and what room let in
+            // meanwhile: another round, unless every relay is down.
+            if self.relays_down() {
                 break;
             }
-            let mut fds = [nix::poll::PollFd::new(
-                self.wake_rx.as_fd(),
-                nix::poll::PollFlags::POLLIN,
-            )];
-            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16));
-        }
-        for w in self.workers.drain(..) {
-            let _ = w.join();
+            self.warn();
+            self.pickup();
+            self.balance();
+            self.expire();
+            if self.ctx.shared.lock().expect("lock").ready.is_empty() {
+                break;
+            }
         }
         // The pass is over: nothing is in flight any more (jobs blocked by an unreachable
         // relay included). Delay warnings now due are queued, for the next pass (or the
-        // daemon) to deliver, as bounces are.
+        // daemon) to deliver.
         for m in self.sched.msgs.values_mut() {
             m.in_flight = false;
         }
@@ -532,6 +577,17 @@ impl Daemon {
         self.cleanup();
         self.stats.elapsed = started.elapsed();
         Ok(self.stats)
+    }
+
+    /// Every relay is marked down (a flush pass then stops).
+    fn relays_down(&self) -> bool {
+        self.ctx
+            .shared
+            .lock()
+            .expect("lock")
+            .slots
+            .iter()
+            .all(|s| s.down_until.is_some())
     }
 
     /// Run until SIGTERM/SIGINT.
@@ -584,9 +640,17 @@ impl Daemon {
         self.pickup();
         let mut next_cleanup = self.cleanup();
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        let more = if self.sched.backlog {
+            format!(
+                " read (active_limit {}), more on disk read as room frees",
+                self.sched.limit
+            )
+        } else {
+            String::new()
+        };
         info!(
-            "daemon started: {} queued, {} connection(s) to {}",
-            self.sched.msgs.len(),
+            "daemon started: {} queued{more}, {} connection(s) to {}",
+            self.sched.msgs.len() + self.sched.parked.len(),
             self.cfg.queue.connections,
             self.ctx
                 .shared
@@ -618,6 +682,7 @@ impl Daemon {
                 self.run_timers();
                 self.expire();
                 self.warn();
+                self.balance();
                 if next_cleanup.is_some_and(|t| t <= now()) {
                     next_cleanup = self.cleanup();
                 }
@@ -699,9 +764,15 @@ impl Daemon {
                     );
                 }
                 for id in left {
-                    if self.sched.msgs.get(&id).is_some_and(|m| {
-                        !m.in_flight && !self.ctx.spool.contains(Queue::Active, &m.id)
-                    }) {
+                    let gone = || {
+                        QueueId::parse(&id)
+                            .is_some_and(|q| !self.ctx.spool.contains(Queue::Active, &q))
+                    };
+                    let idle = match self.sched.msgs.get(&id) {
+                        Some(m) => !m.in_flight,
+                        None => self.sched.knows(&id),
+                    };
+                    if idle && gone() {
                         self.sched.forget(&id);
                     }
                 }

@@ -1,5 +1,6 @@
 //! The scheduler: which queued message is tried when. Owns the tracked messages (`Msg`) and
-//! their timers (`Schedule`), the backoff after a deferral, the queue lifetime (expiry), the
+//! their timers (`Schedule`), the parked messages (waiting out a timer without their envelope
+//! in memory: `Schedule::park_idle`), the backoff after a deferral, the queue lifetime (expiry), the
 //! delay warning's timing, and what becomes of a message whose recipients are all done. The
 //! decisions take the time as a parameter (`now`, unix seconds): the daemon reads the clock
 //! (`state::now`) and passes it in, the tests pass any time they like. The `impl Daemon`
@@ -12,7 +13,7 @@ use crate::config;
 use crate::spool::{Envelope, Queue, QueueId};
 use crate::state::{Event, RcptState, State, now};
 use log::{error, info, warn};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,23 +100,74 @@ impl Msg {
 }
 
 /// The tracked messages and when the waiting ones are tried next.
-#[derive(Default)]
+///
+/// A message is in one of three places: `msgs` (its envelope and state in memory, at most
+/// `limit` of them), `parked` (waiting out a timer: only its ID and when it is due, the
+/// envelope re-read from disk then), `waiting` (parked and due, or flushed, waiting for room
+/// in `msgs`). Whatever else is in queue/ or new/ is on disk only: `backlog` says there may
+/// be such mail, read oldest first as room frees.
 pub(super) struct Schedule {
-    /// Every message in queue/ the daemon knows, by queue ID.
+    /// The messages in memory, by queue ID (at most `limit`, a flush aside).
     pub(super) msgs: HashMap<String, Msg>,
-    /// (when, queue ID): the next attempt of a message waiting out its backoff.
-    timers: BTreeSet<(u64, String)>,
+    /// (when, queue ID): the next attempt of a message waiting out its backoff; for a parked
+    /// message, when it must be read again (attempt, delay warning or expiry).
+    pub(super) timers: BTreeSet<(u64, String)>,
+    /// Parked messages: queue ID → their timer.
+    pub(super) parked: HashMap<String, u64>,
+    /// Parked messages now due, oldest first; true: flushed (tried now, ignoring backoff).
+    pub(super) waiting: BTreeMap<String, bool>,
+    /// Messages given a timer since the last `park_idle`, with that timer.
+    pub(super) to_park: Vec<(u64, String)>,
+    /// At most this many messages in `msgs` (`queue.active_limit`).
+    pub(super) limit: usize,
+    /// Mail may be on disk (queue/ or new/) that is in none of the above.
+    pub(super) backlog: bool,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule::new(usize::MAX)
+    }
 }
 
 impl Schedule {
-    /// Try message `id` again at `at` (unix seconds).
-    pub(super) fn at(&mut self, at: u64, id: &str) {
-        self.timers.insert((at, id.to_string()));
+    pub(super) fn new(limit: usize) -> Schedule {
+        Schedule {
+            msgs: HashMap::new(),
+            timers: BTreeSet::new(),
+            parked: HashMap::new(),
+            waiting: BTreeMap::new(),
+            to_park: Vec::new(),
+            limit,
+            backlog: false,
+        }
     }
 
-    /// Drop message `id`'s timers.
+    /// How many more messages fit in memory.
+    pub(super) fn room(&self) -> usize {
+        self.limit.saturating_sub(self.msgs.len())
+    }
+
+    /// Whether the daemon knows message `id` (in memory, parked or waiting).
+    pub(super) fn knows(&self, id: &str) -> bool {
+        self.msgs.contains_key(id) || self.parked.contains_key(id) || self.waiting.contains_key(id)
+    }
+
+    /// Try message `id` again at `at` (unix seconds). Parked at the next `park_idle`.
+    pub(super) fn at(&mut self, at: u64, id: &str) {
+        self.timers.insert((at, id.to_string()));
+        self.to_park.push((at, id.to_string()));
+    }
+
+    /// Drop message `id`'s timers (and its parking).
     fn cancel(&mut self, id: &str) {
-        self.timers.retain(|(_, x)| x != id);
+        self.waiting.remove(id);
+        match self.parked.remove(id) {
+            Some(due) => {
+                self.timers.remove(&(due, id.to_string()));
+            }
+            None => self.timers.retain(|(_, x)| x != id),
+        }
     }
 
     /// Stop tracking message `id` (its file left queue/ by an admin's hand).
@@ -135,7 +187,8 @@ impl Schedule {
         Some(m.job())
     }
 
-    /// Take the timers due at `now`, earliest first.
+    /// Take the timers due at `now`, earliest first: the messages in memory to try now.
+    /// Parked ones due join `waiting`, to be read again as room allows.
     fn take_due(&mut self, now: u64) -> Vec<String> {
         let mut due = Vec::new();
         while let Some((at, id)) = self.timers.first().cloned() {
@@ -143,7 +196,11 @@ impl Schedule {
                 break;
             }
             self.timers.pop_first();
-            due.push(id);
+            if self.parked.remove(&id).is_some() {
+                self.waiting.insert(id, false);
+            } else {
+                due.push(id);
+            }
         }
         due
     }
@@ -185,7 +242,8 @@ impl Schedule {
             .collect()
     }
 
-    /// When the main loop must next look: the earliest timer, expiry or delay warning.
+    /// When the main loop must next look: the earliest timer, expiry or delay warning (of a
+    /// message in memory; a parked one's are in its timer).
     pub(super) fn next_due(&self, warn_after: Option<Duration>, lifetime: u64) -> Option<u64> {
         let timer = self.timers.first().map(|(t, _)| *t);
         let msgs = self.msgs.values().flat_map(|m| {
@@ -401,6 +459,7 @@ impl Daemon {
                 self.stats.deferred += 1;
                 if self.once {
                     // One pass only: the next run (or the daemon) picks it up.
+                    self.passed.push(r.id);
                 } else if next == t {
                     self.enqueue(&r.id);
                 } else {
@@ -490,9 +549,16 @@ impl Daemon {
     /// whoever would get the bounce, for the recipients still queued whose NOTIFY allows it.
     /// Then the `w` journal event, so that it is sent once, across restarts too.
     pub(super) fn warn(&mut self) {
-        let t = now();
         let (after, life) = (self.cfg.queue.warn_after, self.cfg.queue.lifetime.as_secs());
-        for id in self.sched.warnings_due(t, after, life) {
+        let due = self.sched.warnings_due(now(), after, life);
+        self.warn_these(due);
+    }
+
+    /// The delay warnings of messages `ids` (due now).
+    pub(super) fn warn_these(&mut self, ids: Vec<String>) {
+        let t = now();
+        let life = self.cfg.queue.lifetime.as_secs();
+        for id in ids {
             let m = &self.sched.msgs[&id];
             if !self.ctx.spool.contains(Queue::Active, &m.id) {
                 // Held or deleted meanwhile: not due here (a released message is admitted

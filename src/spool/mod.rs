@@ -406,6 +406,23 @@ impl Spool {
         Ok(v)
     }
 
+    /// Every name in a queue, one at a time, in directory order: for a queue too large to
+    /// hold as a list (the daemon's scan of a million queued, oldest first).
+    pub fn scan(&self, q: Queue, mut f: impl FnMut(&str)) -> io::Result<()> {
+        let fd = self.qdir(q)?.try_clone()?;
+        let mut d = nix::dir::Dir::from_fd(fd).map_err(nix_io)?;
+        for e in d.iter() {
+            let e = e.map_err(nix_io)?;
+            if let Ok(name) = e.file_name().to_str()
+                && name != "."
+                && name != ".."
+            {
+                f(name);
+            }
+        }
+        Ok(())
+    }
+
     /// Every name in a queue (queue files, and whatever else is there).
     pub fn list(&self, q: Queue) -> io::Result<Vec<Listed>> {
         self.list_dir(q.index())

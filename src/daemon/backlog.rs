@@ -1,0 +1,286 @@
+//! The bounded active queue (Postfix's `qmgr_message_active_limit`): at most
+//! `queue.active_limit` envelopes in the daemon's memory. This file owns what moves mail
+//! between disk and memory: parking a message that waits out a timer (its envelope and state
+//! leave memory, its ID and due time stay), the scan that reads mail on disk oldest first as
+//! room frees (`Daemon::refill`, one pass over queue/ and new/ keeping only the oldest that
+//! fit), and taking a file from new/ (`Daemon::take_new`). A million queued costs one
+//! directory pass per refill, never a million envelopes in memory.
+
+use super::scheduler::Schedule;
+use super::{Admit, Daemon};
+use crate::spool::{Queue, QueueId, is_id};
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+/// The `k` smallest of the items offered (the oldest queue IDs), in memory for `k` only.
+pub(super) struct Oldest<T: Ord> {
+    k: usize,
+    heap: BinaryHeap<T>,
+    /// More than `k` were offered: some were left out.
+    more: bool,
+}
+
+impl<T: Ord> Oldest<T> {
+    pub(super) fn new(k: usize) -> Self {
+        Oldest {
+            k,
+            heap: BinaryHeap::with_capacity(k.min(65_536)),
+            more: false,
+        }
+    }
+
+    /// Offer one; `small` first says whether it could be kept, so a caller allocates only
+    /// for those.
+    pub(super) fn wants(&self, small: impl FnOnce(&T) -> bool) -> bool {
+        self.heap.len() < self.k || self.heap.peek().is_some_and(small)
+    }
+
+    pub(super) fn offer(&mut self, x: T) {
+        if self.heap.len() < self.k {
+            self.heap.push(x);
+        } else {
+            self.more = true;
+            if self.heap.peek().is_some_and(|top| x < *top) {
+                self.heap.pop();
+                self.heap.push(x);
+            }
+        }
+    }
+
+    /// Note one offered and not kept (`wants` said no).
+    pub(super) fn skip(&mut self) {
+        self.more = true;
+    }
+
+    /// The kept items, smallest first, and whether some were left out.
+    pub(super) fn finish(self) -> (Vec<T>, bool) {
+        let mut v = self.heap.into_vec();
+        v.sort();
+        (v, self.more)
+    }
+}
+
+/// Where a message the scan found is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Src {
+    /// Parked and due (or flushed): read again.
+    Waiting,
+    /// In new/: picked up (a new message, or a released one).
+    New,
+    /// In queue/, on disk only.
+    Active,
+}
+
+impl Schedule {
+    /// Take a parked or waiting message back, to be read again: whether it was flushed.
+    pub(super) fn unpark(&mut self, id: &str) -> bool {
+        let forced = self.waiting.remove(id).unwrap_or(false);
+        if let Some(due) = self.parked.remove(id) {
+            self.timers.remove(&(due, id.to_string()));
+        }
+        forced
+    }
+
+    /// Park the messages given a timer since the last call: their envelope and state leave
+    /// memory until the timer, their delay warning or their expiry is due, whichever comes
+    /// first. One whose warning or expiry is due already stays, for `warn`/`expire`.
+    pub(super) fn park_idle(&mut self, now: u64, warn_after: Option<Duration>, lifetime: u64) {
+        for (at, id) in std::mem::take(&mut self.to_park) {
+            let Some(m) = self.msgs.get(&id) else {
+                continue;
+            };
+            if m.in_flight || !self.timers.contains(&(at, id.clone())) {
+                continue;
+            }
+            let due = [Some(at), m.warn_at(warn_after, lifetime)]
+                .into_iter()
+                .flatten()
+                .chain([m.arrival.saturating_add(lifetime)])
+                .min()
+                .unwrap_or(at);
+            if due <= now {
+                continue;
+            }
+            self.timers.remove(&(at, id.clone()));
+            self.msgs.remove(&id);
+            self.timers.insert((due, id.clone()));
+            self.parked.insert(id, due);
+        }
+    }
+
+    /// Flush: the parked messages `pick` selects wait for room, to be tried now. Their count.
+    pub(super) fn flush_parked(&mut self, mut pick: impl FnMut(&str) -> bool) -> usize {
+        let ids: Vec<String> = self
+            .parked
+            .keys()
+            .chain(self.waiting.keys())
+            .filter(|id| pick(id))
+            .cloned()
+            .collect();
+        for id in &ids {
+            self.unpark(id);
+            self.waiting.insert(id.clone(), true);
+        }
+        ids.len()
+    }
+}
+
+/// Offer a name found on disk, allocating only for one that may be kept.
+fn offer(pick: &mut Oldest<(String, Src)>, name: &str, src: Src) {
+    if pick.wants(|top| name < top.0.as_str()) {
+        pick.offer((name.to_string(), src));
+    } else {
+        pick.skip();
+    }
+}
+
+impl Daemon {
+    /// A refill reads a whole directory: not for fewer free places than this (half the
+    /// limit), unless nothing is in memory.
+    fn refill_batch(&self) -> usize {
+        (self.sched.limit / 2).max(1)
+    }
+
+    /// Take mail into memory while there is room: parked messages now due, then (when mail
+    /// may be on disk only) the oldest of queue/, new/ and the due ones together.
+    pub(super) fn refill(&mut self) {
+        let room = self.sched.room();
+        if room == 0 {
+            return;
+        }
+        if !self.sched.backlog {
+            let due: Vec<(String, bool)> = self
+                .sched
+                .waiting
+                .iter()
+                .take(room)
+                .map(|(id, f)| (id.clone(), *f))
+                .collect();
+            for (id, forced) in due {
+                self.take_waiting(&id, forced);
+            }
+            return;
+        }
+        if room < self.refill_batch() && !self.sched.msgs.is_empty() {
+            return;
+        }
+        let mut pick: Oldest<(String, Src)> = Oldest::new(room);
+        for id in self.sched.waiting.keys() {
+            pick.offer((id.clone(), Src::Waiting));
+        }
+        let mut bad = Vec::new();
+        let spool = &self.ctx.spool;
+        let _ = spool.scan(Queue::New, |name| {
+            if is_id(name) {
+                offer(&mut pick, name, Src::New);
+            } else {
+                bad.push(name.to_string());
+            }
+        });
+        let (sched, skip) = (&self.sched, &self.skip);
+        let scanned = spool.scan(Queue::Active, |name| {
+            if is_id(name) && !sched.knows(name) && !skip.contains(name) {
+                offer(&mut pick, name, Src::Active);
+            }
+        });
+        let (found, more) = pick.finish();
+        // A directory that cannot be read now is read again at the next refill.
+        self.sched.backlog = more || scanned.is_err();
+        for name in bad {
+            self.corrupt(Queue::New, &name, "bad queue file name");
+        }
+        let mut picked = 0;
+        for (id, src) in found {
+            match src {
+                Src::Waiting => self.take_waiting(&id, false),
+                Src::New => picked += usize::from(self.take_new(&id)),
+                Src::Active => {
+                    if let Some(q) = QueueId::parse(&id) {
+                        self.admit(q, Admit::Restart);
+                    }
+                }
+            }
+        }
+        if picked > 0 {
+            let _ = self.spool().sync(Queue::Active);
+        }
+    }
+
+    /// Read a parked message again (`forced`: flushed, tried now whatever its backoff).
+    fn take_waiting(&mut self, id: &str, forced: bool) {
+        let forced = self.sched.unpark(id) || forced;
+        if let Some(q) = QueueId::parse(id) {
+            self.admit(q, if forced { Admit::Now } else { Admit::Restart });
+        }
+    }
+
+    /// Move `name` from new/ into queue/ and admit it. False when it stays (a worker still
+    /// sends the copy we track) or was set aside.
+    pub(super) fn take_new(&mut self, name: &str) -> bool {
+        // Held and released while we still track it: the entry we have is stale (its file
+        // moved away). A worker still sending the old file finishes first.
+        if self.sched.knows(name)
+            && QueueId::parse(name).is_some_and(|q| !self.spool().contains(Queue::Active, &q))
+        {
+            if self.sched.msgs.get(name).is_some_and(|m| m.in_flight) {
+                return false;
+            }
+            self.sched.forget(name);
+        }
+        let Some(id) = QueueId::parse(name).filter(|_| !self.sched.knows(name)) else {
+            self.corrupt(Queue::New, name, "bad queue file name");
+            return false;
+        };
+        if let Err(e) = self.spool().pickup(&id) {
+            log::error!("{name}: cannot move into queue/: {e}");
+            return false;
+        }
+        self.skip.remove(name);
+        self.admit(id, Admit::Fresh)
+    }
+
+    /// A flush pass: the messages whose attempt is over leave memory (and are not read again
+    /// in this pass), after their delay warning if it is due.
+    pub(super) fn retire_passed(&mut self) {
+        if self.passed.is_empty() {
+            return;
+        }
+        let (after, life) = (self.cfg.queue.warn_after, self.cfg.queue.lifetime.as_secs());
+        let t = crate::state::now();
+        let passed = std::mem::take(&mut self.passed);
+        let due: Vec<String> = passed
+            .iter()
+            .filter(|id| {
+                self.sched
+                    .msgs
+                    .get(*id)
+                    .and_then(|m| m.warn_at(after, life))
+                    .is_some_and(|at| at <= t)
+            })
+            .cloned()
+            .collect();
+        self.warn_these(due);
+        for id in passed {
+            if self.sched.msgs.get(&id).is_some_and(|m| !m.in_flight) {
+                self.sched.msgs.remove(&id);
+                self.skip.insert(id);
+            }
+        }
+    }
+
+    /// Park what got a timer, then fill the room; again while what was read waits out a
+    /// timer (mail deferred before a restart) and more is on disk.
+    pub(super) fn balance(&mut self) {
+        let (after, life) = (self.cfg.queue.warn_after, self.cfg.queue.lifetime.as_secs());
+        loop {
+            self.sched.park_idle(crate::state::now(), after, life);
+            let room = self.sched.room();
+            self.refill();
+            if room == self.sched.room() || self.sched.to_park.is_empty() || !self.sched.backlog
+            {
+                break;
+            }
+        }
+    }
+}
+
