@@ -389,7 +389,12 @@ fn deb_installs_relays_upgrades_removes_and_purges() {
     // A daemon started by hand (no init system involved), with the relay refusing every
     // transaction so that mail stays queued: prerm stops it through its pidfile, although
     // policy-rc.d denies the init script's stop.
+    // The config asks for syslog, and the root has no /dev/log (no syslog daemon): the
+    // daemon logs to its stderr instead, and says so first.
     relay.set_faults(r#"{"connect": "421 4.3.2 try later"}"#);
+    let conf = write_config(&root, &relay, true);
+    let err_path = tmp.path().join("daemon.err");
+    let err_file = std::fs::File::create(&err_path).expect("daemon.err");
     let mut daemon = Command::new("timeout")
         .args(["--kill-after=5", "300", "chroot"])
         .arg(&root.path)
@@ -398,7 +403,7 @@ fn deb_installs_relays_upgrades_removes_and_purges() {
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(err_file)
         .spawn()
         .expect("relayq daemon");
     assert!(
@@ -422,6 +427,19 @@ fn deb_installs_relays_upgrades_removes_and_purges() {
         "dpkg -r stopped the daemon ({st:?})"
     );
     assert!(!exists(&root, PIDFILE), "the daemon removed its pidfile");
+    let err = std::fs::read_to_string(&err_path).expect("daemon.err");
+    let first = err.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with("relayq: no syslog socket (/dev/log): logging to stderr ("),
+        "the daemon says where its logs go: {err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("relayq: warning: relay ")
+                || l.starts_with("relayq: error: relay ")),
+        "the relay's refusal, with Postfix's prefix: {err}"
+    );
+    assert!(err.lines().any(|l| l == "relayq: stopped"), "{err}");
     assert_eq!(dpkg_status(&root, "relayq"), "deinstall ok config-files");
     for gone in ["/usr/sbin/relayq", "/usr/sbin/sendmail", "/usr/bin/mailq"] {
         assert!(!exists(&root, gone), "{gone} removed");
