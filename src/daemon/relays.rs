@@ -471,6 +471,11 @@ pub(super) fn connect_any(ctx: &Ctx) -> Option<Conn> {
                     error!(
                         "relay {name}: {e} -- this is a configuration problem: mail stays queued; fix the config and run `systemctl reload relayq` (retrying in {retry}s)"
                     );
+                } else if g.once {
+                    // A flush pass (no daemon): nothing probes again before the next run.
+                    warn!(
+                        "relay {name} unreachable: {e} (mail stays queued for the next `relayq flush` or the daemon)"
+                    );
                 } else {
                     warn!(
                         "relay {name} unreachable: {e} (mail stays queued; probing again in {retry}s)"
