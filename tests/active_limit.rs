@@ -101,3 +101,26 @@ fn more_than_the_active_limit_is_delivered_oldest_first_reading_as_room_frees() 
         "set aside after only {removed_before} deliveries: {log}"
     );
 }
+
+/// `relayq flush` (no daemon) with more queued than the active limit: one pass delivers it
+/// all, oldest first.
+#[test]
+fn one_flush_pass_delivers_more_than_the_active_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(tmp.path(), RelayOpts::plain());
+    let env = Env::new(
+        &format!(
+            "url = \"smtp://127.0.0.1:{}\"\nallow_plaintext = true",
+            relay.port
+        ),
+        &format!("[queue]\nconnections = 1\nactive_limit = {LIMIT}\n"),
+    );
+    generate(&env.spool("queue"), relayq::daemon::now() - 3600);
+    let o = env.flush();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = relay.arrived();
+    let subjects: Vec<String> = got.iter().map(subject_of).collect();
+    let expected: Vec<String> = (0..N).map(|i| format!("message {i:04}")).collect();
+    assert_eq!(subjects, expected, "{}", stderr(&o));
+    assert_eq!((env.queued(), env.count("corrupt")), (0, 1));
+}

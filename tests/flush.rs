@@ -43,6 +43,23 @@ fn quiet_when_not_on_a_terminal() {
     assert_eq!(relay.arrived().len(), 3);
 }
 
+/// #13 item 7: a flush from cron, no daemon, relay down: the mail waits for the next run;
+/// nothing promises a probe that no process will make.
+#[test]
+fn a_flush_without_a_daemon_promises_no_probe() {
+    let env = Env::new("url = \"smtp://127.0.0.1:1\"\nallow_plaintext = true", "");
+    queue(&env, 1);
+    let o = env.flush();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("unreachable") && err.contains("mail stays queued for the next"),
+        "{err}"
+    );
+    assert!(!err.contains("probing again"), "{err}");
+    assert_eq!(env.queued(), 1);
+}
+
 #[test]
 fn progress_and_summary_on_a_terminal() {
     let tmp = tempfile::tempdir().unwrap();

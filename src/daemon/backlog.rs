@@ -144,6 +144,12 @@ impl Daemon {
     /// Take mail into memory while there is room: parked messages now due, then (when mail
     /// may be on disk only) the oldest of queue/, new/ and the due ones together.
     pub(super) fn refill(&mut self) {
+        self.refill_with(false);
+    }
+
+    /// `refill`; `force`: read the directories even for a few free places (a flush pass
+    /// with nothing else left to send).
+    pub(super) fn refill_with(&mut self, force: bool) {
         let room = self.sched.room();
         if room == 0 {
             return;
@@ -161,7 +167,7 @@ impl Daemon {
             }
             return;
         }
-        if room < self.refill_batch() && !self.sched.msgs.is_empty() {
+        if !force && room < self.refill_batch() && !self.sched.msgs.is_empty() {
             return;
         }
         let mut pick: Oldest<(String, Src)> = Oldest::new(room);
@@ -284,3 +290,105 @@ impl Daemon {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::super::scheduler::Msg;
+    use super::*;
+    use crate::spool::Envelope;
+    use crate::state::State;
+
+    fn oldest(k: usize, items: &[u32]) -> (Vec<u32>, bool) {
+        let mut o = Oldest::new(k);
+        for &x in items {
+            if o.wants(|top| x < *top) {
+                o.offer(x);
+            } else {
+                o.skip();
+            }
+        }
+        o.finish()
+    }
+
+    #[test]
+    fn oldest_keeps_the_k_smallest_sorted_and_says_if_more() {
+        assert_eq!(oldest(3, &[9, 2, 7, 1, 8, 3]), (vec![1, 2, 3], true));
+        assert_eq!(oldest(3, &[5, 4]), (vec![4, 5], false));
+        assert_eq!(oldest(2, &[5, 4]), (vec![4, 5], false), "exactly k: none left");
+        assert_eq!(oldest(0, &[1]), (vec![], true));
+        assert_eq!(oldest(4, &[]), (vec![], false));
+    }
+
+    /// A one-recipient message that arrived at `arrival`, in a schedule of `limit`.
+    fn tracked(s: &mut Schedule, arrival: u64) -> String {
+        let env = Envelope {
+            rcpts: vec![crate::spool::Rcpt::default()],
+            ..Envelope::default()
+        };
+        let id = QueueId::parse(&crate::spool::new_id()).expect("a fresh ID parses");
+        let key = id.as_str().to_string();
+        s.msgs
+            .insert(key.clone(), Msg::new(id, env, 0, arrival, State::new(1)));
+        key
+    }
+
+    #[test]
+    fn a_message_with_a_timer_is_parked_and_waits_for_room_when_due() {
+        let life = 5 * 86400;
+        let mut s = Schedule::new(2);
+        let a = tracked(&mut s, 1000);
+        let b = tracked(&mut s, 1000);
+        assert_eq!(s.room(), 0);
+        s.at(2000, &a);
+        s.park_idle(1500, None, life);
+        assert!(!s.msgs.contains_key(&a), "envelope out of memory");
+        assert_eq!(s.parked.get(&a), Some(&2000));
+        assert!(s.knows(&a));
+        assert_eq!(s.room(), 1);
+        // Not yet due; then due: it waits for room (the in-memory ones are returned).
+        assert!(s.take_due(1999).is_empty());
+        s.at(2000, &b);
+        s.msgs.get_mut(&b).unwrap().in_flight = true;
+        s.park_idle(1500, None, life);
+        assert!(s.msgs.contains_key(&b), "in flight: not parked");
+        assert_eq!(s.take_due(2000), vec![b.clone()]);
+        assert!(s.waiting.contains_key(&a) && s.parked.is_empty());
+        assert!(!s.unpark(&a), "due, not flushed");
+        assert!(!s.knows(&a));
+    }
+
+    #[test]
+    fn a_parked_message_is_due_at_its_warning_or_expiry_if_earlier() {
+        let life = 100;
+        let mut s = Schedule::default();
+        let a = tracked(&mut s, 1000);
+        s.at(5000, &a);
+        s.park_idle(1010, Some(Duration::from_secs(30)), life);
+        assert_eq!(s.parked.get(&a), Some(&1030), "the delay warning");
+        let b = tracked(&mut s, 1000);
+        s.at(5000, &b);
+        s.park_idle(1010, None, life);
+        assert_eq!(s.parked.get(&b), Some(&1100), "the expiry");
+        // One whose warning is due already stays, for `warn`.
+        let c = tracked(&mut s, 1000);
+        s.at(5000, &c);
+        s.park_idle(1040, Some(Duration::from_secs(30)), life);
+        assert!(s.msgs.contains_key(&c));
+    }
+
+    #[test]
+    fn flush_and_forget_reach_parked_messages() {
+        let mut s = Schedule::default();
+        let a = tracked(&mut s, 1000);
+        let b = tracked(&mut s, 1000);
+        s.at(9000, &a);
+        s.at(9000, &b);
+        s.park_idle(1000, None, 86400);
+        assert_eq!(s.flush_parked(|id| id == a), 1);
+        assert_eq!(s.waiting.get(&a), Some(&true), "flushed: tried now");
+        assert!(s.unpark(&a));
+        s.forget(&b);
+        assert!(!s.knows(&b));
+        assert!(s.take_due(u64::MAX).is_empty(), "no timer left");
+    }
+}

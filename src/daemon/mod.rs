@@ -509,7 +509,12 @@ impl Daemon {
         self.load_queue();
         self.expire();
         let total = if self.sched.backlog {
-            (self.spool().count(Queue::Active) + self.spool().count(Queue::New)) as u64
+            // Counted name by name: a million names are not held as a list.
+            let mut n = 0u64;
+            for q in [Queue::Active, Queue::New] {
+                let _ = self.spool().scan(q, |name| n += u64::from(spool::is_id(name)));
+            }
+            n
         } else {
             self.sched.msgs.len() as u64
         };
@@ -549,14 +554,7 @@ impl Daemon {
             self.retire_passed();
             // What the pass queued itself (bounces, delay warnings) and what room let in
             // meanwhile: another round, unless every relay is down.
-            if self.relays_down() {
-                break;
-            }
-            self.warn();
-            self.pickup();
-            self.balance();
-            self.expire();
-            if self.ctx.shared.lock().expect("lock").ready.is_empty() {
+            if self.relays_down() || !self.more_to_send() {
                 break;
             }
         }
@@ -577,6 +575,35 @@ impl Daemon {
         self.cleanup();
         self.stats.elapsed = started.elapsed();
         Ok(self.stats)
+    }
+
+    /// A flush pass whose workers left: take in what it queued itself (bounces, delay
+    /// warnings) and what is still on disk. True when that gave the workers something.
+    fn more_to_send(&mut self) -> bool {
+        // Bounded: each round takes mail in or retires it; files in new/ that stay there (a
+        // worker's stale copy) must not keep the pass going.
+        for round in 0..1000 {
+            self.balance();
+            if round > 0 {
+                self.refill_with(true);
+            }
+            self.expire();
+            self.warn();
+            self.pickup();
+            if !self.ctx.shared.lock().expect("lock").ready.is_empty() {
+                return true;
+            }
+            let waiting = self.sched.backlog || !self.sched.waiting.is_empty();
+            let mut new = false;
+            let _ = self.spool().scan(Queue::New, |_| new = true);
+            if !waiting && !new {
+                return false;
+            }
+            if !waiting && self.sched.room() == 0 {
+                return false;
+            }
+        }
+        false
     }
 
     /// Every relay is marked down (a flush pass then stops).

@@ -476,17 +476,15 @@ pub(super) fn connect_any(ctx: &Ctx) -> Option<Conn> {
                             Some(std::process::id())
                         )
                     );
+                } else if g.once {
+                    // A flush pass (no daemon): nothing probes again before the next run.
+                    warn!(
+                        "relay {name} unreachable: {e} (mail stays queued for the next `relayq flush` or the daemon)"
+                    );
                 } else {
-                    if g.once {
-                        // A flush ends with this pass: nothing probes again until the next.
-                        warn!(
-                            "relay {name} unreachable: {e} (mail stays queued for the daemon or the next flush)"
-                        );
-                    } else {
-                        warn!(
-                            "relay {name} unreachable: {e} (mail stays queued; probing again in {retry}s)"
-                        );
-                    }
+                    warn!(
+                        "relay {name} unreachable: {e} (mail stays queued; probing again in {retry}s)"
+                    );
                 }
                 ctx.cv.notify_all();
             }

@@ -189,7 +189,7 @@ impl Schedule {
 
     /// Take the timers due at `now`, earliest first: the messages in memory to try now.
     /// Parked ones due join `waiting`, to be read again as room allows.
-    fn take_due(&mut self, now: u64) -> Vec<String> {
+    pub(super) fn take_due(&mut self, now: u64) -> Vec<String> {
         let mut due = Vec::new();
         while let Some((at, id)) = self.timers.first().cloned() {
             if at > now {
