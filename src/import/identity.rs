@@ -22,7 +22,7 @@ pub(super) fn complete(src: &Sources, imp: &mut Imported) {
         && let Some((_, d)) = s.rsplit_once('@')
         && crate::address::is_valid_domain(d)
     {
-        let why = format!("the domain of {s} ({from})");
+        let why = format!("{from}, its domain");
         set(&mut imp.domain, d, &why);
     }
     if imp.domain.is_none()
