@@ -1,7 +1,8 @@
 //! Writing relayq's own configuration: the TOML file and the secrets file beside it, as
 //! `relayq setup` and `relayq import` produce them. Owns the modes and owners (config 0644,
 //! secret 0640 root:relayq, or 0600 when there is no relayq group), the refusal to overwrite
-//! without `--force`, and atomic replacement (temp file, fsync, rename, fsync dir).
+//! without `--force` (except the shipped example config), and atomic replacement (temp
+//! file, fsync, rename, fsync dir).
 //! The secret's bytes never pass through anything that logs or prints.
 
 use crate::error::{Class, Error, Result};
@@ -42,6 +43,18 @@ pub fn toml_str(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// The config installed as shipped (contrib/examples/relayq.toml.example, byte for byte),
+/// and the password file beside it absent or empty: what `make install` and the package put
+/// there is nobody's work, so `relayq setup` and `relayq import` replace it without --force.
+pub fn untouched_install(config: &Path) -> bool {
+    const EXAMPLE: &str = include_str!("../contrib/examples/relayq.toml.example");
+    let secret_empty = match std::fs::metadata(secret_path_for(config)) {
+        Ok(m) => m.len() == 0,
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    };
+    secret_empty && std::fs::read_to_string(config).is_ok_and(|t| t == EXAMPLE)
 }
 
 /// Refuse to replace an existing file unless `force`.

@@ -236,17 +236,6 @@ fn complete(a: &mut Answers, p: Option<&mut Prompter>) -> Result<()> {
     Ok(())
 }
 
-/// The config installed as shipped (contrib/examples/relayq.toml.example, byte for byte),
-/// and the password file beside it absent or empty.
-fn untouched_install(config: &Path) -> bool {
-    const EXAMPLE: &str = include_str!("../contrib/examples/relayq.toml.example");
-    let secret_empty = match std::fs::metadata(conffile::secret_path_for(config)) {
-        Ok(m) => m.len() == 0,
-        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-    };
-    secret_empty && std::fs::read_to_string(config).is_ok_and(|t| t == EXAMPLE)
-}
-
 /// `--password-stdin`: the first line of stdin, without its line end.
 fn read_stdin_secret() -> Result<String> {
     let mut s = String::new();
@@ -366,7 +355,7 @@ pub(crate) fn run(cfg_flag: Option<&Path>, args: Vec<std::ffi::OsString>) -> Res
     let path = config::choose_path(cfg_flag);
     // What `make install` and the package put there (the example config, an empty password
     // file) is not somebody's work: setup may replace it without --force.
-    if !a.force && untouched_install(&path) {
+    if !a.force && conffile::untouched_install(&path) {
         a.force = true;
     }
     // Refuse early, before asking anything.

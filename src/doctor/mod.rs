@@ -7,10 +7,12 @@
 //! dns` line, never a finding about the domain; NXDOMAIN or no record is a finding.
 //!
 //! Files: `dns` (the resolver, behind the `dns::Lookup` trait), `domain` (the sender domain's
-//! SPF, DKIM and DMARC checks). Here: the report, the command, and the local checks.
+//! SPF, DKIM and DMARC checks), `oldqueue` (mail the replaced tool left in its queue). Here:
+//! the report, the command, and the local checks.
 
 mod dns;
 mod domain;
+mod oldqueue;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -169,6 +171,7 @@ fn check_all(r: &mut Report, cfg: &Config, dns: Option<SocketAddr>) {
     check_daemon(r, &layout);
     check_logs(r, cfg, &layout);
     check_queue(r, &layout);
+    oldqueue::check_old_queue(r);
     check_dns(r, cfg, dns);
 }
 

@@ -106,7 +106,7 @@ pub(super) fn dma(src: &Sources) -> std::result::Result<Imported, String> {
             "DEFER" => "to hold mail, run relayq flush from cron instead of the daemon",
             "FULLBOUNCE" => "relayq's bounces include the original header only",
             "SPOOLDIR" => {
-                "relayq keeps its own spool (spool_dir); flush dma's queue first (dma -q)"
+                "relayq keeps its own spool (spool_dir); the mail in dma's is taken over into it"
             }
             _ => WHY_NONE,
         };

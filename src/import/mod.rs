@@ -7,23 +7,33 @@
 //! `render` turns that into relayq TOML, the secret and the notes; `run` is the thin
 //! command that reads the files, prints and writes. Nothing printed ever holds a secret.
 //!
+//! Then the old tool's queue: the mail it still holds is moved into relayq's spool
+//! (`queue`, with Postfix's queue file format in `pfqueue`).
+//!
 //! Files: one per tool (`nullmailer`, `msmtp`, `ssmtp`, `dma`, `postfix`), `text` for the
-//! reading they share, `render` for relayq's TOML. Here: what they share and the command.
+//! reading they share, `identity` for the admin, sender and domain every importer finds the
+//! same way, `render` for relayq's TOML, `queue` and `pfqueue` for the old queue. Here: what
+//! they share and the command.
 
 mod dma;
+mod identity;
 mod msmtp;
 mod nullmailer;
+mod pfqueue;
 mod postfix;
+mod queue;
 mod render;
 mod ssmtp;
 mod text;
+
+pub(crate) use queue::old_queues;
 
 use crate::error::{Class, Error, Result};
 use render::render;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-const USAGE: &str = "usage: relayq [-C out.toml] import --from nullmailer|msmtp|ssmtp|dma|postfix [--path FILE_OR_DIR] [--dry-run] [--force]";
+const USAGE: &str = "usage: relayq [-C out.toml] import --from nullmailer|msmtp|ssmtp|dma|postfix [--path FILE_OR_DIR] [--queue DIR] [--queue-only] [--dry-run] [--force]";
 
 /// The tools relayq can import from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,15 +90,18 @@ impl Tool {
         }
     }
 
-    /// Parse the tool's configuration.
+    /// Parse the tool's configuration, then find what it left open the way every importer
+    /// does ([`identity`]).
     fn parse(self, src: &Sources) -> std::result::Result<Imported, String> {
-        match self {
+        let mut imp = match self {
             Tool::Nullmailer => nullmailer::nullmailer(src),
             Tool::Msmtp => msmtp::msmtp(src),
             Tool::Ssmtp => ssmtp::ssmtp(src),
             Tool::Dma => dma::dma(src),
             Tool::Postfix => postfix::postfix(src),
-        }
+        }?;
+        identity::complete(src, &mut imp);
+        Ok(imp)
     }
 }
 
@@ -189,6 +202,10 @@ const SYSTEM_CA: &[&str] = &[
 struct Args {
     tool: Tool,
     path: Option<PathBuf>,
+    /// The old tool's queue directory (default: where the tool keeps it).
+    queue: Option<PathBuf>,
+    /// Take the old queue over with the existing relayq config; import no config.
+    queue_only: bool,
     dry_run: bool,
     force: bool,
 }
@@ -197,7 +214,8 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Args>> {
     let usage = |m: &str| Error::usage(format!("{m}\n{USAGE}"));
     let mut tool = None;
     let mut path = None;
-    let (mut dry_run, mut force) = (false, false);
+    let mut queue = None;
+    let (mut dry_run, mut force, mut queue_only) = (false, false, false);
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let a = a.to_string_lossy().into_owned();
@@ -218,6 +236,8 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Args>> {
                     Some(Tool::from_name(&v).ok_or_else(|| usage(&format!("unknown tool {v:?}")))?);
             }
             "--path" => path = Some(PathBuf::from(value()?)),
+            "--queue" => queue = Some(PathBuf::from(value()?)),
+            "--queue-only" => queue_only = true,
             "--dry-run" | "-n" => dry_run = true,
             "--force" | "-f" => force = true,
             "-h" | "--help" => {
@@ -231,6 +251,8 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Args>> {
     Ok(Some(Args {
         tool,
         path,
+        queue,
+        queue_only,
         dry_run,
         force,
     }))
@@ -238,7 +260,8 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Args>> {
 
 /// `relayq [-C out.toml] import ...`: exit 0 ok, 64 usage (or the config exists and no
 /// --force), 65 the source cannot be parsed or has no usable relay, 66 the source config is
-/// missing, 77 it cannot be read (permission), 75 writing failed.
+/// missing, 77 it cannot be read (permission), 75 writing failed or mail was left in the old
+/// queue (the report says which and why).
 pub(crate) fn run(config_flag: Option<&Path>, args: Vec<OsString>) -> Result<i32> {
     let Some(a) = parse_args(args)? else {
         return Ok(0);
@@ -253,6 +276,11 @@ pub(crate) fn run(config_flag: Option<&Path>, args: Vec<OsString>) -> Result<i32
     } else {
         path.clone()
     };
+    let out = crate::config::choose_path(config_flag);
+    if a.queue_only {
+        let main = std::fs::read_to_string(&main_path).ok();
+        return queue::run(&a, main.as_deref(), &out);
+    }
     let dir = main_path
         .parent()
         .map(Path::to_path_buf)
@@ -299,11 +327,21 @@ pub(crate) fn run(config_flag: Option<&Path>, args: Vec<OsString>) -> Result<i32
     };
     let bad = |e: String| Error::data(format!("{} {source}: {e}", a.tool.name()));
     let imp = a.tool.parse(&src).map_err(bad)?;
-    let out = crate::config::choose_path(config_flag);
     let secret_path = crate::conffile::secret_path_for(&out);
     let r = render(&imp, a.tool, &source, &secret_path).map_err(bad)?;
     crate::config::Config::parse(&r.toml, &out)
         .map_err(|e| bad(format!("the imported config does not validate: {}", e.msg)))?;
+    // The example config the package installs (and its empty password file) is nobody's
+    // work: replaced without --force, as `relayq setup` does. Anything else is refused
+    // here, before the report, so a refusal never follows a "carried over" list.
+    let example = !a.force && crate::conffile::untouched_install(&out);
+    let force = a.force || example;
+    if !a.dry_run {
+        crate::conffile::check_absent(&out, force)?;
+        if r.secret.is_some() {
+            crate::conffile::check_absent(&secret_path, force)?;
+        }
+    }
     println!("relayq import: from {} ({source})", a.tool.name());
     println!("carried over:");
     for c in &r.carried {
@@ -326,25 +364,35 @@ pub(crate) fn run(config_flag: Option<&Path>, args: Vec<OsString>) -> Result<i32
                 secret_path.display()
             );
         }
+        println!();
+        let code = queue::run(&a, Some(&main), &out)?;
         println!("\nnothing written");
-        return Ok(0);
+        return Ok(code);
     }
     let secret = r
         .secret
         .as_deref()
         .map(|s| (secret_path.as_path(), s.as_bytes()));
-    let w = crate::conffile::write(&out, &r.toml, secret, a.force)?;
-    println!("wrote {}", w.config.display());
+    let w = crate::conffile::write(&out, &r.toml, secret, force)?;
+    if example {
+        println!(
+            "wrote {} (it held the example config the package installs: replaced)",
+            w.config.display()
+        );
+    } else {
+        println!("wrote {}", w.config.display());
+    }
     if let Some(s) = &w.secret {
         use std::os::unix::fs::MetadataExt;
         let mode = std::fs::metadata(s).map(|m| m.mode() & 0o777).unwrap_or(0);
         println!("wrote {} (mode {mode:04o}, the password)", s.display());
     }
+    let code = queue::run(&a, Some(&main), &out)?;
     println!(
         "next: relayq -C {} test, then switch /usr/sbin/sendmail over (docs/migration.md)",
         out.display()
     );
-    Ok(0)
+    Ok(code)
 }
 
 #[cfg(test)]

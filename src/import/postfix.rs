@@ -1,9 +1,7 @@
 //! Import from Postfix as a null client: main.cf (parameters, `$name` expansion, Postfix
-//! time values), the SASL password map's source file, and root's alias in /etc/aliases.
+//! time values) and the SASL password map's source file (root's alias: [`super::identity`]).
 
-use super::text::{
-    ca_file, conf_lines, host_port, mailname, root_alias, set, split_eq, split_word, yes,
-};
+use super::text::{ca_file, conf_lines, host_port, mailname, set, split_eq, split_word, yes};
 use super::{Imported, RelaySpec, Sources, WHY_AUTH, WHY_CLIENT_CERT, WHY_FROM, Wire};
 
 /// main.cf parameters (`name = value`, continuation lines start with white space).
@@ -87,7 +85,7 @@ fn postfix_expand(v: &str, params: &[(String, String)], depth: usize) -> String 
 }
 
 /// main.cf with relayhost, SASL (the plain text source of smtp_sasl_password_maps), TLS
-/// level, wrapper mode, myorigin, and root's alias in /etc/aliases.
+/// level, wrapper mode, myorigin.
 pub(super) fn postfix(src: &Sources) -> std::result::Result<Imported, String> {
     let mut imp = Imported::default();
     let params = postfix_params(src.main);
@@ -192,9 +190,6 @@ pub(super) fn postfix(src: &Sources) -> std::result::Result<Imported, String> {
         && let Some(d) = get("mydomain").filter(|d| d.contains('.') && !d.contains('$'))
     {
         set(&mut imp.domain, &d, "mydomain");
-    }
-    if let Some(a) = (src.read)("/etc/aliases").as_deref().and_then(root_alias) {
-        set(&mut imp.admin, &a, "/etc/aliases root");
     }
     // Delay warnings (off unless set; a bare number is hours) and the queue lifetime (a
     // bare number is days; 0 = try once, which relayq does not do).
