@@ -94,7 +94,7 @@ install: $(INSTALL_NEEDS)
 	ln -sf sendmail.8 $(DESTDIR)$(MANDIR)/man8/newaliases.8
 	ln -sf sendmail.8 $(DESTDIR)$(MANDIR)/man8/relayq-postdrop.8
 	ln -sf relayq.8 $(DESTDIR)$(MANDIR)/man8/relayq-doctor.8
-	install -m 0644 contrib/relayq.service contrib/relayq-flush.service contrib/relayq-flush.timer $(DESTDIR)$(UNITDIR)/
+	install -m 0644 contrib/relayq.service contrib/relayq.socket contrib/relayq-flush.service contrib/relayq-flush.timer $(DESTDIR)$(UNITDIR)/
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/relayq
 	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/relayq/relayq.toml ]; then \
 	  install -m 0644 contrib/examples/relayq.toml.example $(DESTDIR)$(SYSCONFDIR)/relayq/relayq.toml; fi
@@ -106,11 +106,11 @@ install: $(INSTALL_NEEDS)
 	  echo "      then: systemctl enable --now relayq"; fi
 
 uninstall:
-	-command -v systemctl >/dev/null && systemctl disable --now relayq relayq-flush.timer 2>/dev/null
+	-command -v systemctl >/dev/null && systemctl disable --now relayq relayq.socket relayq-flush.timer 2>/dev/null
 	rm -f $(DESTDIR)$(SBINDIR)/relayq $(DESTDIR)$(SBINDIR)/relayq-postdrop $(DESTDIR)$(SBINDIR)/relayq-doctor
 	for l in $(DESTDIR)$(SBINDIR)/sendmail $(DESTDIR)$(PREFIX)/lib/sendmail $(DESTDIR)$(BINDIR)/mailq $(DESTDIR)$(BINDIR)/newaliases; do \
 	  if readlink $$l | grep -q relayq; then rm -f $$l; fi; done
 	rm -f $(DESTDIR)$(MANDIR)/man8/sendmail.8 $(DESTDIR)$(MANDIR)/man8/relayq.8 $(DESTDIR)$(MANDIR)/man5/relayq.toml.5
 	rm -f $(DESTDIR)$(MANDIR)/man8/mailq.8 $(DESTDIR)$(MANDIR)/man8/newaliases.8 $(DESTDIR)$(MANDIR)/man8/relayq-postdrop.8 $(DESTDIR)$(MANDIR)/man8/relayq-doctor.8
-	rm -f $(DESTDIR)$(UNITDIR)/relayq.service $(DESTDIR)$(UNITDIR)/relayq-flush.service $(DESTDIR)$(UNITDIR)/relayq-flush.timer
+	rm -f $(DESTDIR)$(UNITDIR)/relayq.service $(DESTDIR)$(UNITDIR)/relayq.socket $(DESTDIR)$(UNITDIR)/relayq-flush.service $(DESTDIR)$(UNITDIR)/relayq-flush.timer
 	@echo "Kept: $(SYSCONFDIR)/relayq (config, secrets) and $(SPOOL) (queued mail). Remove them by hand if you want."
