@@ -651,3 +651,89 @@ fn hundred_concurrent_clients_survive_a_sigkill() {
     }
     stop(d);
 }
+
+/// Start the daemon as systemd would for relayq.socket: the listening socket `l` as fd 3,
+/// LISTEN_FDS=1 and LISTEN_PID set to the daemon's own pid (by a shell that then execs it).
+fn socket_activated(env: &Env, l: &std::net::TcpListener) -> Child {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = l.as_raw_fd();
+    let log = std::fs::File::create(env.path().join("daemon.log")).unwrap();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args([
+        "-c",
+        "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"",
+        BIN,
+        "-C",
+        env.cfg.to_str().unwrap(),
+        "daemon",
+        "--foreground",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(log);
+    // SAFETY: only dup2 and fcntl, async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec: clear it instead.
+            let ok = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0) >= 0
+            } else {
+                libc::dup2(fd, 3) >= 0
+            };
+            if !ok {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().unwrap()
+}
+
+/// relayq.socket: the daemon serves the socket systemd passes (no [listen] addresses
+/// needed), and refuses one that is not on a loopback address (exit 78).
+#[test]
+fn socket_activation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(tmp.path(), RelayOpts::plain());
+    let env = Env::new(
+        &format!(
+            "url = \"smtp://127.0.0.1:{}\"\nallow_plaintext = true",
+            relay.port
+        ),
+        "",
+    );
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let d = socket_activated(&env, &l);
+    drop(l);
+    let prog = r#"
+import smtplib, sys
+with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20) as c:
+    c.sendmail("act@shop.example", ["henry@example.org"],
+               "Subject: socket activated\r\n\r\nhello\r\n")
+"#;
+    let o = python("/usr/bin/python3", prog, port);
+    assert_ok(&o, "smtplib via the passed socket");
+    let m = relay.wait_for(1, Duration::from_secs(30));
+    assert_eq!(m.len(), 1, "{}", env.daemon_log());
+    assert_eq!(subject_of(&m[0]), "socket activated");
+    check(&m[0], "act@shop.example", &["henry@example.org"], None);
+    stop(d);
+
+    let wild = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let mut d = socket_activated(&env, &wild);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        if let Some(st) = d.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = d.kill();
+            panic!("daemon served a wildcard socket: {}", env.daemon_log());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(st.code(), Some(78), "{}", env.daemon_log());
+    assert!(env.daemon_log().contains("not a loopback address"));
+}
