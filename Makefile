@@ -94,7 +94,7 @@ install: $(INSTALL_NEEDS)
 	ln -sf sendmail.8 $(DESTDIR)$(MANDIR)/man8/newaliases.8
 	ln -sf sendmail.8 $(DESTDIR)$(MANDIR)/man8/relayq-postdrop.8
 	ln -sf relayq.8 $(DESTDIR)$(MANDIR)/man8/relayq-doctor.8
-	install -m 0644 contrib/relayq.service contrib/relayq-flush.service contrib/relayq-flush.timer $(DESTDIR)$(UNITDIR)/
+	install -m 0644 contrib/relayq.service contrib/relayq.socket contrib/relayq-flush.service contrib/relayq-flush.timer $(DESTDIR)$(UNITDIR)/
 # Hosts without systemd: the LSB init script (systemd ignores it: relayq.service wins).
 	install -d $(DESTDIR)$(SYSCONFDIR)/init.d
 	install -m 0755 contrib/init.d/relayq $(DESTDIR)$(SYSCONFDIR)/init.d/relayq
@@ -113,7 +113,7 @@ install: $(INSTALL_NEEDS)
 	    echo "      then: service relayq start   ($(SYSCONFDIR)/init.d/relayq; no systemd here)"; fi; fi
 
 uninstall:
-	-command -v systemctl >/dev/null && systemctl disable --now relayq relayq-flush.timer 2>/dev/null
+	-command -v systemctl >/dev/null && systemctl disable --now relayq relayq.socket relayq-flush.timer 2>/dev/null
 	-[ -n "$(DESTDIR)" ] || [ ! -x $(SYSCONFDIR)/init.d/relayq ] || $(SYSCONFDIR)/init.d/relayq stop
 	-[ -n "$(DESTDIR)" ] || ! command -v update-rc.d >/dev/null || update-rc.d -f relayq remove >/dev/null 2>&1
 	rm -f $(DESTDIR)$(SBINDIR)/relayq $(DESTDIR)$(SBINDIR)/relayq-postdrop $(DESTDIR)$(SBINDIR)/relayq-doctor
@@ -121,6 +121,6 @@ uninstall:
 	  if readlink $$l | grep -q relayq; then rm -f $$l; fi; done
 	rm -f $(DESTDIR)$(MANDIR)/man8/sendmail.8 $(DESTDIR)$(MANDIR)/man8/relayq.8 $(DESTDIR)$(MANDIR)/man5/relayq.toml.5
 	rm -f $(DESTDIR)$(MANDIR)/man8/mailq.8 $(DESTDIR)$(MANDIR)/man8/newaliases.8 $(DESTDIR)$(MANDIR)/man8/relayq-postdrop.8 $(DESTDIR)$(MANDIR)/man8/relayq-doctor.8
-	rm -f $(DESTDIR)$(UNITDIR)/relayq.service $(DESTDIR)$(UNITDIR)/relayq-flush.service $(DESTDIR)$(UNITDIR)/relayq-flush.timer
+	rm -f $(DESTDIR)$(UNITDIR)/relayq.service $(DESTDIR)$(UNITDIR)/relayq.socket $(DESTDIR)$(UNITDIR)/relayq-flush.service $(DESTDIR)$(UNITDIR)/relayq-flush.timer
 	rm -f $(DESTDIR)$(SYSCONFDIR)/init.d/relayq
 	@echo "Kept: $(SYSCONFDIR)/relayq (config, secrets) and $(SPOOL) (queued mail). Remove them by hand if you want."

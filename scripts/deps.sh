@@ -12,9 +12,37 @@
 #   procps               ps / pgrep in scripts
 #   adduser              the .deb's postinst (tests/package.rs installs it)
 #   strace               shows which paths relayq-postdrop resolves (tests/privilege.rs)
+#   python3-venv, nodejs, npm   real SMTP clients for tests/listener.rs: Django in a venv
+#                        (PyPI) and nodemailer (npm), both in $RELAYQ_TEST_DEPS (below)
 set -euo pipefail
 
-pkgs=(python3-aiosmtpd openssl swaks libnet-ssleay-perl iproute2 util-linux man-db groff-base procps adduser strace)
+# Where the test clients that come from PyPI and npm live: outside the work tree, so a fresh
+# clone or `cargo clean` does not fetch them again. tests/listener.rs looks in the same place.
+deps_dir=${RELAYQ_TEST_DEPS:-${XDG_CACHE_HOME:-$HOME/.cache}/relayq-test-deps}
+
+# Django (venv) and nodemailer (npm) for tests/listener.rs; no network when already there.
+clients() {
+  local did=()
+  if ! "$deps_dir/venv/bin/python" -c 'import django' >/dev/null 2>&1; then
+    mkdir -p "$deps_dir"
+    /usr/bin/python3 -m venv "$deps_dir/venv" >"$log" 2>&1 &&
+      "$deps_dir/venv/bin/pip" install -q 'django>=4.2,<6' >>"$log" 2>&1 ||
+      { cat "$log" >&2; echo "deps: FAILED to install django into $deps_dir/venv" >&2; exit 1; }
+    did+=(django)
+  fi
+  if [ ! -f "$deps_dir/node/node_modules/nodemailer/package.json" ]; then
+    mkdir -p "$deps_dir/node"
+    [ -f "$deps_dir/node/package.json" ] || echo '{"private":true}' >"$deps_dir/node/package.json"
+    npm install --prefix "$deps_dir/node" --no-audit --no-fund --silent 'nodemailer@^6' >"$log" 2>&1 ||
+      { cat "$log" >&2; echo "deps: FAILED to install nodemailer into $deps_dir/node" >&2; exit 1; }
+    did+=(nodemailer)
+  fi
+  if [ ${#did[@]} -gt 0 ]; then echo "deps: installed ${did[*]} into $deps_dir"; fi
+}
+
+pkgs=(python3-aiosmtpd openssl swaks libnet-ssleay-perl iproute2 util-linux man-db groff-base procps adduser strace python3-venv)
+# Node.js may come from elsewhere than Debian (NodeSource ships npm inside its nodejs).
+command -v node >/dev/null && command -v npm >/dev/null || pkgs+=(nodejs npm)
 
 need=()
 for p in "${pkgs[@]}"; do
@@ -22,8 +50,12 @@ for p in "${pkgs[@]}"; do
   [ "$st" = "install ok installed" ] || need+=("$p")
 done
 
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
 if [ ${#need[@]} -eq 0 ]; then
   echo "deps: all ${#pkgs[@]} packages already installed"
+  clients
   exit 0
 fi
 
@@ -35,8 +67,6 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 # A fresh machine has no package lists; a stale one may lack a package: update first.
 # apt's chatter goes to a log that is shown only if something fails.
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
 if ! { $SUDO apt-get update -qq &&
        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"; } >"$log" 2>&1; then
   cat "$log" >&2
@@ -44,3 +74,4 @@ if ! { $SUDO apt-get update -qq &&
   exit 1
 fi
 echo "deps: installed ${need[*]}"
+clients

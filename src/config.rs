@@ -29,6 +29,9 @@ pub struct Config {
     pub queue: Queue,
     #[serde(default)]
     pub log: Log,
+    /// The loopback SMTP listener the daemon serves (off unless `addresses` is set).
+    #[serde(default)]
+    pub listen: Listen,
     /// Where this file was read from (not a key).
     #[serde(skip)]
     pub path: PathBuf,
@@ -142,6 +145,43 @@ pub struct Queue {
     pub active_limit: usize,
 }
 
+/// `[listen]`: SMTP on loopback addresses, served by the daemon (`daemon::listen`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// `"127.0.0.1:25"`, `"[::1]:587"`: loopback only (checked in `validate`). Empty: off.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Connections served at once; the next ones hear `421` and are closed.
+    #[serde(default = "d_listen_conns")]
+    pub max_connections: usize,
+    /// How long the listener waits for a client's next command or data (RFC 5321 4.5.3.2).
+    #[serde(default = "d_5m", deserialize_with = "de_dur")]
+    pub timeout: Duration,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        toml::from_str("").expect("empty listen table has defaults")
+    }
+}
+
+impl Listen {
+    /// The configured addresses, parsed (`validate` has checked them).
+    pub fn socket_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.addresses
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect()
+    }
+}
+
+/// Whether the listener may bind `addr`: an IP loopback address (127.0.0.0/8, ::1, or
+/// ::ffff:127.x as IPv6 writes it), never a wildcard or another host's.
+pub fn is_loopback(addr: &std::net::SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}
+
 impl Default for Address {
     fn default() -> Self {
         toml::from_str("").expect("empty address table has defaults")
@@ -184,6 +224,10 @@ fn d_conns() -> usize {
 }
 fn d_active_limit() -> usize {
     20_000
+}
+
+fn d_listen_conns() -> usize {
+    100
 }
 fn d_5s() -> Duration {
     Duration::from_secs(5)
@@ -372,6 +416,38 @@ impl Config {
                 return Err(self.bad(&key, "set password_file or password_command, not both"));
             }
         }
+        self.validate_listen()
+    }
+
+    /// `[listen]`: loopback addresses only. A listener for other hosts would need AUTH and
+    /// TLS (so that it is no open relay), which relayq does not offer yet.
+    fn validate_listen(&self) -> Result<()> {
+        let l = &self.listen;
+        for a in &l.addresses {
+            let addr: std::net::SocketAddr = a.parse().map_err(|_| {
+                self.bad(
+                    "listen.addresses",
+                    format!(
+                        "{a:?} is not an IP address and port like \"127.0.0.1:25\" or \"[::1]:25\""
+                    ),
+                )
+            })?;
+            if !is_loopback(&addr) {
+                return Err(self.bad(
+                    "listen.addresses",
+                    format!("{a:?} is not a loopback address: the listener binds only 127.0.0.0/8 and ::1 (a listener for other hosts needs AUTH and TLS, which relayq does not offer yet)"),
+                ));
+            }
+            if addr.port() == 0 {
+                return Err(self.bad("listen.addresses", format!("{a:?}: port 0")));
+            }
+        }
+        if l.max_connections == 0 || l.max_connections > 10_000 {
+            return Err(self.bad("listen.max_connections", "must be between 1 and 10000"));
+        }
+        if l.timeout.is_zero() {
+            return Err(self.bad("listen.timeout", "must be more than 0"));
+        }
         Ok(())
     }
 
@@ -451,6 +527,37 @@ mod tests {
             p("max_message_size = \"1M\"\n[queue]\nretry_min = 30\nretry_max = \"2h\"").unwrap();
         assert_eq!(c.max_message_size, 1 << 20);
         assert_eq!(c.queue.retry_max, Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn listen_is_off_by_default_and_loopback_only() {
+        let c = p("").unwrap();
+        assert!(c.listen.addresses.is_empty());
+        assert_eq!(c.listen.max_connections, 100);
+        assert_eq!(c.listen.timeout, Duration::from_secs(300));
+        let c = p("[listen]\naddresses = [\"127.0.0.1:25\", \"[::1]:587\", \"127.0.0.2:2525\"]\ntimeout = \"1m\"").unwrap();
+        assert_eq!(c.listen.socket_addrs().len(), 3);
+        assert_eq!(c.listen.timeout, Duration::from_secs(60));
+        for bad in [
+            "0.0.0.0:25",
+            "[::]:25",
+            "192.0.2.1:25",
+            "[::ffff:192.0.2.1]:25",
+            "localhost:25",
+            "127.0.0.1",
+            "127.0.0.1:0",
+        ] {
+            let e = p(&format!("[listen]\naddresses = [\"{bad}\"]")).unwrap_err();
+            assert_eq!(e.code(), 78, "{bad}");
+            assert!(
+                e.msg.contains("listen.addresses") && !e.msg.contains('\n'),
+                "{}",
+                e.msg
+            );
+        }
+        assert!(is_loopback(&"[::ffff:127.0.0.1]:25".parse().unwrap()));
+        let e = p("[listen]\nmax_connections = 0").unwrap_err();
+        assert!(e.msg.contains("listen.max_connections"), "{}", e.msg);
     }
 
     #[test]

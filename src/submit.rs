@@ -305,6 +305,17 @@ pub struct Params {
 
 /// Read one message from `lines` and queue it. Returns the queue ID.
 pub fn submit<R: BufRead>(ctx: &Context, p: &Params, lines: &mut Lines<R>) -> Result<String> {
+    submit_traced(ctx, p, lines, None)
+}
+
+/// `submit`, with a trace field put on top of the message's headers: the SMTP listener's
+/// `Received` (the client's address), which only the receiving side knows.
+pub fn submit_traced<R: BufRead>(
+    ctx: &Context,
+    p: &Params,
+    lines: &mut Lines<R>,
+    trace: Option<Header>,
+) -> Result<String> {
     let head = message::read_head(lines)?;
     let mut raw: Vec<String> = Vec::new();
     for a in &p.recipients {
@@ -328,7 +339,8 @@ pub fn submit<R: BufRead>(ctx: &Context, p: &Params, lines: &mut Lines<R>) -> Re
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    let (headers, message_id) = complete_headers(ctx, p, head.headers, &sender, now)?;
+    let (mut headers, message_id) = complete_headers(ctx, p, head.headers, &sender, now)?;
+    headers.splice(0..0, trace);
 
     let env = Envelope {
         sender,

@@ -14,6 +14,7 @@
 //! message) before it does anything else, so a crash can at worst resend that one message.
 
 mod backlog;
+mod listen;
 mod relays;
 mod scheduler;
 mod socket;
@@ -617,8 +618,8 @@ impl Daemon {
             .all(|s| s.down_until.is_some())
     }
 
-    /// Run until SIGTERM/SIGINT.
-    fn run(mut self) -> Result<()> {
+    /// Run until SIGTERM/SIGINT; `smtp`: the loopback SMTP listener's sockets, if any.
+    fn run(mut self, smtp: listen::Listener) -> Result<()> {
         use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
         use nix::sys::signal::{SigSet, Signal};
         use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -661,6 +662,7 @@ impl Daemon {
         let max_size = self.cfg.max_message_size;
         let (flush_tx, flush_rx) = mpsc::channel::<FlushReq>();
         std::thread::spawn(move || serve_socket(listener, accept_ctx, max_size, flush_tx));
+        let smtp = smtp.start(&self.cfg);
 
         self.spawn_workers();
         self.load_queue();
@@ -769,7 +771,10 @@ impl Daemon {
                             drop(g);
                             self.ctx.cv.notify_all();
                         }
-                        Ok(Signal::SIGHUP) => self.reload(),
+                        Ok(Signal::SIGHUP) => {
+                            self.reload();
+                            smtp.reconfigure(&self.cfg);
+                        }
                         Ok(Signal::SIGUSR1) => {
                             // SIGUSR1: only root or the daemon's user can send it.
                             self.flush_matching(&crate::cli::QueueFilter::default(), true);
@@ -849,8 +854,10 @@ fn progress_line(done: u64, total: u64, elapsed: Duration) -> String {
 /// `relayq daemon`: run until SIGTERM or SIGINT.
 pub fn daemon(cfg: Config, cfg_flag: Option<PathBuf>, foreground: bool) -> Result<i32> {
     crate::log::init(cfg.log.syslog, foreground, false);
+    // Bound before Daemon::new drops root to the spool's owner: port 25 needs it.
+    let smtp = listen::Listener::bind(&cfg).inspect_err(|e| crate::log::fatal(&e.msg))?;
     Daemon::new(cfg, cfg_flag, false)
-        .and_then(Daemon::run)
+        .and_then(|d| d.run(smtp))
         .inspect_err(|e| crate::log::fatal(&e.msg))?;
     Ok(0)
 }
