@@ -77,7 +77,10 @@ fn one_rejected_recipient_does_not_fail_the_others() {
     // good: its bounce is queued now (as Postfix does), not when slow@ is done, and the
     // same pass sends it (#13 item 10).
     assert!(
-        got[1]["data"].as_str().unwrap().contains("multipart/report"),
+        got[1]["data"]
+            .as_str()
+            .unwrap()
+            .contains("multipart/report"),
         "{got:?}"
     );
     assert_eq!(env.queued(), 1, "the message; the bounce went out");
@@ -161,9 +164,18 @@ fn tempfail_at_mail_keeps_mail_then_delivers_once() {
 fn permanent_failures_bounce_never_retry() {
     for (fault, what) in [
         // Once: the bounce, sent in the same pass, is accepted.
-        (r#"{"mail": "550 5.7.1 sender not verified", "count": 1}"#, "mail"),
-        (r#"{"data": "554 5.3.0 no DATA for you", "count": 1}"#, "data"),
-        (r#"{"dot": "554 5.6.0 content rejected", "count": 1}"#, "dot"),
+        (
+            r#"{"mail": "550 5.7.1 sender not verified", "count": 1}"#,
+            "mail",
+        ),
+        (
+            r#"{"data": "554 5.3.0 no DATA for you", "count": 1}"#,
+            "data",
+        ),
+        (
+            r#"{"dot": "554 5.6.0 content rejected", "count": 1}"#,
+            "dot",
+        ),
     ] {
         let (env, relay) = setup(RelayOpts::default(), "smtp");
         relay.set_faults(fault);
