@@ -282,14 +282,12 @@ impl Daemon {
             self.sched.park_idle(crate::state::now(), after, life);
             let room = self.sched.room();
             self.refill();
-            if room == self.sched.room() || self.sched.to_park.is_empty() || !self.sched.backlog
-            {
+            if room == self.sched.room() || self.sched.to_park.is_empty() || !self.sched.backlog {
                 break;
             }
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -314,7 +312,11 @@ mod tests {
     fn oldest_keeps_the_k_smallest_sorted_and_says_if_more() {
         assert_eq!(oldest(3, &[9, 2, 7, 1, 8, 3]), (vec![1, 2, 3], true));
         assert_eq!(oldest(3, &[5, 4]), (vec![4, 5], false));
-        assert_eq!(oldest(2, &[5, 4]), (vec![4, 5], false), "exactly k: none left");
+        assert_eq!(
+            oldest(2, &[5, 4]),
+            (vec![4, 5], false),
+            "exactly k: none left"
+        );
         assert_eq!(oldest(0, &[1]), (vec![], true));
         assert_eq!(oldest(4, &[]), (vec![], false));
     }

@@ -513,7 +513,9 @@ impl Daemon {
             // Counted name by name: a million names are not held as a list.
             let mut n = 0u64;
             for q in [Queue::Active, Queue::New] {
-                let _ = self.spool().scan(q, |name| n += u64::from(spool::is_id(name)));
+                let _ = self
+                    .spool()
+                    .scan(q, |name| n += u64::from(spool::is_id(name)));
             }
             n
         } else {
