@@ -117,7 +117,8 @@ pub struct Address {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Queue {
-    /// Parallel connections to the relay.
+    /// The most parallel connections to a relay (the daemon starts with two and opens more
+    /// while the backlog grows and the relay takes them).
     #[serde(default = "d_conns")]
     pub connections: usize,
     #[serde(default = "d_1m", deserialize_with = "de_dur")]
@@ -220,7 +221,7 @@ fn default_max_size() -> u64 {
     50 * 1024 * 1024
 }
 fn d_conns() -> usize {
-    2
+    20
 }
 fn d_active_limit() -> usize {
     20_000
@@ -472,7 +473,7 @@ mod tests {
     fn defaults() {
         let c = p("").unwrap();
         assert_eq!(c.spool_dir, PathBuf::from(DEFAULT_SPOOL));
-        assert_eq!(c.queue.connections, 2);
+        assert_eq!(c.queue.connections, 20);
         assert_eq!(c.queue.lifetime, Duration::from_secs(5 * 86400));
         assert!(c.address.rewrite_from);
     }

@@ -40,6 +40,9 @@ pub(crate) struct Preset {
     /// they are specific to the account.
     pub dkim_selectors: &'static [&'static str],
     pub note: &'static str,
+    /// The most connections at once the provider documents (None: no documented limit;
+    /// `queue.connections` applies).
+    pub max_connections: Option<usize>,
 }
 
 pub(crate) const PRESETS: &[Preset] = &[
@@ -49,6 +52,7 @@ pub(crate) const PRESETS: &[Preset] = &[
         spf_include: "spf.smtp2go.com",
         dkim_selectors: &[],
         note: "verify the sender domain or address in the SMTP2GO console; username/password are an SMTP user",
+        max_connections: None,
     },
     Preset {
         name: "sendgrid",
@@ -56,6 +60,7 @@ pub(crate) const PRESETS: &[Preset] = &[
         spf_include: "sendgrid.net",
         dkim_selectors: &["s1", "s2"],
         note: "username is literally 'apikey', the password is an API key; the sender needs Sender Identity verification",
+        max_connections: None,
     },
     Preset {
         name: "mailgun",
@@ -63,6 +68,7 @@ pub(crate) const PRESETS: &[Preset] = &[
         spf_include: "mailgun.org",
         dkim_selectors: &[],
         note: "SMTP credentials of the sending domain (postmaster@your-domain)",
+        max_connections: None,
     },
     Preset {
         name: "postmark",
@@ -70,6 +76,7 @@ pub(crate) const PRESETS: &[Preset] = &[
         spf_include: "spf.mtasv.net",
         dkim_selectors: &[],
         note: "the server API token is both username and password; sender signature required",
+        max_connections: None,
     },
     Preset {
         name: "gmail",
@@ -77,6 +84,7 @@ pub(crate) const PRESETS: &[Preset] = &[
         spf_include: "_spf.google.com",
         dkim_selectors: &["google"],
         note: "use an app password, or auth = \"xoauth2\" with password_command printing an access token",
+        max_connections: None,
     },
     Preset {
         name: "office365",
@@ -84,6 +92,8 @@ pub(crate) const PRESETS: &[Preset] = &[
         spf_include: "spf.protection.outlook.com",
         dkim_selectors: &["selector1", "selector2"],
         note: "basic auth is being retired: use auth = \"xoauth2\" with a token command; SMTP AUTH must be enabled for the mailbox",
+        // "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded" above 3 at once.
+        max_connections: Some(3),
     },
     Preset {
         name: "fastmail",
@@ -91,6 +101,7 @@ pub(crate) const PRESETS: &[Preset] = &[
         spf_include: "spf.messagingengine.com",
         dkim_selectors: &["fm1", "fm2", "fm3"],
         note: "an app password with SMTP access",
+        max_connections: None,
     },
 ];
 
@@ -102,6 +113,7 @@ const SES: Preset = Preset {
     spf_include: "amazonses.com",
     dkim_selectors: &[],
     note: "SMTP credentials (not the AWS access key) of the region; verify the sender identity",
+    max_connections: None,
 };
 
 /// The preset a provider name refers to (`ses:<region>` gives [`SES`]).

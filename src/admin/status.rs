@@ -111,10 +111,15 @@ pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Stat
             // A relay last seen down with nothing waiting holds no mail up (the state is
             // only rechecked when there is mail to send).
             idle: !waiting,
+            // A refused sender is a configuration problem: stuck at once, not after an hour.
             stuck: !r.up
                 && waiting
-                && r.down_since
-                    .is_some_and(|t| now.saturating_sub(t) >= stuck_after.as_secs()),
+                && (r
+                    .down_since
+                    .is_some_and(|t| now.saturating_sub(t) >= stuck_after.as_secs())
+                    || r.reason
+                        .as_deref()
+                        .is_some_and(|x| x.contains("refuses the sender"))),
             state: r,
         }),
     })

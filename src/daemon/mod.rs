@@ -174,6 +174,7 @@ impl Daemon {
                 once,
                 idle_timeout: cfg.queue.idle_timeout,
                 idle_connected: 0,
+                released: Vec::new(),
                 generation: 0,
                 relay_sender: bounce::sender(&cfg, &crate::submit::host_names().1),
             }),
@@ -483,6 +484,21 @@ impl Daemon {
         while (&self.wake_rx).read(&mut b).map(|n| n > 0).unwrap_or(false) {}
         while let Ok(r) = self.reports.try_recv() {
             self.handle(r);
+        }
+        self.take_released();
+    }
+
+    /// Messages a worker deferred just before it found their relay down (worker.rs,
+    /// `Shared::released`): back to the ready queue, to go when the relay is back.
+    fn take_released(&mut self) {
+        let ids: HashSet<String> =
+            std::mem::take(&mut self.ctx.shared.lock().expect("lock").released)
+                .into_iter()
+                .collect();
+        if !ids.is_empty() {
+            let jobs = self.sched.flush(&ids);
+            self.ctx.shared.lock().expect("lock").ready.extend(jobs);
+            self.ctx.cv.notify_all();
         }
     }
 

@@ -93,9 +93,30 @@ pub(super) struct Slot {
     /// Marked down at MAIL (the configured sender refused, or every transaction refused): a
     /// connection alone does not show it is back; a probe's MAIL FROM must be accepted.
     pub(super) mail_probe: bool,
+    /// Connections open (or being opened) to this relay under the current config.
+    pub(super) open: usize,
+    /// How many may be open now: starts at [`START_CONNECTIONS`], one more for each
+    /// connection that succeeds, down to what is open when the relay refuses one more
+    /// (slow start, as Postfix's), never above `cap`.
+    pub(super) allowed: usize,
+    /// `queue.connections`, or the provider's documented limit if lower.
+    pub(super) cap: usize,
+    /// Consecutive messages that met the same temporary failure at DATA or after the dot
+    /// (`data_tempfail_code`), and those of them deferred.
+    pub(super) data_tempfails: u32,
+    pub(super) data_tempfail_code: u16,
+    pub(super) data_deferred: Vec<String>,
 }
 
+/// Connections opened at first; more follow while the backlog grows and the relay takes them.
+const START_CONNECTIONS: usize = 2;
+
 impl Slot {
+    /// Whether one more connection may be opened.
+    pub(super) fn has_room(&self) -> bool {
+        self.open < self.allowed
+    }
+
     pub(super) fn usable(&self, now: Instant) -> bool {
         match self.down_until {
             None => true,
@@ -213,6 +234,13 @@ pub(super) fn build_slots(cfg: &Config) -> Result<Vec<Slot>> {
                 ep.host
             )));
         }
+        let cap = r
+            .provider
+            .as_deref()
+            .and_then(provider::preset)
+            .and_then(|p| p.max_connections)
+            .map_or(cfg.queue.connections, |m| m.min(cfg.queue.connections))
+            .max(1);
         let target = Target {
             host: ep.host.clone(),
             port: ep.port,
@@ -243,6 +271,12 @@ pub(super) fn build_slots(cfg: &Config) -> Result<Vec<Slot>> {
             mail_tempfails: 0,
             reason: String::new(),
             mail_probe: false,
+            open: 0,
+            allowed: cap.min(START_CONNECTIONS),
+            cap,
+            data_tempfails: 0,
+            data_tempfail_code: 0,
+            data_deferred: Vec::new(),
         });
     }
     if out.is_empty() {
@@ -260,6 +294,35 @@ pub(super) struct Conn {
     pub(super) slot: usize,
     pub(super) last_used: Instant,
     pub(super) reused: bool,
+    /// The config generation it was opened under (its slot's count is only then ours).
+    pub(super) generation: u64,
+}
+
+/// Close a connection (QUIT when `quit`) and give its place back to its relay's count.
+pub(super) fn release(ctx: &Ctx, c: Conn, quit: bool) {
+    {
+        let mut g = ctx.shared.lock().expect("lock");
+        if g.generation == c.generation
+            && let Some(s) = g.slots.get_mut(c.slot)
+        {
+            s.open = s.open.saturating_sub(1);
+        }
+    }
+    ctx.cv.notify_all();
+    if quit {
+        c.session.quit();
+    }
+}
+
+/// A refusal that means "not one more connection" rather than "down": `421` (or any 4xx)
+/// in the greeting, the connection closed or refused before it.
+fn connection_limit(e: &SessionError) -> bool {
+    match (&e.kind, e.stage) {
+        (Kind::Reply(r), Stage::Greeting) => r.is_temp(),
+        (Kind::Network(_), Stage::Greeting) => true,
+        (Kind::Network(m), Stage::Connect) => m.to_ascii_lowercase().contains("refused"),
+        _ => false,
+    }
 }
 
 /// Why a connection attempt failed: the error, whether it is a configuration problem, the
@@ -425,29 +488,48 @@ pub(super) fn note_relay(ctx: &Ctx, slots: &[Slot]) {
     }
 }
 
-/// Connect to the first usable relay, in order (failover). None if none can be reached.
+/// Connect to the first usable relay, in order (failover). None if none can be reached,
+/// or the first usable one has no room for one more connection (a full relay is not a
+/// reason to fail over).
 pub(super) fn connect_any(ctx: &Ctx) -> Option<Conn> {
     let n = ctx.shared.lock().expect("lock").slots.len();
     for i in 0..n {
-        {
+        let generation = {
             let mut g = ctx.shared.lock().expect("lock");
             let now = Instant::now();
-            if !g.slots[i].usable(now) {
+            let generation = g.generation;
+            let s = g.slots.get_mut(i)?;
+            if !s.usable(now) {
                 continue;
             }
-            if g.slots[i].down_until.is_some() {
-                g.slots[i].probing = true;
+            if !s.has_room() {
+                return None;
             }
-        }
-        match connect_slot(ctx, i) {
+            if s.down_until.is_some() {
+                s.probing = true;
+            }
+            s.open += 1;
+            generation
+        };
+        let res = connect_slot(ctx, i);
+        let mut g = ctx.shared.lock().expect("lock");
+        let current = g.generation == generation && i < g.slots.len();
+        match res {
+            Ok(session) if !current => {
+                drop(g);
+                session.quit();
+                return None;
+            }
             Ok(session) => {
-                let mut g = ctx.shared.lock().expect("lock");
-                if g.slots[i].mark_up() {
-                    info!(
-                        "relay {} is reachable again ({})",
-                        g.slots[i].name,
-                        session.peer()
-                    );
+                let s = &mut g.slots[i];
+                // Slow start: a connection that works makes room for one more.
+                if s.allowed < s.cap {
+                    s.allowed += 1;
+                    // A worker waiting for room may open it.
+                    ctx.cv.notify_all();
+                }
+                if s.mark_up() {
+                    info!("relay {} is reachable again ({})", s.name, session.peer());
                 }
                 note_relay(ctx, &g.slots);
                 return Some(Conn {
@@ -455,12 +537,28 @@ pub(super) fn connect_any(ctx: &Ctx) -> Option<Conn> {
                     slot: i,
                     last_used: Instant::now(),
                     reused: false,
+                    generation,
                 });
             }
+            Err(_) if !current => return None,
             Err((e, config_problem, name, reason)) => {
-                let mut g = ctx.shared.lock().expect("lock");
-                if !g.slots[i].mark_down(config_problem, reason) {
+                let s = &mut g.slots[i];
+                s.open = s.open.saturating_sub(1);
+                if s.open > 0 && connection_limit(&e) {
+                    // Others are open: the relay's connection limit, not an outage. Stay
+                    // below it; the job goes on on a connection that works.
+                    s.allowed = s.open;
+                    info!(
+                        "relay {name} refused one more connection ({e}): using at most {} connections",
+                        s.allowed
+                    );
+                    drop(g);
+                    ctx.cv.notify_all();
+                    return None;
+                }
+                if !s.mark_down(config_problem, reason) {
                     // Another worker's attempt failed just before and said so.
+                    drop(g);
                     ctx.cv.notify_all();
                     continue;
                 }
@@ -486,6 +584,7 @@ pub(super) fn connect_any(ctx: &Ctx) -> Option<Conn> {
                         "relay {name} unreachable: {e} (mail stays queued; probing again in {retry}s)"
                     );
                 }
+                drop(g);
                 ctx.cv.notify_all();
             }
         }

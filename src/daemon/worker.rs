@@ -5,7 +5,8 @@
 //! leaves the job in the queue and waits for the next probe.
 
 use super::relays::{
-    Conn, Slot, connect_any, log_sender_refused, note_relay, refused_sender_reason, sender_refused,
+    Conn, Slot, connect_any, log_sender_refused, note_relay, refused_sender_reason, release,
+    sender_refused,
 };
 use crate::relay::{self, OutEnvelope, OutRcpt};
 use crate::spool::{Envelope, Queue, QueueId, Spool};
@@ -45,11 +46,20 @@ pub(super) struct Shared {
     /// The sender local mail and bounces go out as: a 5xx to it at MAIL is a relay-wide
     /// configuration problem, not a property of the message.
     pub(super) relay_sender: String,
+    /// Messages deferred by a relay-wide failure detected only after them (the same 4xx at
+    /// DATA for several messages in a row): the main loop puts them back in the ready queue,
+    /// so they go with everything else when the relay is back.
+    pub(super) released: Vec<String>,
 }
 
 impl Shared {
-    fn any_usable(&self, now: Instant) -> bool {
-        self.slots.iter().any(|s| s.usable(now))
+    /// Whether a new connection may be opened now: the first relay usable (failover
+    /// order) has room under its current concurrency.
+    fn can_connect(&self, now: Instant) -> bool {
+        self.slots
+            .iter()
+            .find(|s| s.usable(now))
+            .is_some_and(|s| s.has_room())
     }
     fn all_down(&self) -> bool {
         self.slots.iter().all(|s| s.down_until.is_some())
@@ -119,15 +129,25 @@ impl Ctx {
     }
 }
 
+/// A message whose body went out and whose final reply is still owed: it is read (and the
+/// result journaled) before anything about the next message on the connection.
+struct Owed {
+    job: Job,
+    rcpt: Vec<Result<relay::Reply, relay::Reply>>,
+    peer: String,
+    started: Instant,
+    slot: usize,
+}
+
 pub(super) fn worker(ctx: Arc<Ctx>) {
     enum Next {
-        Job(Job, u64),
+        Job(Job),
+        Settle,
         CloseIdle,
         Exit,
     }
     let mut conn: Option<Conn> = None;
-    // The config generation `conn` was opened under.
-    let mut conn_gen = 0u64;
+    let mut owed: Option<Owed> = None;
     loop {
         let next = {
             let mut g = ctx.shared.lock().expect("lock");
@@ -136,15 +156,22 @@ pub(super) fn worker(ctx: Arc<Ctx>) {
                 if g.stop {
                     break Next::Exit;
                 }
-                if conn.is_some() && conn_gen != g.generation {
+                // A connection opened under an older config, or to a relay since marked down.
+                if let Some(c) = &conn
+                    && (c.generation != g.generation
+                        || g.slots.get(c.slot).is_none_or(|s| s.down_until.is_some()))
+                {
                     break Next::CloseIdle;
                 }
                 let spare = g.ready.len() > g.idle_connected;
-                if !g.ready.is_empty() && (conn.is_some() || (spare && g.any_usable(now))) {
+                if !g.ready.is_empty() && (conn.is_some() || (spare && g.can_connect(now))) {
                     match g.ready.pop_front() {
-                        Some(j) => break Next::Job(j, g.generation),
+                        Some(j) => break Next::Job(j),
                         None => continue,
                     }
+                }
+                if owed.is_some() {
+                    break Next::Settle;
                 }
                 if g.once && (g.ready.is_empty() || (conn.is_none() && g.all_down())) {
                     break Next::Exit;
@@ -180,48 +207,87 @@ pub(super) fn worker(ctx: Arc<Ctx>) {
         };
         match next {
             Next::Exit => {
+                settle(&ctx, &mut conn, &mut owed);
                 if let Some(c) = conn.take() {
-                    c.session.quit();
+                    release(&ctx, c, true);
                 }
                 return;
             }
             Next::CloseIdle => {
+                settle(&ctx, &mut conn, &mut owed);
                 if let Some(c) = conn.take() {
-                    c.session.quit();
+                    release(&ctx, c, true);
                 }
             }
-            Next::Job(job, generation) => {
-                let fresh = conn.is_none();
-                let outcome = run_job(&ctx, &mut conn, &job);
-                if fresh {
-                    conn_gen = generation;
+            Next::Settle => settle(&ctx, &mut conn, &mut owed),
+            Next::Job(job) => {
+                if let Some(outcome) = run_job(&ctx, &mut conn, &mut owed, &job) {
+                    ctx.report(Report {
+                        id: job.id.to_string(),
+                        outcome,
+                    });
                 }
-                ctx.report(Report {
-                    id: job.id.to_string(),
-                    outcome,
-                });
             }
         }
     }
 }
 
-/// Deliver one job on the current connection (connecting first if needed).
-fn run_job(ctx: &Ctx, conn: &mut Option<Conn>, job: &Job) -> Outcome {
-    for _attempt in 0..2 {
+/// Read the owed final reply, if any, and journal that message's result (or remove it).
+fn settle(ctx: &Ctx, conn: &mut Option<Conn>, owed: &mut Option<Owed>) {
+    let Some(o) = owed.take() else {
+        return;
+    };
+    let res = match conn.as_mut() {
+        Some(c) => c.session.finish_dot(o.rcpt),
+        None => Err(relay::SessionError {
+            stage: relay::Stage::Dot,
+            kind: relay::Kind::Network("connection lost".into()),
+        }),
+    };
+    let outcome = match res {
+        Ok(tx) => finish_tx(ctx, &o.job, &tx, &o.peer, o.started, o.slot),
+        Err(e) => match fail_job(ctx, conn, &o.job, e, &o.peer, o.started, o.slot, false) {
+            Step::Out(out) => out,
+            Step::Retry => requeue(ctx, &o.job),
+        },
+    };
+    ctx.report(Report {
+        id: o.job.id.to_string(),
+        outcome,
+    });
+}
+
+/// Put a job back at the head of the ready queue, untried: no deferral, no backoff.
+fn requeue(ctx: &Ctx, job: &Job) -> Outcome {
+    ctx.shared
+        .lock()
+        .expect("lock")
+        .ready
+        .push_front(job.clone());
+    ctx.cv.notify_all();
+    Outcome::Blocked
+}
+
+/// Deliver one job on the current connection (connecting first if needed). Where the relay
+/// pipelines, the body's final dot is left owed (`owed`) to go out with the next message's
+/// commands, and None is returned: the result is reported when that reply is read.
+fn run_job(
+    ctx: &Ctx,
+    conn: &mut Option<Conn>,
+    owed: &mut Option<Owed>,
+    job: &Job,
+) -> Option<Outcome> {
+    for _attempt in 0..3 {
         if conn.is_none() {
+            settle(ctx, conn, owed);
             *conn = connect_any(ctx);
         }
         let Some(c) = conn.as_mut() else {
-            ctx.shared
-                .lock()
-                .expect("lock")
-                .ready
-                .push_front(job.clone());
-            return Outcome::Blocked;
+            return Some(requeue(ctx, job));
         };
         let file = match ctx.spool.open_file(Queue::Active, job.id.as_str()) {
             Ok((f, _)) => f,
-            Err(e) => return Outcome::Gone(e.to_string()),
+            Err(e) => return Some(Outcome::Gone(e.to_string())),
         };
         let size = file
             .metadata()
@@ -231,7 +297,7 @@ fn run_job(ctx: &Ctx, conn: &mut Option<Conn>, job: &Job) -> Outcome {
             + job.trace.len() as u64;
         let mut file = BufReader::with_capacity(64 * 1024, file);
         if file.seek(SeekFrom::Start(job.body_offset)).is_err() {
-            return Outcome::Gone("cannot seek".into());
+            return Some(Outcome::Gone("cannot seek".into()));
         }
         // Our trace field first: the daemon's, from what the kernel told us, not the client.
         let mut body = job.trace.as_bytes().chain(file);
@@ -252,113 +318,294 @@ fn run_job(ctx: &Ctx, conn: &mut Option<Conn>, job: &Job) -> Outcome {
             body_8bit: env.body.as_deref() != Some("7BIT"),
         };
         let started = Instant::now();
-        let res = c.session.send(&out, &mut body, size);
+        let reused = c.reused;
+        let chain = c.session.can_chain(&out, size);
+        let sent = if chain {
+            // One write: the previous body's final dot, then this MAIL, RCPTs, DATA.
+            c.session.begin(&out, size);
+            c.session.flush()
+        } else {
+            Ok(())
+        };
+        // The previous message's result first, before anything about this one.
+        if owed.is_some() {
+            settle(ctx, conn, owed);
+        }
+        let Some(c) = conn.as_mut() else {
+            // The connection failed under the previous message: this one was not tried.
+            continue;
+        };
+        let res = if chain {
+            match sent.and_then(|()| c.session.read_begun(out.rcpts.len())) {
+                Ok(Some(tx)) => Ok(tx),
+                Ok(None) => match c.session.body(&mut body) {
+                    Ok(()) => {
+                        *owed = Some(Owed {
+                            job: job.clone(),
+                            rcpt: c.session.take_opened(),
+                            peer: c.session.peer().to_string(),
+                            started,
+                            slot: c.slot,
+                        });
+                        c.reused = true;
+                        c.last_used = Instant::now();
+                        return None;
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            }
+        } else {
+            c.session.send(&out, &mut body, size)
+        };
         let peer = c.session.peer().to_string();
         let slot = c.slot;
-        let reused = c.reused;
         c.reused = true;
         c.last_used = Instant::now();
         match res {
-            Ok(tx) => {
-                let deferral = record_tx(ctx, job, &tx, &peer, started);
-                // The relay took a MAIL: it is not refusing everything.
-                ctx.shared.lock().expect("lock").slots[slot].mail_tempfails = 0;
-                return Outcome::Done {
-                    message_deferral: deferral,
-                };
+            Ok(tx) => return Some(finish_tx(ctx, job, &tx, &peer, started, slot)),
+            Err(e) => match fail_job(ctx, conn, job, e, &peer, started, slot, reused) {
+                Step::Out(o) => return Some(o),
+                Step::Retry => continue,
+            },
+        }
+    }
+    Some(requeue(ctx, job))
+}
+
+/// After a failed transaction: try again on a new connection, or the outcome.
+enum Step {
+    Retry,
+    Out(Outcome),
+}
+
+/// A per-session limit at MAIL (OpenSMTPD's `452 4.5.3 Too many messages`, a `421` at MAIL)
+/// on a connection that already carried messages: not a failure, go on on a new connection.
+fn session_limit(e: &relay::SessionError) -> bool {
+    use relay::{Kind, Stage};
+    let relay::SessionError {
+        stage: Stage::Mail,
+        kind: Kind::Reply(r),
+    } = e
+    else {
+        return false;
+    };
+    let t = r.text.to_ascii_lowercase();
+    r.code == 421 || (r.code == 452 && (t.contains("4.5.3") || t.contains("too many")))
+}
+
+/// A failed transaction (the connection is closed): reconnect when the connection was the
+/// problem and not the message, hold the message when the configured sender is refused,
+/// otherwise journal the deferral or failure of every pending recipient.
+#[allow(clippy::too_many_arguments)]
+fn fail_job(
+    ctx: &Ctx,
+    conn: &mut Option<Conn>,
+    job: &Job,
+    e: relay::SessionError,
+    peer: &str,
+    started: Instant,
+    slot: usize,
+    reused: bool,
+) -> Step {
+    let env = &job.env;
+    let broken = conn.take();
+    // A reused connection that the relay closed while idle: reconnect once.
+    if reused && e.stage_is_before_data() && e.is_network() {
+        if let Some(b) = broken {
+            release(ctx, b, false);
+        }
+        return Step::Retry;
+    }
+    if let Some(b) = broken {
+        release(ctx, b, !e.is_network());
+    }
+    if reused && session_limit(&e) {
+        info!(
+            "{}: the relay ends the session ({e}): going on on a new connection",
+            job.id
+        );
+        return Step::Retry;
+    }
+    if sender_refused(&e) {
+        let reason = refused_sender_reason(&env.sender, &e);
+        if let Some(o) = hold_for_sender(ctx, job, slot, reason) {
+            return Step::Out(o);
+        }
+    }
+    let reply = e.to_string();
+    let perm = e.is_permanent();
+    let now_s = now();
+    let events: Vec<Event> = job
+        .pending
+        .iter()
+        .map(|&i| {
+            if perm {
+                Event::Failed(i, now_s, reply.clone())
+            } else {
+                Event::Deferred(i, now_s, reply.clone())
             }
-            Err(e) => {
-                let broken = conn.take();
-                // A reused connection that the relay closed while idle: reconnect once.
-                if reused && e.stage_is_before_data() && e.is_network() {
-                    continue;
-                }
-                if let Some(b) = broken
-                    && !e.is_network()
-                {
-                    b.session.quit();
-                }
-                if sender_refused(&e) {
-                    let mut g = ctx.shared.lock().expect("lock");
-                    if g.relay_sender.eq_ignore_ascii_case(&env.sender) {
-                        // The configured sender (bounces use it too): a relay-wide
-                        // configuration problem; the message waits like in an outage.
-                        if g.slots[slot].down_until.is_none() {
-                            let reason = refused_sender_reason(&env.sender, &e);
-                            g.slots[slot].mark_down(true, reason);
-                            g.slots[slot].mail_probe = true;
-                            note_relay(ctx, &g.slots);
-                            let s = &g.slots[slot];
-                            log_sender_refused(
-                                &s.name,
-                                &s.reason,
-                                &env.sender,
-                                s.interval().as_secs(),
-                            );
-                        }
-                        g.ready.push_front(job.clone());
-                        drop(g);
-                        ctx.cv.notify_all();
-                        return Outcome::Blocked;
-                    }
-                }
-                let reply = e.to_string();
-                let perm = e.is_permanent();
-                let now_s = now();
-                let events: Vec<Event> = job
-                    .pending
-                    .iter()
-                    .map(|&i| {
-                        if perm {
-                            Event::Failed(i, now_s, reply.clone())
-                        } else {
-                            Event::Deferred(i, now_s, reply.clone())
-                        }
-                    })
-                    .collect();
-                let mut st = ctx.load_state(&job.id, job.env.rcpts.len());
-                if let Err(err) = ctx.record(&job.id, &mut st, &events) {
-                    error!("{}: cannot record delivery state: {err}", job.id);
-                }
-                let status = if perm { "bounced" } else { "deferred" };
-                for &i in &job.pending {
-                    info!(
-                        "{}: to=<{}>, relay={peer}, delay={:.1}, status={status} ({reply})",
-                        job.id,
-                        job.env.rcpts[i].addr,
-                        started.elapsed().as_secs_f64()
-                    );
-                }
-                if e.is_mail_tempfail() {
-                    let mut g = ctx.shared.lock().expect("lock");
-                    g.slots[slot].mail_tempfails += 1;
-                    if g.slots[slot].mail_tempfails >= 5 {
-                        g.slots[slot].mail_tempfails = 0;
-                        g.slots[slot].mark_down(
-                            false,
-                            format!("the relay refuses every transaction: {reply}"),
-                        );
-                        g.slots[slot].mail_probe = true;
-                        note_relay(ctx, &g.slots);
-                        warn!(
-                            "relay {} refuses every transaction ({reply}): treating it as down, probing every {}s",
-                            g.slots[slot].name,
-                            g.slots[slot].interval().as_secs()
-                        );
-                    }
-                }
-                return Outcome::Done {
-                    message_deferral: !perm,
-                };
+        })
+        .collect();
+    let mut st = ctx.load_state(&job.id, job.env.rcpts.len());
+    if let Err(err) = ctx.record(&job.id, &mut st, &events) {
+        error!("{}: cannot record delivery state: {err}", job.id);
+    }
+    let status = if perm { "bounced" } else { "deferred" };
+    for &i in &job.pending {
+        info!(
+            "{}: to=<{}>, relay={peer}, delay={:.1}, status={status} ({reply})",
+            job.id,
+            job.env.rcpts[i].addr,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    if e.is_mail_tempfail() {
+        let mut g = ctx.shared.lock().expect("lock");
+        if let Some(s) = g.slots.get_mut(slot) {
+            s.mail_tempfails += 1;
+            if s.mail_tempfails >= 5 {
+                s.mail_tempfails = 0;
+                s.mark_down(
+                    false,
+                    format!("the relay refuses every transaction: {reply}"),
+                );
+                s.mail_probe = true;
+                warn!(
+                    "relay {} refuses every transaction ({reply}): treating it as down, probing every {}s",
+                    s.name,
+                    s.interval().as_secs()
+                );
+                note_relay(ctx, &g.slots);
             }
         }
     }
-    ctx.shared
-        .lock()
-        .expect("lock")
-        .ready
-        .push_front(job.clone());
-    Outcome::Blocked
+    Step::Out(Outcome::Done {
+        message_deferral: !perm,
+    })
+}
+
+/// The relay refused `job`'s sender. When it is the configured sender (bounces use it too),
+/// that is a relay-wide configuration problem: the relay is marked down and the message
+/// waits, untried, as in an outage. None when the sender is another one.
+fn hold_for_sender(ctx: &Ctx, job: &Job, slot: usize, reason: String) -> Option<Outcome> {
+    let sender = &job.env.sender;
+    let mut g = ctx.shared.lock().expect("lock");
+    if !g.relay_sender.eq_ignore_ascii_case(sender) {
+        return None;
+    }
+    if let Some(s) = g.slots.get_mut(slot)
+        && s.down_until.is_none()
+    {
+        s.mark_down(true, reason);
+        s.mail_probe = true;
+        log_sender_refused(&s.name, &s.reason, sender, s.interval().as_secs());
+        note_relay(ctx, &g.slots);
+    }
+    g.ready.push_front(job.clone());
+    drop(g);
+    ctx.cv.notify_all();
+    Some(Outcome::Blocked)
+}
+
+/// A refusal after DATA that names the sender, not the message: providers check the
+/// sender (and From:) only there (SES: "Email address is not verified").
+fn sender_refused_late(r: &relay::Reply) -> bool {
+    let t = r.text.to_ascii_lowercase();
+    r.is_perm()
+        && [
+            "not verified",
+            "identities failed",
+            "not authorized to send",
+            "not owned by user",
+            "sender address rejected",
+            "sendasdenied",
+            "not allowed to send as",
+        ]
+        .iter()
+        .any(|p| t.contains(p))
+}
+
+/// How many consecutive messages must meet the same temporary failure at DATA or after the
+/// dot before the relay counts as down (an outage, not a property of each message).
+const DATA_TEMPFAILS_DOWN: u32 = 3;
+
+/// A transaction that ran: first what it says about the relay (the configured sender refused
+/// after DATA; the same 4xx at DATA for several messages in a row), then its results,
+/// journaled at once.
+fn finish_tx(
+    ctx: &Ctx,
+    job: &Job,
+    tx: &relay::TxResult,
+    peer: &str,
+    started: Instant,
+    slot: usize,
+) -> Outcome {
+    match &tx.data {
+        Some(Err(r)) if sender_refused_late(r) => {
+            let reason = format!(
+                "the relay refuses the sender <{}> after DATA: {}",
+                job.env.sender, r.text
+            );
+            if let Some(o) = hold_for_sender(ctx, job, slot, reason) {
+                return o;
+            }
+        }
+        Some(Err(r)) if r.is_temp() => {
+            let mut g = ctx.shared.lock().expect("lock");
+            if let Some(s) = g.slots.get_mut(slot) {
+                if s.down_until.is_some() {
+                    // Found down meanwhile: this one waits for the relay with the rest.
+                    drop(g);
+                    return requeue(ctx, job);
+                }
+                if s.data_tempfail_code == r.code {
+                    s.data_tempfails += 1;
+                } else {
+                    s.data_tempfail_code = r.code;
+                    s.data_tempfails = 1;
+                    s.data_deferred.clear();
+                }
+                if s.data_tempfails >= DATA_TEMPFAILS_DOWN {
+                    s.data_tempfails = 0;
+                    s.mark_down(
+                        false,
+                        format!("the relay refuses every message at DATA: {r}"),
+                    );
+                    warn!(
+                        "relay {} answers {} to every message: treating it as down, probing every {}s",
+                        s.name,
+                        r.code,
+                        s.interval().as_secs()
+                    );
+                    // Those deferred just before go again with everything else on recovery.
+                    let ids = std::mem::take(&mut s.data_deferred);
+                    g.released.extend(ids);
+                    note_relay(ctx, &g.slots);
+                    drop(g);
+                    let _ = (&ctx.wake).write(&[1]);
+                    return requeue(ctx, job);
+                }
+                s.data_deferred.push(job.id.to_string());
+            }
+        }
+        Some(Ok(_)) => {
+            let mut g = ctx.shared.lock().expect("lock");
+            if let Some(s) = g.slots.get_mut(slot) {
+                s.data_tempfails = 0;
+                s.data_deferred.clear();
+            }
+        }
+        _ => {}
+    }
+    let deferral = record_tx(ctx, job, tx, peer, started);
+    // The relay took a MAIL: it is not refusing everything.
+    if let Some(s) = ctx.shared.lock().expect("lock").slots.get_mut(slot) {
+        s.mail_tempfails = 0;
+    }
+    Outcome::Done {
+        message_deferral: deferral,
+    }
 }
 
 /// Record a finished transaction at once (commit), then log. Returns whether the message

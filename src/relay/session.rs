@@ -30,6 +30,10 @@ pub(crate) struct Session {
     timeouts: Timeouts,
     broken: bool,
     pub(super) tls: Option<TlsInfo>,
+    /// A body was written and its final reply not read yet (pipelined across messages).
+    dot_owed: bool,
+    /// The RCPT results of the transaction whose body is being written.
+    opened: Vec<Result<Reply, Reply>>,
 }
 
 fn xtext(s: &str) -> String {
@@ -91,6 +95,8 @@ impl Session {
             timeouts: t.timeouts,
             broken: false,
             tls: None,
+            dot_owed: false,
+            opened: Vec::new(),
         };
         if t.tls == TlsMode::Implicit {
             s.note_tls();
@@ -202,7 +208,7 @@ impl Session {
         body: &mut dyn Read,
         size: u64,
     ) -> Result<TxResult, SessionError> {
-        if self.broken {
+        if self.broken || self.dot_owed {
             return Err(SessionError::new(
                 Stage::Mail,
                 Kind::Network("connection already broken".into()),
@@ -253,43 +259,11 @@ impl Session {
             }
             return Ok(out);
         }
-        let mut mail = format!("MAIL FROM:<{}>", env.sender);
-        if self.caps.size.is_some() {
-            mail.push_str(&format!(" SIZE={size}"));
-        }
-        if env.body_8bit && self.caps.eightbitmime {
-            mail.push_str(" BODY=8BITMIME");
-        }
-        if smtputf8 {
-            mail.push_str(" SMTPUTF8");
-        }
-        if self.caps.dsn {
-            if let Some(r) = &env.ret {
-                mail.push_str(&format!(" RET={r}"));
-            }
-            if let Some(e) = &env.envid {
-                mail.push_str(&format!(" ENVID={}", xtext(e)));
-            }
-        }
-        let rcpt_lines: Vec<String> = env
-            .rcpts
-            .iter()
-            .map(|r| {
-                let mut l = format!("RCPT TO:<{}>", r.addr);
-                if self.caps.dsn {
-                    if let Some(n) = &r.notify {
-                        l.push_str(&format!(" NOTIFY={n}"));
-                    }
-                    if let Some(o) = &r.orcpt {
-                        l.push_str(&format!(" ORCPT={}", xtext(o)));
-                    }
-                }
-                l
-            })
-            .collect();
+        let mail = self.mail_line(env, size);
+        let rcpt_lines: Vec<String> = env.rcpts.iter().map(|r| self.rcpt_line(r)).collect();
         let pipe = self.caps.pipelining;
         let mut results = Vec::with_capacity(env.rcpts.len());
-        let data_reply = if pipe {
+        if pipe {
             // Commands go out in groups of at most PIPE_GROUP, and each group's replies are
             // read before the next is sent: a relay that stops reading while its replies
             // pile up (thousands of RCPTs) can then never deadlock with us (RFC 2920 §3.1).
@@ -312,44 +286,30 @@ impl Session {
                 SessionError::new(Stage::Mail, Kind::Protocol("no MAIL reply".into()))
             })?;
             let d = self.read_reply(Stage::Data)?;
-            let any = results.iter().any(|r| r.is_ok());
-            if d.code == 354 && (!m.is_ok() || !any) {
-                // The relay opened DATA although nothing can be delivered: end it empty.
-                self.queue_line(".");
-                self.flush_out(Stage::Dot)?;
-                let _ = self.read_reply(Stage::Dot)?;
+            if let Err(done) = self.after_group(m, results, d)? {
+                return Ok(done);
             }
-            if !m.is_ok() {
-                self.rset_quiet();
-                return Err(SessionError::new(Stage::Mail, Kind::Reply(m)));
-            }
-            if !any {
-                self.rset_quiet();
-                return Ok(TxResult {
-                    rcpt: results,
-                    data: None,
-                });
-            }
-            d
-        } else {
-            let m = self.command(&mail, Stage::Mail)?;
-            if !m.is_ok() {
-                self.rset_quiet();
-                return Err(SessionError::new(Stage::Mail, Kind::Reply(m)));
-            }
-            for l in &rcpt_lines {
-                let r = self.command(l, Stage::Rcpt)?;
-                results.push(if r.is_ok() { Ok(r) } else { Err(r) });
-            }
-            if !results.iter().any(|r| r.is_ok()) {
-                self.rset_quiet();
-                return Ok(TxResult {
-                    rcpt: results,
-                    data: None,
-                });
-            }
-            self.command("DATA", Stage::Data)?
-        };
+            self.write_body(body, true)?;
+            let results = std::mem::take(&mut self.opened);
+            return self.finish_dot(results);
+        }
+        let m = self.command(&mail, Stage::Mail)?;
+        if !m.is_ok() {
+            self.rset_quiet();
+            return Err(SessionError::new(Stage::Mail, Kind::Reply(m)));
+        }
+        for l in &rcpt_lines {
+            let r = self.command(l, Stage::Rcpt)?;
+            results.push(if r.is_ok() { Ok(r) } else { Err(r) });
+        }
+        if !results.iter().any(|r| r.is_ok()) {
+            self.rset_quiet();
+            return Ok(TxResult {
+                rcpt: results,
+                data: None,
+            });
+        }
+        let data_reply = self.command("DATA", Stage::Data)?;
         if data_reply.code != 354 {
             self.rset_quiet();
             return Ok(TxResult {
@@ -357,7 +317,153 @@ impl Session {
                 data: Some(Err(data_reply)),
             });
         }
-        self.write_body(body)?;
+        self.write_body(body, true)?;
+        self.finish_dot(results)
+    }
+
+    /// MAIL FROM with the parameters the relay takes.
+    fn mail_line(&self, env: &OutEnvelope, size: u64) -> String {
+        let mut mail = format!("MAIL FROM:<{}>", env.sender);
+        if self.caps.size.is_some() {
+            mail.push_str(&format!(" SIZE={size}"));
+        }
+        if env.body_8bit && self.caps.eightbitmime {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if env.needs_smtputf8() {
+            mail.push_str(" SMTPUTF8");
+        }
+        if self.caps.dsn {
+            if let Some(r) = &env.ret {
+                mail.push_str(&format!(" RET={r}"));
+            }
+            if let Some(e) = &env.envid {
+                mail.push_str(&format!(" ENVID={}", xtext(e)));
+            }
+        }
+        mail
+    }
+
+    fn rcpt_line(&self, r: &super::OutRcpt) -> String {
+        let mut l = format!("RCPT TO:<{}>", r.addr);
+        if self.caps.dsn {
+            if let Some(n) = &r.notify {
+                l.push_str(&format!(" NOTIFY={n}"));
+            }
+            if let Some(o) = &r.orcpt {
+                l.push_str(&format!(" ORCPT={}", xtext(o)));
+            }
+        }
+        l
+    }
+
+    /// After a pipelined group's replies (MAIL `m`, the RCPTs, DATA `d`): Ok(Ok(())) when
+    /// the body is to follow (the RCPT results kept in `self.opened`), Ok(Err(result)) when
+    /// the transaction ended without a body, Err when MAIL was refused.
+    fn after_group(
+        &mut self,
+        m: Reply,
+        results: Vec<Result<Reply, Reply>>,
+        d: Reply,
+    ) -> Result<Result<(), TxResult>, SessionError> {
+        let any = results.iter().any(|r| r.is_ok());
+        if d.code == 354 && (!m.is_ok() || !any) {
+            // The relay opened DATA although nothing can be delivered: end it empty.
+            self.queue_line(".");
+            self.flush_out(Stage::Dot)?;
+            let _ = self.read_reply(Stage::Dot)?;
+        }
+        if !m.is_ok() {
+            self.rset_quiet();
+            return Err(SessionError::new(Stage::Mail, Kind::Reply(m)));
+        }
+        if !any {
+            self.rset_quiet();
+            return Ok(Err(TxResult {
+                rcpt: results,
+                data: None,
+            }));
+        }
+        if d.code != 354 {
+            self.rset_quiet();
+            return Ok(Err(TxResult {
+                rcpt: results,
+                data: Some(Err(d)),
+            }));
+        }
+        self.opened = results;
+        Ok(Ok(()))
+    }
+
+    /// Whether `env` can go as one pipelined group whose final dot travels with the next
+    /// transaction's commands (RFC 2920): the relay pipelines, no address needs an extension
+    /// it lacks, the size fits, and MAIL, the RCPTs and DATA fit in one group.
+    pub fn can_chain(&self, env: &OutEnvelope, size: u64) -> bool {
+        self.caps.pipelining
+            && !self.broken
+            && !self.dot_owed
+            && (self.caps.smtputf8 || !env.needs_smtputf8())
+            && self.caps.size.is_none_or(|m| m == 0 || size <= m)
+            && env.rcpts.len() + 2 <= PIPE_GROUP
+    }
+
+    /// Queue MAIL, the RCPTs and DATA for `env` (see [`Session::can_chain`]); they go out
+    /// with [`Session::flush`], behind the previous message's final dot if one is owed.
+    pub fn begin(&mut self, env: &OutEnvelope, size: u64) {
+        let mail = self.mail_line(env, size);
+        self.queue_line(&mail);
+        for r in &env.rcpts {
+            let l = self.rcpt_line(r);
+            self.queue_line(&l);
+        }
+        self.queue_line("DATA");
+    }
+
+    /// Send what is queued (a previous body's end, the next transaction's commands).
+    pub fn flush(&mut self) -> Result<(), SessionError> {
+        if self.broken {
+            return Err(SessionError::new(
+                Stage::Mail,
+                Kind::Network("connection already broken".into()),
+            ));
+        }
+        self.flush_out(Stage::Mail)
+    }
+
+    /// Read the replies to [`Session::begin`]'s group (after any owed dot's, see
+    /// [`Session::finish_dot`]). Ok(None): DATA was accepted and the body is to follow
+    /// ([`Session::body`]); Ok(Some(result)): the transaction ended without a body; Err:
+    /// MAIL refused, or the connection failed.
+    pub fn read_begun(&mut self, nrcpts: usize) -> Result<Option<TxResult>, SessionError> {
+        let m = self.read_reply(Stage::Mail)?;
+        let mut results = Vec::with_capacity(nrcpts);
+        for _ in 0..nrcpts {
+            let r = self.read_reply(Stage::Rcpt)?;
+            results.push(if r.is_ok() { Ok(r) } else { Err(r) });
+        }
+        let d = self.read_reply(Stage::Data)?;
+        Ok(self.after_group(m, results, d)?.err())
+    }
+
+    /// Write the body of the transaction [`Session::read_begun`] opened, keeping its final
+    /// dot queued to go out with the next commands; its reply is owed until
+    /// [`Session::finish_dot`].
+    pub fn body(&mut self, body: &mut dyn Read) -> Result<(), SessionError> {
+        self.write_body(body, false)?;
+        self.dot_owed = true;
+        Ok(())
+    }
+
+    /// Send anything still queued and read the final reply of the body written last: the
+    /// transaction's result, with the RCPT results `rcpt`.
+    pub fn finish_dot(
+        &mut self,
+        rcpt: Vec<Result<Reply, Reply>>,
+    ) -> Result<TxResult, SessionError> {
+        self.dot_owed = false;
+        if !self.wbuf.is_empty() {
+            self.flush_out(Stage::Dot)?;
+        }
         let _ = self
             .io
             .get_ref()
@@ -371,9 +477,14 @@ impl Session {
             .set_read_timeout(Some(self.timeouts.command));
         let r = r?;
         Ok(TxResult {
-            rcpt: results,
+            rcpt,
             data: Some(if r.is_ok() { Ok(r) } else { Err(r) }),
         })
+    }
+
+    /// The RCPT results of the transaction whose body was written last.
+    pub fn take_opened(&mut self) -> Vec<Result<Reply, Reply>> {
+        std::mem::take(&mut self.opened)
     }
 
     /// Read `n` pipelined replies: MAIL's first (if not read yet), then RCPTs.
@@ -397,7 +508,8 @@ impl Session {
     /// Stream the message re-framed for DATA (`message::Reframe`: CRLF line ends only, lines
     /// of at most 998 octets, dot-stuffing), ending with CRLF . CRLF, whatever the queue file
     /// holds.
-    fn write_body(&mut self, body: &mut dyn Read) -> Result<(), SessionError> {
+    /// `flush`: send the end at once; otherwise it stays queued for the next commands.
+    fn write_body(&mut self, body: &mut dyn Read, flush: bool) -> Result<(), SessionError> {
         let mut inb = vec![0u8; 64 * 1024];
         let mut out = Vec::with_capacity(66 * 1024);
         let mut frame = crate::message::Reframe::default();
@@ -421,6 +533,10 @@ impl Session {
         }
         out.clear();
         frame.finish(&mut out);
+        if !flush {
+            self.wbuf.extend_from_slice(&out);
+            return Ok(());
+        }
         if let Err(e) = self
             .io
             .get_mut()
@@ -599,6 +715,58 @@ mod tests {
         s.quit();
         let seen = h.join().unwrap();
         assert_eq!(seen[5], "..hi\r\nx\r\n.\r\n");
+    }
+
+    /// Three messages on one connection, each body's final dot sent with the next MAIL,
+    /// RCPTs and DATA in one write (the server answers the dot only once those arrived),
+    /// with one RCPT of the middle message refused.
+    #[test]
+    fn chained_messages_travel_with_the_previous_dot() {
+        let (port, h) = server(vec![
+            ("EHLO", "250-fake\r\n250 PIPELINING\r\n"),
+            ("MAIL FROM:<s@x.org>", ""),
+            ("RCPT TO:<a@x.org>", ""),
+            ("DATA", "250 ok\r\n250 ok\r\n354 go\r\n"),
+            ("BODY", ""),
+            ("MAIL FROM:<s@x.org>", ""),
+            ("RCPT TO:<b@x.org>", ""),
+            ("RCPT TO:<bad@x.org>", ""),
+            (
+                "DATA",
+                "250 first\r\n250 ok\r\n250 ok\r\n550 5.1.1 no\r\n354 go\r\n",
+            ),
+            ("BODY", ""),
+            ("MAIL FROM:<s@x.org>", ""),
+            ("RCPT TO:<c@x.org>", ""),
+            ("DATA", "250 second\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+            ("BODY", "250 third\r\n"),
+        ]);
+        let mut s = Session::connect(&target(port)).unwrap();
+        let mut owed = None;
+        let mut results = Vec::new();
+        for rcpts in [&["a@x.org"][..], &["b@x.org", "bad@x.org"], &["c@x.org"]] {
+            let e = env(rcpts);
+            assert!(s.can_chain(&e, 4));
+            s.begin(&e, 4);
+            s.flush().unwrap();
+            if let Some(r) = owed.take() {
+                results.push(s.finish_dot(r).unwrap());
+            }
+            assert!(s.read_begun(rcpts.len()).unwrap().is_none());
+            s.body(&mut &b"hi\r\n"[..]).unwrap();
+            owed = Some(s.take_opened());
+        }
+        results.push(s.finish_dot(owed.take().unwrap()).unwrap());
+        let data: Vec<_> = results
+            .iter()
+            .map(|t| t.data.as_ref().unwrap().as_ref().unwrap().text.clone())
+            .collect();
+        assert_eq!(data, ["250 first", "250 second", "250 third"]);
+        assert!(results[0].rcpt[0].is_ok() && results[2].rcpt[0].is_ok());
+        assert!(results[1].rcpt[0].is_ok());
+        assert_eq!(results[1].rcpt[1].as_ref().unwrap_err().code, 550);
+        drop(s);
+        assert_eq!(h.join().unwrap().len(), 14);
     }
 
     #[test]

@@ -40,7 +40,9 @@ SEQ = 0          # last message sequence number used
 LIVE = weakref.WeakSet()   # open connections (Relay), aborted on shutdown
 
 KNOWN_FAULTS = {"mail", "rcpt", "rcpt_all", "data", "dot", "ehlo", "connect", "disconnect_at",
-                "stall_at", "stall_seconds", "dot_then_disconnect", "mode", "cycle", "count"}
+                "stall_at", "stall_seconds", "dot_then_disconnect", "mode", "cycle", "count",
+                "max_connections", "session_messages", "session_limit_reply"}
+SESSIONS = set()   # sessions past the greeting and not closed (for "max_connections")
 STALL_POINTS = {"greeting", "ehlo", "auth", "mail", "rcpt", "data", "dot"}
 DROP_POINTS = STALL_POINTS | {"middata"}
 
@@ -60,12 +62,17 @@ class Stats:
     def __init__(self, path):
         self.path, self.c = path, dict.fromkeys(
             ["connections", "mail_commands", "auth_ok", "auth_fail", "messages",
-             "rcpt_commands", "data_commands", "dropped"], 0)
+             "rcpt_commands", "data_commands", "dropped", "peak_sessions", "over_limit"], 0)
         self.flush()
 
     def bump(self, key):
         self.c[key] += 1
         self.flush()
+
+    def peak(self, key, n):
+        if n > self.c[key]:
+            self.c[key] = n
+            self.flush()
 
     def flush(self):
         if self.path:
@@ -156,6 +163,7 @@ class Relay(SMTP):
         self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit,
                                                            {"AUTH": 16384})
         self.txn_action = "ok"     # this transaction's cycle step: ok | disconnect
+        self.stored = 0            # messages stored on this connection
         self._mid_reply = False    # inside a multi-line reply (EHLO): no delay between lines
 
     def _client_connected_cb(self, reader, writer):
@@ -220,7 +228,19 @@ class Relay(SMTP):
             await self.push(text)
             self.transport.close()   # graceful: the reply is flushed first
             return
-        await super()._handle_client()
+        limit = spec.get("max_connections")
+        if isinstance(limit, int) and len(SESSIONS) >= limit:
+            STATS.bump("over_limit")
+            LOG.info("%s: over max_connections=%d", self.peer(), limit)
+            await self.push("421 4.7.0 Too many concurrent SMTP connections; please try again later")
+            self.transport.close()
+            return
+        SESSIONS.add(self)
+        STATS.peak("peak_sessions", len(SESSIONS))
+        try:
+            await super()._handle_client()
+        finally:
+            SESSIONS.discard(self)
 
     async def smtp_EHLO(self, hostname, helo=False):   # the "ehlo" faults apply to HELO too
         await self.point("ehlo")
@@ -294,6 +314,9 @@ class Handler:
             server.txn_action = step
         if spec.get("mail") and FAULTS.fire("mail"):
             return await server.fault(spec["mail"])
+        per_session = spec.get("session_messages")
+        if isinstance(per_session, int) and server.stored >= per_session:
+            return await server.fault(spec.get("session_limit_reply", "452 4.5.3 Too many messages sent"))
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Sender OK"
@@ -318,6 +341,7 @@ class Handler:
         if spec.get("dot") and FAULTS.fire("dot"):
             return await server.fault(spec["dot"])   # not stored
         n = store(server, session, envelope)
+        server.stored += 1
         STATS.bump("messages")
         if spec.get("dot_then_disconnect") and FAULTS.fire("dot_then_disconnect"):
             await server.drop("dot, after storing the message")
