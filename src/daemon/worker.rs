@@ -336,13 +336,14 @@ fn run_job(ctx: &Ctx, conn: &mut Option<Conn>, job: &Job) -> Outcome {
                         g.slots[slot].mail_tempfails = 0;
                         g.slots[slot].mark_down(
                             false,
-                            format!("the relay refuses every transaction: {reply}"),
+                            format!("the relay {}: {reply}", e.down_words()),
                         );
                         g.slots[slot].mail_probe = true;
                         note_relay(ctx, &g.slots);
                         warn!(
-                            "relay {} refuses every transaction ({reply}): treating it as down, probing every {}s",
+                            "relay {} {} ({reply}): treating it as down, probing every {}s",
                             g.slots[slot].name,
+                            e.down_words(),
                             g.slots[slot].interval().as_secs()
                         );
                     }
