@@ -334,10 +334,8 @@ fn run_job(ctx: &Ctx, conn: &mut Option<Conn>, job: &Job) -> Outcome {
                     g.slots[slot].mail_tempfails += 1;
                     if g.slots[slot].mail_tempfails >= 5 {
                         g.slots[slot].mail_tempfails = 0;
-                        g.slots[slot].mark_down(
-                            false,
-                            format!("the relay {}: {reply}", e.down_words()),
-                        );
+                        g.slots[slot]
+                            .mark_down(false, format!("the relay {}: {reply}", e.down_words()));
                         g.slots[slot].mail_probe = true;
                         note_relay(ctx, &g.slots);
                         warn!(
