@@ -5,7 +5,10 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::relay::{Kind, OutEnvelope, OutRcpt, Session, SessionError, Stage, Target, TlsMode};
+use crate::relay::{
+    CertIssue, Kind, OutEnvelope, OutRcpt, Session, SessionError, Stage, TLS_OFFER, Target,
+    TlsMode, cert_facts,
+};
 use std::net::{TcpStream, ToSocketAddrs};
 
 fn ok(step: &str, what: &str) {
@@ -24,42 +27,54 @@ fn warn(step: &str, what: &str, hint: &str) {
     println!("        hint: {hint}");
 }
 
-/// What a newcomer wants to see of the relay's certificate.
-pub struct CertSummary {
-    pub subject: String,
-    pub issuer: String,
-    /// Unix time.
-    pub not_after: i64,
-}
-
-/// Subject, issuer and expiry of a DER certificate (None if it does not parse).
-pub fn cert_summary(der: &[u8]) -> Option<CertSummary> {
-    let (_, c) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(CertSummary {
-        subject: c.subject().to_string(),
-        issuer: c.issuer().to_string(),
-        not_after: c.validity().not_after.timestamp(),
-    })
-}
-
 /// A hint for a failed session, from where it failed and how.
 fn hint(t: &Target, e: &SessionError) -> String {
+    let implicit = t.tls == TlsMode::Implicit;
     match (&e.kind, e.stage) {
-        (Kind::Timeout | Kind::Network(_) | Kind::Protocol(_), Stage::Greeting) if t.tls != TlsMode::Implicit => format!(
+        (Kind::Timeout | Kind::Network(_) | Kind::Closed | Kind::Protocol(_), Stage::Greeting) if !implicit => format!(
             "the server said nothing: port {} may expect TLS from the first byte (implicit TLS). Try url = \"smtps://{}:{}\"",
             t.port, t.host, t.port
         ),
-        (Kind::Tls(_), _) | (Kind::Certificate(_), Stage::Tls) if t.tls == TlsMode::Implicit && t.port != 465 => format!(
+        (Kind::Tls(_) | Kind::Closed, Stage::Tls) if implicit && t.port != 465 => format!(
             "port {} usually speaks plain SMTP with STARTTLS: try url = \"smtp://{}:{}\"",
             t.port, t.host, t.port
         ),
-        (Kind::Tls(_), _) if t.tls == TlsMode::Implicit => "the TLS handshake failed: if this port uses STARTTLS, use smtp:// instead of smtps://".into(),
-        (Kind::Certificate(_), _) => "the relay's certificate is not trusted for this name: check the host name, or set ca_file for a private CA".into(),
+        (Kind::Tls(_) | Kind::Closed, Stage::Tls) if implicit => format!(
+            "the TLS handshake failed: if this port uses STARTTLS, use smtp:// instead of smtps://; otherwise the relay refused the handshake or accepts nothing relayq offers: {TLS_OFFER}"
+        ),
+        (Kind::Tls(_) | Kind::Closed, Stage::Tls) => format!(
+            "the relay refused the handshake, or accepts nothing relayq offers: {TLS_OFFER}. An old relay may need TLS 1.2 or newer enabled; ask its admin or the provider"
+        ),
+        (Kind::Certificate(c), _) => match c.issue {
+            CertIssue::Name => "the url's host must be a name the certificate is for: use the provider's documented host name (not an alias or an IP address), or ask the relay's admin for a certificate that covers this name".into(),
+            CertIssue::Issuer => "no CA this host trusts vouches for the certificate: for a private CA set ca_file to the CA's certificate; for a self-signed relay set ca_file to its certificate or pin_sha256; for a public provider install ca-certificates".into(),
+            CertIssue::Expired => "the relay's certificate has expired: tell the provider (or renew it, for your own relay); if the date looks wrong, check this host's clock".into(),
+            CertIssue::NotYetValid => "check this host's clock (timedatectl, or the NTP service)".into(),
+            CertIssue::Pin => "if the relay's certificate was renewed, put its new SHA-256 in pin_sha256 (or remove the pin to trust the CA)".into(),
+            CertIssue::Other => String::new(),
+        },
         (Kind::NoStartTls, _) => "this port offers no STARTTLS: use smtps:// on port 465, or the provider's submission port".into(),
         (Kind::AuthFailed(_), _) => "wrong username or password (API key). Gmail and Microsoft 365 need an app password or auth = \"xoauth2\"".into(),
-        (Kind::AuthUnavailable(_), _) => "the relay offers no AUTH here: check the port (587 or 465) and that TLS is on".into(),
+        (Kind::AuthUnavailable(g), _) if g.offered.is_empty() => "the relay offers no AUTH here: check the port (587 or 465) and that TLS is on".into(),
+        (Kind::AuthUnavailable(g), _) if g.wanted.is_none() => format!(
+            "relayq does not implement {}: enable AUTH PLAIN or LOGIN on the relay (they are safe inside TLS; Dovecot: auth_mechanisms = plain login), or use a port or account setting that offers them",
+            g.offered.join(", ")
+        ),
+        (Kind::AuthUnavailable(_), _) => "set auth to a mechanism the relay offers, or remove the auth line to let relayq choose PLAIN or LOGIN".into(),
+        (Kind::Reply(r), _) if r.is_throttling() => "the relay is throttling relayq (a rate limit): queued mail waits and goes when the limit allows; nothing to fix unless it lasts".into(),
         (Kind::Reply(r), Stage::Greeting | Stage::Ehlo) if r.is_temp() => "the relay is refusing connections for now (rate limit or maintenance)".into(),
         _ => String::new(),
+    }
+}
+
+/// The step a failed connection stopped at, as `relayq test` names it.
+fn step_of(e: &SessionError) -> &'static str {
+    match (&e.kind, e.stage) {
+        (Kind::Certificate(_), _) => "cert",
+        (_, Stage::Tls | Stage::StartTls) => "tls",
+        (_, Stage::Auth) => "auth",
+        (_, Stage::Ehlo) => "ehlo",
+        _ => "greeting",
     }
 }
 
@@ -131,17 +146,13 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<i32> {
                 continue;
             }
         }
-        // TLS, EHLO, AUTH
-        let mut session = match Session::connect(t) {
+        // TLS and EHLO; AUTH apart, so that the steps before it show when it fails.
+        let mut unauthenticated = t.clone();
+        unauthenticated.auth = None;
+        let mut session = match Session::connect(&unauthenticated) {
             Ok(s) => s,
             Err(e) => {
-                let step = match e.stage {
-                    Stage::Tls | Stage::StartTls => "tls",
-                    Stage::Auth => "auth",
-                    Stage::Ehlo => "ehlo",
-                    _ => "greeting",
-                };
-                fail(step, &e.to_string(), &hint(t, &e));
+                fail(step_of(&e), &e.to_string(), &hint(t, &e));
                 all_ok = false;
                 continue;
             }
@@ -164,11 +175,12 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<i32> {
         }
         if let Some(c) = session
             .tls_info()
-            .and_then(|i| cert_summary(&i.peer_cert_der))
+            .and_then(|i| cert_facts(&i.peer_cert_der))
         {
             let days = (c.not_after - crate::daemon::now() as i64).div_euclid(86400);
             let what = format!(
-                "subject {}; issuer {}; expires {} ({days} days)",
+                "for {}; subject {}; issuer {}; expires {} ({days} days)",
+                c.names.join(", "),
                 c.subject,
                 c.issuer,
                 crate::message::rfc5322_date(c.not_after)
@@ -186,20 +198,30 @@ pub fn run(cfg: &Config, args: &[String]) -> Result<i32> {
         let caps = session.capabilities();
         ok("ehlo", &caps.raw.join(", "));
         match &t.auth {
-            Some(a) => ok("auth", &format!("accepted as {}", a.username)),
+            Some(a) => match session.auth(a) {
+                Ok(()) => ok("auth", &format!("accepted as {}", a.username)),
+                Err(e) => {
+                    fail("auth", &e.to_string(), &hint(t, &e));
+                    all_ok = false;
+                    continue;
+                }
+            },
             None => ok("auth", "none configured"),
         }
         // MAIL FROM: the sender must be one the relay accepts.
         match session.probe_sender(&sender) {
             Ok(r) if r.is_ok() => ok("sender", &format!("<{sender}> accepted")),
             Ok(r) => {
-                fail(
-                    "sender",
-                    &format!("<{sender}> refused: {r}"),
-                    &format!(
+                let h = if r.is_throttling() {
+                    "the relay is throttling relayq (a rate limit): queued mail waits and goes when the limit allows; try again later".to_string()
+                } else if r.is_temp() {
+                    "the relay refuses for now (a temporary 4xx reply): queued mail waits; try again later".to_string()
+                } else {
+                    format!(
                         "the relay does not accept this sender: verify {sender} (or its domain) with your provider, or set [address] sender to a verified address"
-                    ),
-                );
+                    )
+                };
+                fail("sender", &format!("<{sender}> refused: {r}"), &h);
                 all_ok = false;
                 continue;
             }

@@ -371,7 +371,7 @@ fn connect_slot(ctx: &Ctx, i: usize) -> std::result::Result<Session, ConnectFail
             let reason = if refused {
                 refused_sender_reason(&sender, &e)
             } else {
-                format!("the relay refuses every transaction: {e}")
+                format!("the relay {}: {e}", e.down_words())
             };
             Err((e, refused, name, reason))
         }
@@ -413,10 +413,14 @@ fn plain_reason(e: &SessionError, t: &Target) -> String {
         }
         (Kind::Network(m), Stage::Connect) => format!("cannot connect to {hp}: {}", plain_io(m)),
         (Kind::Timeout, Stage::Connect) => format!("cannot connect to {hp}: timed out"),
-        (Kind::Network(_) | Kind::Timeout, Stage::Greeting) => format!("{hp}: {e} {scheme_hint}"),
+        (Kind::Network(_) | Kind::Closed | Kind::Timeout, Stage::Greeting) => {
+            format!("{hp}: {e} {scheme_hint}")
+        }
         (Kind::Tls(m), _) => format!("TLS failure with {hp}: {m} {scheme_hint}"),
-        (Kind::Certificate(m), _) => format!("certificate not trusted for {}: {m}", t.host),
-        (Kind::Network(_) | Kind::Timeout | Kind::Protocol(_), _) => format!("{hp}: {e}"),
+        (Kind::Certificate(m), _) => m.to_string(),
+        (Kind::Network(_) | Kind::Closed | Kind::Timeout | Kind::Protocol(_), _) => {
+            format!("{hp}: {e}")
+        }
         _ => e.to_string(),
     };
     match t.auth.as_ref().map(|a| a.secret.as_str()) {
@@ -581,7 +585,8 @@ pub(super) fn connect_any(ctx: &Ctx) -> Option<Conn> {
                     );
                 } else {
                     warn!(
-                        "relay {name} unreachable: {e} (mail stays queued; probing again in {retry}s)"
+                        "relay {name} {}: {e} (mail stays queued; probing again in {retry}s)",
+                        e.down_words()
                     );
                 }
                 drop(g);

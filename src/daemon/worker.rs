@@ -466,14 +466,12 @@ fn fail_job(
             s.mail_tempfails += 1;
             if s.mail_tempfails >= 5 {
                 s.mail_tempfails = 0;
-                s.mark_down(
-                    false,
-                    format!("the relay refuses every transaction: {reply}"),
-                );
+                s.mark_down(false, format!("the relay {}: {reply}", e.down_words()));
                 s.mail_probe = true;
                 warn!(
-                    "relay {} refuses every transaction ({reply}): treating it as down, probing every {}s",
+                    "relay {} {} ({reply}): treating it as down, probing every {}s",
                     s.name,
+                    e.down_words(),
                     s.interval().as_secs()
                 );
                 note_relay(ctx, &g.slots);

@@ -1,6 +1,8 @@
 //! AUTH with the relay: PLAIN, LOGIN or XOAUTH2 (lettre encodes the responses), chosen from
-//! what EHLO offered. The secret never appears in a Debug or error text.
+//! what EHLO offered; when nothing fits, the error names what each side has. The secret
+//! never appears in a Debug or error text.
 
+use super::reply::AuthGap;
 use super::{Kind, Reply, Session, SessionError, Stage};
 use base64::Engine;
 use std::fmt;
@@ -32,30 +34,28 @@ impl fmt::Debug for Auth {
 }
 
 impl Session {
-    pub(super) fn auth(&mut self, a: &Auth) -> Result<(), SessionError> {
+    /// Log in (after [`Session::connect`] with a target without `auth`, as `relayq test`
+    /// does to show each step; `connect` itself calls this when the target has `auth`).
+    pub(crate) fn auth(&mut self, a: &Auth) -> Result<(), SessionError> {
         use lettre::transport::smtp::authentication::{Credentials, Mechanism};
         let offered = &self.caps.auth;
-        if offered.is_empty() {
-            return Err(SessionError::new(
+        let has = |m: AuthMech| offered.iter().any(|o| o == m.name());
+        let gap = |wanted| {
+            SessionError::new(
                 Stage::Auth,
-                Kind::AuthUnavailable(
-                    "the relay does not offer AUTH (on this port, or before TLS)".into(),
-                ),
-            ));
-        }
+                Kind::AuthUnavailable(AuthGap {
+                    offered: offered.clone(),
+                    wanted,
+                }),
+            )
+        };
         let mech = match a.mech {
-            Some(m) => m,
-            None if offered.iter().any(|m| m == "PLAIN") => AuthMech::Plain,
-            None if offered.iter().any(|m| m == "LOGIN") => AuthMech::Login,
-            None => {
-                return Err(SessionError::new(
-                    Stage::Auth,
-                    Kind::AuthUnavailable(format!(
-                        "no common mechanism (relay offers {})",
-                        offered.join(" ")
-                    )),
-                ));
-            }
+            _ if offered.is_empty() => return Err(gap(a.mech)),
+            Some(m) if has(m) => m,
+            Some(m) => return Err(gap(Some(m))),
+            None if has(AuthMech::Plain) => AuthMech::Plain,
+            None if has(AuthMech::Login) => AuthMech::Login,
+            None => return Err(gap(None)),
         };
         let creds = Credentials::new(a.username.clone(), a.secret.clone());
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());

@@ -17,7 +17,7 @@ mod tls;
 pub use auth::{Auth, AuthMech};
 pub(crate) use reply::{Kind, Reply, SessionError, Stage};
 pub(crate) use session::Session;
-pub(crate) use tls::build_tls_config;
+pub(crate) use tls::{CertIssue, TLS_OFFER, build_tls_config, cert_facts};
 
 use std::sync::Arc;
 use std::time::Duration;

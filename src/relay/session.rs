@@ -219,7 +219,7 @@ impl Session {
         {
             return Err(SessionError::new(
                 Stage::Mail,
-                Kind::Reply(Reply {
+                Kind::Local(Reply {
                     code: 552,
                     text: format!(
                         "552 5.3.4 message size {size} exceeds the relay's fixed maximum message size of {max} bytes"
@@ -234,7 +234,7 @@ impl Session {
             if !env.sender.is_ascii() {
                 return Err(SessionError::new(
                     Stage::Mail,
-                    Kind::Reply(no_smtputf8("sender", &env.sender)),
+                    Kind::Local(no_smtputf8("sender", &env.sender)),
                 ));
             }
             let mut ascii = env.clone();

@@ -5,13 +5,16 @@
 #   server.pem server.key       localhost / 127.0.0.1, signed by the CA
 #   wrongname.pem wrongname.key wrong.example, signed by the CA      (host-name mismatch)
 #   untrusted.pem untrusted.key localhost / 127.0.0.1, self-signed   (unknown issuer)
+#   expired.pem expired.key     localhost / 127.0.0.1, signed by the CA, valid only in
+#                               January 2020 (expired)
 # Leaf certificates: basicConstraints CA:FALSE, keyUsage digitalSignature+keyEncipherment,
 # extendedKeyUsage serverAuth, subjectAltName — what rustls/webpki expects.
-# Idempotent: does nothing if all eight files exist. Safe to run concurrently (flock).
+# Idempotent: does nothing if all ten files exist. Safe to run concurrently (flock).
 set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
 out=$1
-files=(ca.pem ca.key server.pem server.key untrusted.pem untrusted.key wrongname.pem wrongname.key)
+files=(ca.pem ca.key server.pem server.key untrusted.pem untrusted.key wrongname.pem wrongname.key
+  expired.pem expired.key)
 mkdir -p "$out"
 exec 9>"$out/.mkca.lock"
 flock -w 60 9 || { echo "mkca: $out is locked" >&2; exit 1; }
@@ -40,6 +43,20 @@ CN = placeholder
 basicConstraints = critical, CA:TRUE
 keyUsage = critical, keyCertSign, cRLSign
 subjectKeyIdentifier = hash
+# `openssl ca`, only for the expired leaf: the one way to set past dates in OpenSSL 3.0.
+[ca]
+default_ca = testca
+[testca]
+database = cadb/index.txt
+serial = cadb/serial
+new_certs_dir = cadb
+certificate = ca.pem
+private_key = ca.key
+default_md = sha256
+policy = anything
+unique_subject = no
+[anything]
+commonName = supplied
 EOF
 leaf_ext() { # SAN -> extension file for a server certificate
   printf '%s\n' 'basicConstraints = CA:FALSE' 'keyUsage = digitalSignature, keyEncipherment' \
@@ -64,6 +81,15 @@ leaf() { # name CN SAN
 leaf server localhost "DNS:localhost,IP:127.0.0.1"
 leaf wrongname wrong.example "DNS:wrong.example"
 
+# A leaf for localhost, signed by the CA, that expired long ago.
+newkey expired.key
+ossl req -config ossl.cnf -new -sha256 -key expired.key -subj "/CN=localhost" -out expired.csr
+leaf_ext "DNS:localhost,IP:127.0.0.1" > expired.ext
+printf 'authorityKeyIdentifier = keyid\n' >> expired.ext
+mkdir cadb && : > cadb/index.txt && openssl rand -hex 12 > cadb/serial
+ossl ca -batch -config ossl.cnf -notext -startdate 20200101000000Z -enddate 20200131000000Z \
+  -extfile expired.ext -in expired.csr -out expired.pem
+
 # A self-signed leaf for localhost that no CA vouches for.
 newkey untrusted.key
 ossl req -config ossl.cnf -new -sha256 -key untrusted.key -subj "/CN=localhost" -out untrusted.csr
@@ -76,6 +102,7 @@ openssl verify -CAfile ca.pem -purpose sslserver -verify_hostname localhost serv
 openssl verify -CAfile ca.pem -purpose sslserver -verify_ip 127.0.0.1 server.pem >/dev/null
 ! openssl verify -CAfile ca.pem -verify_hostname localhost wrongname.pem >/dev/null 2>&1
 ! openssl verify -CAfile ca.pem untrusted.pem >/dev/null 2>&1
+! openssl verify -CAfile ca.pem expired.pem >/dev/null 2>&1
 
 chmod 600 ./*.key
 chmod 644 ./*.pem

@@ -18,6 +18,8 @@ import asyncio
 import base64
 import binascii
 import collections
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -380,6 +382,21 @@ class Handler:
         return AuthResult(success=False, handled=False, message="535 5.7.8 Username and Password not accepted")
 
 
+    async def auth_CRAM__MD5(self, server, args):
+        """AUTH CRAM-MD5 (RFC 2195) against --auth USER:PASS; offered only with --auth-mechs."""
+        challenge = f"<{os.getpid()}.{id(server)}@{ARGS.server_name}>".encode()
+        blob = await server.challenge_auth(challenge)
+        if blob is MISSING:
+            return AuthResult(success=False, handled=True)
+        user, _, pw = (ARGS.auth or "").partition(":")
+        want = user.encode() + b" " + hmac.new(pw.encode(), challenge, hashlib.md5).hexdigest().encode()
+        if ARGS.auth and hmac.compare_digest(blob, want):
+            STATS.bump("auth_ok")
+            return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
+        STATS.bump("auth_fail")
+        return AuthResult(success=False, handled=False, message="535 5.7.8 Authentication credentials invalid")
+
+
 def authenticator(server, session, envelope, mechanism, data):
     """Checks AUTH PLAIN and LOGIN against --auth USER:PASS."""
     user, _, pw = (ARGS.auth or "").partition(":")
@@ -432,6 +449,11 @@ async def serve(ctx):
     loop.set_exception_handler(lambda _loop, c: LOG.debug("asyncio: %s", c.get("message")))
     auth_offered = bool(ARGS.auth or ARGS.xoauth2_token)
     exclude = ([] if ARGS.auth else ["PLAIN", "LOGIN"]) + ([] if ARGS.xoauth2_token else ["XOAUTH2"])
+    if ARGS.auth_mechs:   # only these, e.g. "CRAM-MD5" (a relay offering what relayq lacks)
+        offer = {m.upper() for m in ARGS.auth_mechs.replace(",", " ").split()}
+        exclude = [m for m in ("PLAIN", "LOGIN", "XOAUTH2", "CRAM-MD5") if m not in offer]
+    else:
+        exclude.append("CRAM-MD5")
     kw = dict(
         hostname=ARGS.server_name, data_size_limit=ARGS.size or None,
         enable_SMTPUTF8=not ARGS.no_smtputf8, decode_data=False, timeout=ARGS.timeout,
@@ -484,6 +506,10 @@ def main():
     p.add_argument("--auth", metavar="USER:PASS", help="enable AUTH PLAIN and LOGIN")
     p.add_argument("--auth-required", action="store_true", help="530 to MAIL before AUTH")
     p.add_argument("--xoauth2-token", metavar="TOKEN", help="enable AUTH XOAUTH2 with this token")
+    p.add_argument("--auth-mechs", metavar="LIST",
+                   help="offer only these AUTH mechanisms (of PLAIN LOGIN XOAUTH2 CRAM-MD5)")
+    p.add_argument("--tls-ciphers", metavar="OPENSSL_LIST",
+                   help="TLS 1.2 at most, with only these ciphers (an old or strict relay)")
     p.add_argument("--no-pipelining", action="store_true", help="do not advertise PIPELINING")
     p.add_argument("--no-smtputf8", action="store_true", help="do not advertise SMTPUTF8")
     p.add_argument("--size", type=int, default=0, help="advertise and enforce SIZE N (0 = none)")
@@ -514,6 +540,9 @@ def main():
             p.error(f"--tls {ARGS.tls} needs --cert and --key")
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)   # no client certificates
         ctx.load_cert_chain(ARGS.cert, ARGS.key)
+        if ARGS.tls_ciphers:
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+            ctx.set_ciphers(ARGS.tls_ciphers)
     if ARGS.port_file and os.path.exists(ARGS.port_file):
         os.unlink(ARGS.port_file)   # never let a reader see a previous run's port
     if ARGS.outdir:
