@@ -491,24 +491,30 @@ fn usage_err(cmd: &str, what: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Edit distance (Levenshtein), for "did you mean".
+/// Edit distance with transpositions counted as one edit (optimal string alignment), for
+/// "did you mean".
 fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                prev
-            } else {
-                1 + prev.min(cur).min(row[j])
-            };
-            prev = cur;
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
         }
     }
-    row[b.len()]
+    d[a.len()][b.len()]
 }
 
 /// The candidate nearest to `word`, when near enough to be a typo of it.
@@ -582,6 +588,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Top> {
     if cmd.name == "help" {
         return match rest.first().map(|a| a.to_string_lossy()) {
             None => Ok(Top::Overview),
+            Some(h) if h == "-h" || h == "--help" => Ok(Top::Help(cmd)),
             Some(n) => command(&n)
                 .map(Top::Help)
                 .ok_or_else(|| usage_err("", format!("help: unknown command {n:?}"))),

@@ -178,7 +178,7 @@ impl Prompter<'_> {
             };
             match check(&s) {
                 Ok(v) => return Ok(v),
-                Err(why) => println!("  {q}: {why}; again:"),
+                Err(why) => println!("  {q}: {why}"),
             }
         }
         Err(Error::usage(format!(
@@ -202,7 +202,7 @@ impl Prompter<'_> {
             if !s.is_empty() {
                 return Ok(s);
             }
-            println!("  {q}: empty; again:");
+            println!("  {q}: an answer is needed");
         }
         Err(Error::usage("setup: no password given"))
     }
