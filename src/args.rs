@@ -296,7 +296,7 @@ pub const COMMANDS: &[Command] = &[
         operands: "",
         required: &[],
         summary: "write the config and secrets for a provider, then test it",
-        about: "Asks what it needs on a terminal (each answer checked as it is given); with flags\n(or no terminal) it asks nothing. Writes the config and the password beside it, makes\nthe spool, then runs `relayq test`. An existing config is replaced only with --force\n(except the example config the package installs).",
+        about: "Asks on a terminal (each answer checked as given), or takes flags; writes the config\nand the password beside it, makes the spool, then runs `relayq test`.",
     },
     Command {
         name: "init",
@@ -787,7 +787,7 @@ fn synopsis(c: &Command) -> String {
 
 fn option_lines(c: &Command) -> String {
     let mut out = String::new();
-    for f in flags_of(c.name).filter(|f| !matches!(f.takes, Takes::Refused(_))) {
+    for f in flags_of(c.name).filter(|f| f.cmds != EVERY && !matches!(f.takes, Takes::Refused(_))) {
         let shown = f.shown();
         if shown.len() <= 22 {
             out += &format!("  {shown:<22} {}\n", f.help);
@@ -795,6 +795,13 @@ fn option_lines(c: &Command) -> String {
             out += &format!("  {shown}\n  {:<22} {}\n", "", f.help);
         }
     }
+    // The flags of every command, on one line (a command's help fits a screen).
+    let every: Vec<String> = FLAGS
+        .iter()
+        .filter(|f| f.cmds == EVERY)
+        .map(|f| format!("{}: {}", f.shown(), f.help))
+        .collect();
+    out += &format!("  {}\n", every.join("; "));
     out
 }
 
