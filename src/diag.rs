@@ -78,14 +78,9 @@ fn step_of(e: &SessionError) -> &'static str {
     }
 }
 
-pub fn run(cfg: &Config, args: &[String]) -> Result<i32> {
-    let no_send = args.iter().any(|a| a == "--no-send");
-    let to = args
-        .iter()
-        .position(|a| a == "--to")
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .or_else(|| cfg.address.admin.clone());
+/// `relayq test`: `to` from --to (default: the admin), `no_send` from --no-send.
+pub fn run(cfg: &Config, to: Option<&str>, no_send: bool) -> Result<i32> {
+    let to = to.map(str::to_string).or_else(|| cfg.address.admin.clone());
     let mut targets = crate::daemon::resolved_targets(cfg)?;
     // A person is waiting: a server that says nothing (implicit TLS spoken to as plain
     // SMTP) should be named in seconds, not after the daemon's 5-minute command timeout.

@@ -7,6 +7,7 @@
 
 pub mod address;
 pub mod admin;
+pub mod args;
 pub mod bounce;
 pub mod cli;
 pub mod cmd;
@@ -30,6 +31,7 @@ pub mod smtpd;
 pub mod spool;
 pub mod state;
 pub mod submit;
+pub(crate) mod tty;
 
 /// Make sure fds 0, 1 and 2 are open (mailutils closes stdout and stderr), so no file we open
 /// later becomes "stderr" and receives error text.

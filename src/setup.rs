@@ -2,7 +2,10 @@
 //! Dockerfiles) the provider, the credentials, the admin and sender addresses; writes the
 //! config and the secrets file with the right owner and modes (through `conffile`); makes
 //! the spool; then proves it with `relayq test`. The secret is read without echo (or from
-//! stdin with `--password-stdin`), never taken from argv and never printed.
+//! stdin with `--password-stdin`), never taken from argv and never printed. On a terminal
+//! each answer is checked as it is given and asked again, in the question's words; the
+//! terminal's echo comes back whatever happens (`crate::tty`). The flags are in the
+//! argument table (`crate::args`).
 
 use crate::conffile::{self, toml_str};
 use crate::config::{self, Config};
@@ -11,28 +14,6 @@ use crate::provider::{self, PRESETS};
 use crate::spool::Layout;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-
-const USAGE: &str = "\
-usage: relayq [-C config] setup [options]
-
-Asks what it needs on a terminal; with flags (or no terminal) it asks nothing.
-  --provider NAME        smtp2go, ses:REGION, sendgrid, mailgun, postmark, gmail,
-                         office365, fastmail
-  --url URL              any other relay: smtps://host:465 or smtp://host:587
-  --username USER        the SMTP user (SendGrid: apikey)
-  --password-stdin       read the password or API key from stdin (first line)
-  --password-command CMD a command printing the password or an OAuth2 token
-  --password-file FILE   use an existing secrets file as it is
-  --auth KIND            auto, plain, login, xoauth2
-  --admin ADDR           where mail for root and other local accounts goes
-  --sender ADDR          the sender address the relay accepts (verified with it)
-  --domain DOMAIN        qualifies bare names (default: the sender's domain)
-  --ca-file FILE         extra trust anchor (PEM) for a private relay
-  --spool-dir DIR        spool directory (default /var/spool/relayq)
-  --to ADDR              send the test message here (default: the admin address)
-  --no-test              do not run `relayq test` afterwards
-  --no-send              run `relayq test` without sending a message
-  --force                replace an existing config and secrets file";
 
 #[derive(Debug, Default)]
 enum Secret {
@@ -63,48 +44,80 @@ struct Answers {
     force: bool,
 }
 
-fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Answers> {
-    use lexopt::prelude::*;
-    let mut a = Answers::default();
-    let mut p = lexopt::Parser::from_args(args);
-    let usage = |e: String| Error::usage(format!("{e}\n{USAGE}"));
-    while let Some(arg) = p.next().map_err(|e| usage(e.to_string()))? {
-        match arg {
-            Long("provider") => a.provider = Some(value(&mut p)?),
-            Long("url") => a.url = Some(value(&mut p)?),
-            Long("username") | Long("user") => a.username = Some(value(&mut p)?),
-            Long("password-stdin") => a.password_stdin = true,
-            Long("password-command") => a.secret = Secret::Command(value(&mut p)?),
-            Long("password-file") => a.secret = Secret::File(value(&mut p)?.into()),
-            Long("password") => {
-                return Err(Error::usage(
-                    "--password would show the secret in ps and shell history: use --password-stdin, --password-file or --password-command",
-                ));
-            }
-            Long("auth") => a.auth = Some(value(&mut p)?),
-            Long("admin") => a.admin = Some(value(&mut p)?),
-            Long("sender") | Long("from") => a.sender = Some(value(&mut p)?),
-            Long("domain") => a.domain = Some(value(&mut p)?),
-            Long("ca-file") => a.ca_file = Some(value(&mut p)?.into()),
-            Long("spool-dir") => a.spool_dir = Some(value(&mut p)?.into()),
-            Long("to") => a.to = Some(value(&mut p)?),
-            Long("no-test") => a.no_test = true,
-            Long("no-send") => a.no_send = true,
-            Long("force") | Short('f') => a.force = true,
-            Short('h') | Long("help") => {
-                return Err(Error::new(Class::Usage, String::new()));
-            }
-            other => return Err(usage(other.unexpected().to_string())),
-        }
+/// The answers the flags give.
+fn parse_args(p: &crate::args::Parsed) -> Answers {
+    let s = |k: &str| p.value(k).map(str::to_string);
+    let mut secret = Secret::None;
+    if let Some(c) = s("password-command") {
+        secret = Secret::Command(c);
     }
-    Ok(a)
+    if let Some(f) = p.path("password-file") {
+        secret = Secret::File(f);
+    }
+    Answers {
+        provider: s("provider"),
+        url: s("url"),
+        username: s("username"),
+        secret,
+        password_stdin: p.switch("password-stdin"),
+        auth: s("auth"),
+        admin: s("admin"),
+        sender: s("sender"),
+        domain: s("domain"),
+        ca_file: p.path("ca-file"),
+        spool_dir: p.path("spool-dir"),
+        to: s("to"),
+        no_test: p.switch("no-test"),
+        no_send: p.switch("no-send"),
+        force: p.switch("force"),
+    }
 }
 
-fn value(p: &mut lexopt::Parser) -> Result<String> {
-    p.value()
-        .map_err(|e| Error::usage(format!("{e}\n{USAGE}")))?
-        .into_string()
-        .map_err(|_| Error::usage("option values must be UTF-8"))
+/// A provider name: None when it is one, else why not (with the nearest name).
+fn check_provider(p: &str) -> std::result::Result<(), String> {
+    if provider::preset_url(p).is_some() {
+        return Ok(());
+    }
+    let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+    Err(
+        match crate::args::nearest(p, names.iter().copied().chain(["ses:REGION"])) {
+            Some(n) => format!("unknown provider {p:?}; did you mean {n}?"),
+            None if p.starts_with("ses:") => {
+                format!("{p:?}: SES wants its region, e.g. ses:eu-west-1")
+            }
+            None => format!(
+                "unknown provider {p:?}: use one of {}, ses:REGION, or a URL",
+                names.join(", ")
+            ),
+        },
+    )
+}
+
+fn check_addr(a: &str) -> std::result::Result<(), String> {
+    if crate::address::is_valid_mailbox(a) {
+        Ok(())
+    } else if a.is_empty() {
+        Err("an answer is needed: an address like user@example.com".into())
+    } else {
+        Err(format!("{a:?} is not an address like user@example.com"))
+    }
+}
+
+/// The answers flags gave, checked before anything is asked; errors name the flag.
+fn check_flags(a: &Answers) -> Result<()> {
+    if let Some(p) = &a.provider {
+        check_provider(p).map_err(|e| Error::usage(format!("setup: --provider: {e}")))?;
+    }
+    if let Some(u) = &a.url {
+        provider::parse_url(u, false)
+            .map_err(|e| Error::usage(format!("setup: --url {u:?}: {e}")))?;
+    }
+    for (k, v) in [("admin", &a.admin), ("sender", &a.sender), ("to", &a.to)] {
+        if let Some(v) = v {
+            check_addr(v).map_err(|e| Error::usage(format!("setup: --{k}: {e}")))?;
+        }
+    }
+    Ok(())
 }
 
 /// The username a provider wants when it is fixed, and a hint otherwise.
@@ -122,58 +135,76 @@ fn username_hint(provider: &str) -> (Option<&'static str>, &'static str) {
     }
 }
 
-/// Line prompts on stdin/stdout; the secret through rpassword (no echo, on the tty).
+/// Line prompts on stdin/stdout; the secret with the terminal's echo off.
 struct Prompter<'a> {
     input: Box<dyn BufRead + 'a>,
 }
 
+/// How many times a question is asked before setup gives up.
+const TRIES: usize = 5;
+
 impl Prompter<'_> {
-    fn line(&mut self, q: &str, default: Option<&str>) -> Result<String> {
-        for _ in 0..5 {
+    fn read(&mut self) -> Result<String> {
+        let mut s = String::new();
+        let n = std::io::Read::take(&mut *self.input, 4096)
+            .read_line(&mut s)
+            .map_err(|e| Error::temp(format!("reading the answer: {e}")))?;
+        if n == 0 {
+            return Err(Error::usage(
+                "setup: input ended before all questions were answered",
+            ));
+        }
+        Ok(s.trim().to_string())
+    }
+
+    /// Ask `q` until `check` takes the answer (an empty answer is `default` when there is
+    /// one); each refusal is said in the question's words, and the question asked again.
+    fn ask<T>(
+        &mut self,
+        q: &str,
+        default: Option<&str>,
+        check: impl Fn(&str) -> std::result::Result<T, String>,
+    ) -> Result<T> {
+        for _ in 0..TRIES {
             match default {
-                Some(d) if !d.is_empty() => print!("{q} [{d}]: "),
-                _ => print!("{q}: "),
+                Some(d) => print!("{q} [{d}]: "),
+                None => print!("{q}: "),
             }
             let _ = std::io::Write::flush(&mut std::io::stdout());
-            let mut s = String::new();
-            let n = std::io::Read::take(&mut *self.input, 4096)
-                .read_line(&mut s)
-                .map_err(|e| Error::temp(format!("reading the answer: {e}")))?;
-            if n == 0 {
-                return Err(Error::usage(
-                    "setup: input ended before all questions were answered",
-                ));
-            }
-            let s = s.trim().to_string();
-            match (s.is_empty(), default) {
-                (false, _) => return Ok(s),
-                (true, Some(d)) => return Ok(d.to_string()),
-                (true, None) => println!("  (an answer is needed)"),
+            let s = self.read()?;
+            let s = match (s.is_empty(), default) {
+                (true, Some(d)) => d.to_string(),
+                _ => s,
+            };
+            match check(&s) {
+                Ok(v) => return Ok(v),
+                Err(why) => println!("  {q}: {why}"),
             }
         }
-        Err(Error::usage(format!("setup: no answer to {q:?}")))
+        Err(Error::usage(format!(
+            "setup: no usable answer to {q:?} after {TRIES} tries"
+        )))
     }
 
+    /// The secret, with echo off on the terminal (put back on every way out).
     fn secret(&mut self, q: &str) -> Result<String> {
-        for _ in 0..3 {
-            let s = rpassword::prompt_password(format!("{q}: "))
-                .map_err(|e| Error::temp(format!("reading the password from the terminal: {e}")))?;
-            if !s.trim().is_empty() {
-                return Ok(s.trim().to_string());
+        for _ in 0..TRIES {
+            print!("{q}: ");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            let s = {
+                let _echo = crate::tty::EchoOff::new(&std::io::stdin()).map_err(|e| {
+                    Error::temp(format!("cannot turn the terminal's echo off: {e}"))
+                })?;
+                self.read()
+            };
+            println!();
+            let s = s?;
+            if !s.is_empty() {
+                return Ok(s);
             }
-            println!("  (empty: try again)");
+            println!("  {q}: an answer is needed");
         }
         Err(Error::usage("setup: no password given"))
-    }
-}
-
-fn check_addr(key: &str, a: &str) -> Result<()> {
-    if crate::address::is_valid_mailbox(a) {
-        Ok(())
-    } else {
-        Err(Error::usage(format!(
-            "--{key} {a:?} is not an address like user@example.com"
-        )))
     }
 }
 
@@ -183,7 +214,7 @@ fn complete(a: &mut Answers, p: Option<&mut Prompter>) -> Result<()> {
     let Some(p) = p else {
         if a.provider.is_none() && a.url.is_none() {
             return Err(Error::usage(format!(
-                "setup: give --provider or --url (no terminal to ask on)\n{USAGE}"
+                "setup: give --provider or --url (no terminal to ask on; see relayq setup --help)"
             )));
         }
         if a.username.is_some() && matches!(a.secret, Secret::None) {
@@ -200,7 +231,13 @@ fn complete(a: &mut Answers, p: Option<&mut Prompter>) -> Result<()> {
             "Known providers: {}, ses:REGION (Amazon SES), or a URL (smtps://host:465, smtp://host:587)",
             names.join(", ")
         );
-        let v = p.line("Provider or URL", Some("smtp2go"))?;
+        let v = p.ask("Provider or URL", Some("smtp2go"), |v| {
+            if v.contains("://") {
+                provider::parse_url(v, false).map(|_| v.to_string())
+            } else {
+                check_provider(v).map(|()| v.to_string())
+            }
+        })?;
         if v.contains("://") {
             a.url = Some(v);
         } else {
@@ -208,14 +245,22 @@ fn complete(a: &mut Answers, p: Option<&mut Prompter>) -> Result<()> {
         }
     }
     let pname = a.provider.clone().unwrap_or_default();
-    if let Some(pr) = PRESETS.iter().find(|x| x.name == pname) {
+    if let Some(pr) = provider::preset(&pname) {
         println!("  {}: {}", pr.name, pr.note);
     }
     if a.username.is_none() {
         let (fixed, hint) = username_hint(&pname);
         println!("  user name: {hint} (- for a relay without AUTH)");
-        let v = p.line("SMTP user name", Some(fixed.unwrap_or("")))?;
-        a.username = (!v.is_empty() && v != "-").then_some(v);
+        // "-" says "no AUTH"; an empty answer is asked again (it is too easy to give by
+        // mistake to mean anything).
+        let v = p.ask("SMTP user name", fixed, |v| match v {
+            "" => Err("an answer is needed: the user name, or - for a relay without AUTH".into()),
+            v if v.chars().any(char::is_control) => {
+                Err("control characters are not allowed".into())
+            }
+            v => Ok(v.to_string()),
+        })?;
+        a.username = (v != "-").then_some(v);
     }
     if a.username.is_some() && matches!(a.secret, Secret::None) {
         let s = p.secret("Password or API key, or !command that prints it (not shown)")?;
@@ -224,14 +269,18 @@ fn complete(a: &mut Answers, p: Option<&mut Prompter>) -> Result<()> {
             None => Secret::Value(s),
         };
     }
+    let addr = |v: &str| check_addr(v).map(|()| v.to_string());
     if a.admin.is_none() {
         println!("  mail for root, cron and other local accounts goes to the admin address");
-        a.admin = Some(p.line("Admin address", None)?);
+        a.admin = Some(p.ask("Admin address", None, addr)?);
     }
     if a.sender.is_none() {
         println!("  the sender must be an address or domain your provider has verified");
-        let d = a.username.as_deref().filter(|u| u.contains('@'));
-        a.sender = Some(p.line("Sender address", d)?);
+        let d = a
+            .username
+            .as_deref()
+            .filter(|u| crate::address::is_valid_mailbox(u));
+        a.sender = Some(p.ask("Sender address", d, addr)?);
     }
     Ok(())
 }
@@ -344,15 +393,9 @@ pub(crate) fn init_spool(cfg: &Config, user: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn run(cfg_flag: Option<&Path>, args: Vec<std::ffi::OsString>) -> Result<i32> {
-    let mut a = match parse_args(args) {
-        Err(e) if e.msg.is_empty() => {
-            println!("{USAGE}");
-            return Ok(0);
-        }
-        r => r?,
-    };
-    let path = config::choose_path(cfg_flag);
+pub(crate) fn run(p: &crate::args::Parsed) -> Result<i32> {
+    let mut a = parse_args(p);
+    let path = config::choose_path(p.config.as_deref());
     // What `make install` and the package put there (the example config, an empty password
     // file) is not somebody's work: setup may replace it without --force.
     if !a.force && conffile::untouched_install(&path) {
@@ -360,6 +403,7 @@ pub(crate) fn run(cfg_flag: Option<&Path>, args: Vec<std::ffi::OsString>) -> Res
     }
     // Refuse early, before asking anything.
     conffile::check_absent(&path, a.force)?;
+    check_flags(&a)?;
     if a.password_stdin {
         a.secret = Secret::Value(read_stdin_secret()?);
     }
@@ -370,26 +414,6 @@ pub(crate) fn run(cfg_flag: Option<&Path>, args: Vec<std::ffi::OsString>) -> Res
     };
     complete(&mut a, tty.then_some(&mut prompter))?;
     drop(prompter);
-    if let Some(p) = &a.provider {
-        provider::preset_url(p).ok_or_else(|| {
-            Error::usage(format!(
-                "unknown provider {p:?}: use one of {}, ses:REGION, or --url",
-                PRESETS
-                    .iter()
-                    .map(|p| p.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?;
-    }
-    if let Some(u) = &a.url {
-        provider::parse_url(u, false).map_err(Error::usage)?;
-    }
-    for (k, v) in [("admin", &a.admin), ("sender", &a.sender)] {
-        if let Some(v) = v {
-            check_addr(k, v)?;
-        }
-    }
     let secret_path = conffile::secret_path_for(&path);
     let text = render(&a, &secret_path);
     let secret = match &a.secret {
@@ -436,14 +460,7 @@ pub(crate) fn run(cfg_flag: Option<&Path>, args: Vec<std::ffi::OsString>) -> Res
         "\nrelayq test{}:",
         if a.no_send { " --no-send" } else { "" }
     );
-    let mut targs: Vec<String> = Vec::new();
-    if a.no_send {
-        targs.push("--no-send".into());
-    }
-    if let Some(t) = &a.to {
-        targs.extend(["--to".into(), t.clone()]);
-    }
-    match crate::diag::run(&cfg, &targs) {
+    match crate::diag::run(&cfg, a.to.as_deref(), a.no_send) {
         Ok(c) => {
             println!(
                 "next: `{}` starts the daemon (or run `relayq flush` from cron)",
@@ -465,8 +482,12 @@ pub(crate) fn run(cfg_flag: Option<&Path>, args: Vec<std::ffi::OsString>) -> Res
 mod tests {
     use super::*;
 
+    fn flags(args: &[&str]) -> Result<crate::args::Parsed> {
+        crate::args::parse_flags("setup", args.iter().map(|s| s.into()).collect())
+    }
+
     fn answers(args: &[&str]) -> Answers {
-        parse_args(args.iter().map(|s| s.into()).collect()).unwrap()
+        parse_args(&flags(args).unwrap())
     }
 
     #[test]
@@ -496,8 +517,8 @@ mod tests {
 
     #[test]
     fn refuses_password_in_argv_and_odd_flags() {
-        assert!(parse_args(vec!["--password".into(), "x".into()]).is_err());
-        assert!(parse_args(vec!["--bogus".into()]).is_err());
+        assert!(flags(&["--password", "x"]).is_err());
+        assert!(flags(&["--bogus"]).is_err());
         let a = answers(&["--url", "smtp://h:587", "--password-command", "pass show x"]);
         let t = render(&a, Path::new("/p"));
         assert!(t.contains("password_command = \"pass show x\""), "{t}");
@@ -514,5 +535,42 @@ mod tests {
                 .msg
                 .contains("--password")
         );
+    }
+
+    #[test]
+    fn answers_are_checked_in_words() {
+        assert!(check_provider("smtp2go").is_ok() && check_provider("ses:eu-west-1").is_ok());
+        assert!(
+            check_provider("smtp2gop")
+                .unwrap_err()
+                .contains("did you mean smtp2go?")
+        );
+        assert!(check_addr("ops").unwrap_err().contains("not an address"));
+        let e = check_flags(&answers(&["--admin", "ops"])).unwrap_err();
+        assert!(e.msg.contains("--admin"), "{}", e.msg);
+    }
+
+    #[test]
+    fn prompts_ask_again_until_an_answer_fits() {
+        let input: &[u8] = b"smtp2gop\nsmtp2go\n";
+        let mut p = Prompter {
+            input: Box::new(input),
+        };
+        assert_eq!(
+            p.ask("Provider or URL", None, |v| check_provider(v)
+                .map(|()| v.to_string()))
+                .unwrap(),
+            "smtp2go"
+        );
+        let input: &[u8] = b"\n\n\n\n\n";
+        let mut p = Prompter {
+            input: Box::new(input),
+        };
+        let e = p
+            .ask("Admin address", None, |v| {
+                check_addr(v).map(|()| v.to_string())
+            })
+            .unwrap_err();
+        assert!(e.msg.contains("Admin address"), "{}", e.msg);
     }
 }

@@ -262,3 +262,136 @@ fn replaces_the_config_make_install_left_without_force() {
     let o = c.setup(&a, "secret\n");
     assert_eq!(o.status.code(), Some(64), "{}", all(&o));
 }
+
+/// Run `relayq -C cfg setup FLAGS` on a pseudo-terminal through tests/tools/pty_drive.py,
+/// answering `steps` ([expect, answer, ("hidden"|"raw")...]); the transcript and exit code.
+fn on_a_terminal(
+    c: &Case,
+    flags: &[String],
+    steps: serde_json::Value,
+    stty: bool,
+) -> (i32, String) {
+    let mut argv = vec![
+        repo()
+            .join("tests/tools/pty_drive.py")
+            .display()
+            .to_string(),
+    ];
+    if stty {
+        argv.push("--stty".into());
+    }
+    argv.extend([
+        steps.to_string(),
+        "--".into(),
+        BIN.into(),
+        "-C".into(),
+        c.cfg().display().to_string(),
+        "setup".into(),
+    ]);
+    argv.extend(flags.iter().cloned());
+    let o = Command::new("/usr/bin/python3")
+        .args(&argv)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (o.status.code().unwrap_or(-1), all(&o))
+}
+
+#[test]
+fn interactive_asks_again_for_a_bad_provider_an_empty_user_and_a_bad_admin() {
+    let c = Case::new();
+    // The provider is asked (a test cannot reach it: --no-test); the spool is the temp dir's.
+    let flags = vec![
+        "--spool-dir".to_string(),
+        c.dir.path().join("spool").display().to_string(),
+        "--no-test".into(),
+    ];
+    let (code, out) = on_a_terminal(
+        &c,
+        &flags,
+        serde_json::json!([
+            ["Provider or URL", "smtp2gop"],
+            ["did you mean smtp2go?", "smtp2go"],
+            ["SMTP user name", ""],
+            ["or - for a relay without AUTH", "user"],
+            ["not shown", "secret", "hidden"],
+            ["Admin address", "ops"],
+            ["is not an address", "ops@example.com"],
+            ["Sender address", "server@example.com"],
+        ]),
+        false,
+    );
+    assert_eq!(code, 0, "{out}");
+    // Each refusal names the question, never a flag the user did not type.
+    assert!(
+        out.contains("Provider or URL: unknown provider \"smtp2gop\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("Admin address: \"ops\" is not an address"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("--admin") && !out.contains("--provider"),
+        "{out}"
+    );
+    assert!(!out.contains("secret"), "the password was echoed: {out}");
+    let text = std::fs::read_to_string(c.cfg()).unwrap();
+    for want in [
+        "provider = \"smtp2go\"",
+        "username = \"user\"",
+        "admin = \"ops@example.com\"",
+    ] {
+        assert!(text.contains(want), "{text}");
+    }
+}
+
+#[test]
+fn interactive_dash_means_no_auth() {
+    let c = Case::new();
+    let mut flags = c.base();
+    flags.push("--no-test".into());
+    let (code, out) = on_a_terminal(
+        &c,
+        &flags,
+        serde_json::json!([
+            ["SMTP user name", "-"],
+            ["Admin address", "ops@example.com"],
+            ["Sender address", "server@example.com"],
+        ]),
+        false,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("not shown"), "a password was asked: {out}");
+    let text = std::fs::read_to_string(c.cfg()).unwrap();
+    assert!(
+        !text.contains("username") && !text.contains("password"),
+        "{text}"
+    );
+}
+
+#[test]
+fn ctrl_c_at_the_password_prompt_gives_the_echo_back() {
+    let c = Case::new();
+    let (code, out) = on_a_terminal(
+        &c,
+        &c.base(),
+        serde_json::json!([
+            ["SMTP user name", "user"],
+            ["not shown", "\u{3}", "hidden", "raw"],
+        ]),
+        true,
+    );
+    // Killed by SIGINT (130), as a shell sees a Ctrl-C, with nothing written.
+    assert_eq!(code, 130, "{out}");
+    assert!(!c.cfg().exists());
+    let stty = out
+        .lines()
+        .find_map(|l| l.strip_prefix("[pty_drive: stty: "))
+        .unwrap_or_else(|| panic!("no stty line: {out}"));
+    let words: Vec<&str> = stty.trim_end_matches(']').split_whitespace().collect();
+    assert!(
+        words.contains(&"echo") && !words.contains(&"-echo"),
+        "the terminal was left without echo: {stty}"
+    );
+}

@@ -128,25 +128,15 @@ pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Stat
 /// Daemon, relay, queue counts, oldest message, last error; exit 1 when mail is stuck (queued
 /// longer than `--stuck-after`, default 1 hour) or the relay has been down that long, for
 /// monitoring.
-pub fn status(layout: &Layout, args: &[String]) -> Result<i32> {
-    let json = args.iter().any(|a| a == "--json");
-    let stuck_after = args
-        .iter()
-        .position(|a| a == "--stuck-after")
-        .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            crate::config::parse_duration(v)
-                .ok_or_else(|| Error::usage(format!("--stuck-after {v}: use e.g. 30m, 1h")))
-        })
-        .transpose()?
-        .unwrap_or(std::time::Duration::from_secs(3600));
+pub fn status(
+    layout: &Layout,
+    json: bool,
+    stuck_after: std::time::Duration,
+    metrics: Option<&std::path::Path>,
+) -> Result<i32> {
     let s = collect(layout, stuck_after)?;
-    if let Some(path) = args
-        .iter()
-        .position(|a| a == "--metrics")
-        .and_then(|i| args.get(i + 1))
-    {
-        write_metrics(std::path::Path::new(path), &s)?;
+    if let Some(path) = metrics {
+        write_metrics(path, &s)?;
     }
     if json {
         println!("{}", serde_json::to_string(&s).unwrap_or_default());

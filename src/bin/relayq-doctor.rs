@@ -4,21 +4,22 @@
 //! start-up faults in pages of its own executable. `relayq doctor` execs this program
 //! (found beside itself).
 //!
-//! Usage (by `relayq doctor`): relayq-doctor [-C config] [--json] [--dns HOST:PORT]
+//! Usage (by `relayq doctor`): relayq-doctor [-C config] [--json] [--dns HOST:PORT], parsed by
+//! the same argument table as `relayq doctor` (`relayq::args`).
 
 fn main() {
     relayq::sanitize_fds();
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let mut config: Option<std::path::PathBuf> = None;
-    if args.first().map(String::as_str) == Some("-C") {
-        if args.len() < 2 {
-            eprintln!("relayq doctor: -C needs a file");
-            std::process::exit(64);
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let run = || -> relayq::error::Result<i32> {
+        if args.iter().any(|a| a == "-h" || a == "--help") {
+            let doctor = relayq::args::command("doctor")
+                .ok_or_else(|| relayq::error::Error::usage("doctor: not in the argument table"))?;
+            println!("{}", relayq::args::help(doctor));
+            return Ok(0);
         }
-        config = Some(args.remove(1).into());
-        args.remove(0);
-    }
-    let code = match relayq::doctor::run(config.as_deref(), &args) {
+        relayq::doctor::run(&relayq::args::parse_flags("doctor", args.clone())?)
+    };
+    let code = match run() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("relayq: {}", e.msg);

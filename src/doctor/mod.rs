@@ -24,8 +24,6 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
-const USAGE: &str = "usage: relayq doctor [--json] [--dns HOST:PORT]";
-
 #[derive(serde::Serialize, Clone, Copy, PartialEq, Eq, Debug)]
 #[serde(rename_all = "lowercase")]
 enum Level {
@@ -102,34 +100,30 @@ struct Opts {
     dns: Option<SocketAddr>,
 }
 
-fn parse_args(args: &[String]) -> Result<Opts> {
-    let mut o = Opts {
-        json: false,
-        dns: None,
+/// The options, from the argument table (`crate::args`).
+fn parse_args(p: &crate::args::Parsed) -> Result<Opts> {
+    let dns = match p.value("dns") {
+        Some(v) => Some(
+            v.to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| {
+                    Error::usage(format!(
+                        "doctor: --dns {v}: want HOST:PORT, e.g. 127.0.0.1:53"
+                    ))
+                })?,
+        ),
+        None => None,
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--json" => o.json = true,
-            "--dns" => {
-                let v = it.next().ok_or_else(|| Error::usage(USAGE))?;
-                let addr = v
-                    .to_socket_addrs()
-                    .ok()
-                    .and_then(|mut a| a.next())
-                    .ok_or_else(|| {
-                        Error::usage(format!("--dns {v}: want HOST:PORT, e.g. 127.0.0.1:53"))
-                    })?;
-                o.dns = Some(addr);
-            }
-            _ => return Err(Error::usage(USAGE)),
-        }
-    }
-    Ok(o)
+    Ok(Opts {
+        json: p.switch("json"),
+        dns,
+    })
 }
 
-pub fn run(config_flag: Option<&Path>, args: &[String]) -> Result<i32> {
-    let opts = parse_args(args)?;
+pub fn run(p: &crate::args::Parsed) -> Result<i32> {
+    let opts = parse_args(p)?;
+    let config_flag = p.config.as_deref();
     let mut r = Report {
         json: opts.json,
         findings: Vec::new(),

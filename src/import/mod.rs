@@ -30,10 +30,7 @@ pub(crate) use queue::old_queues;
 
 use crate::error::{Class, Error, Result};
 use render::render;
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-
-const USAGE: &str = "usage: relayq [-C out.toml] import --from nullmailer|msmtp|ssmtp|dma|postfix [--path FILE_OR_DIR] [--queue DIR] [--queue-only] [--dry-run] [--force]";
 
 /// The tools relayq can import from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,62 +207,34 @@ struct Args {
     force: bool,
 }
 
-fn parse_args(args: Vec<OsString>) -> Result<Option<Args>> {
-    let usage = |m: &str| Error::usage(format!("{m}\n{USAGE}"));
-    let mut tool = None;
-    let mut path = None;
-    let mut queue = None;
-    let (mut dry_run, mut force, mut queue_only) = (false, false, false);
-    let mut it = args.into_iter();
-    while let Some(a) = it.next() {
-        let a = a.to_string_lossy().into_owned();
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (a.clone(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next().map(|v| v.to_string_lossy().into_owned()))
-                .ok_or_else(|| usage(&format!("{flag} needs a value")))
-        };
-        match flag.as_str() {
-            "--from" => {
-                let v = value()?;
-                tool =
-                    Some(Tool::from_name(&v).ok_or_else(|| usage(&format!("unknown tool {v:?}")))?);
-            }
-            "--path" => path = Some(PathBuf::from(value()?)),
-            "--queue" => queue = Some(PathBuf::from(value()?)),
-            "--queue-only" => queue_only = true,
-            "--dry-run" | "-n" => dry_run = true,
-            "--force" | "-f" => force = true,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(None);
-            }
-            _ => return Err(usage(&format!("unexpected argument {a:?}"))),
-        }
-    }
-    let tool = tool.ok_or_else(|| usage("--from is required"))?;
-    Ok(Some(Args {
+/// The options, from the argument table (`crate::args`: flags, `--help`, the man page).
+fn parse_args(p: &crate::args::Parsed) -> Result<Args> {
+    let usage = |m: &str| Error::usage(format!("import: {m} (see relayq import --help)"));
+    let v = p.value("from").ok_or_else(|| usage("--from is required"))?;
+    let names: Vec<&str> = Tool::ALL.iter().map(|t| t.name()).collect();
+    let tool = Tool::from_name(v).ok_or_else(|| {
+        usage(&match crate::args::nearest(v, names.iter().copied()) {
+            Some(n) => format!("unknown tool {v:?}; did you mean {n}?"),
+            None => format!("unknown tool {v:?}: use one of {}", names.join(", ")),
+        })
+    })?;
+    Ok(Args {
         tool,
-        path,
-        queue,
-        queue_only,
-        dry_run,
-        force,
-    }))
+        path: p.path("path"),
+        dry_run: p.switch("dry-run"),
+        force: p.switch("force"),
+        queue: p.path("queue"),
+        queue_only: p.switch("queue-only"),
+    })
 }
 
 /// `relayq [-C out.toml] import ...`: exit 0 ok, 64 usage (or the config exists and no
 /// --force), 65 the source cannot be parsed or has no usable relay, 66 the source config is
 /// missing, 77 it cannot be read (permission), 75 writing failed or mail was left in the old
 /// queue (the report says which and why).
-pub(crate) fn run(config_flag: Option<&Path>, args: Vec<OsString>) -> Result<i32> {
-    let Some(a) = parse_args(args)? else {
-        return Ok(0);
-    };
+pub(crate) fn run(p: &crate::args::Parsed) -> Result<i32> {
+    let a = parse_args(p)?;
+    let config_flag = p.config.as_deref();
     let given = a.path.is_some();
     let path = a
         .path
