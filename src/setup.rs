@@ -213,9 +213,9 @@ impl Prompter<'_> {
 fn complete(a: &mut Answers, p: Option<&mut Prompter>) -> Result<()> {
     let Some(p) = p else {
         if a.provider.is_none() && a.url.is_none() {
-            return Err(Error::usage(format!(
-                "setup: give --provider or --url (no terminal to ask on; see relayq setup --help)"
-            )));
+            return Err(Error::usage(
+                "setup: give --provider or --url (no terminal to ask on; see relayq setup --help)",
+            ));
         }
         if a.username.is_some() && matches!(a.secret, Secret::None) {
             return Err(Error::usage(
