@@ -443,9 +443,22 @@ fn greeting(port: u16) -> (TcpStream, String) {
 fn connections_over_the_cap_hear_421() {
     let s = Setup::new("max_connections = 2\n");
     let d = s.daemon();
-    let (a, g1) = greeting(s.port);
-    let (_b, g2) = greeting(s.port);
-    assert!(g1.starts_with("220 ") && g2.starts_with("220 "), "{g1}{g2}");
+    // The readiness check's connection holds a place until its thread sees it gone: two
+    // clients are both served once it has (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (a, _b) = loop {
+        let (a, g1) = greeting(s.port);
+        let (b, g2) = greeting(s.port);
+        if g1.starts_with("220 ") && g2.starts_with("220 ") {
+            break (a, b);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "two clients never served: {g1}{g2}"
+        );
+        drop((a, b));
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let (_c, g3) = greeting(s.port);
     assert!(g3.starts_with("421 4.3.2 "), "{g3:?}");
     // One leaves: a new client is served again (bounded).

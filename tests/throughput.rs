@@ -72,9 +72,15 @@ fn pipelined_messages_keep_per_recipient_results() {
         log.contains("to=<bad@example.org>") && log.contains("status=bounced"),
         "{log}"
     );
-    assert_eq!(log.matches("status=sent").count(), 3, "{log}");
-    assert_eq!(relay.stat("connections"), 1, "{log}");
-    assert_eq!(env.queued(), 1, "only the bounce is left: {log}");
+    // The three on one connection; the bounce the pass queued goes in the same flush.
+    assert_eq!(log.matches("status=sent").count(), 4, "{log}");
+    assert_eq!(
+        by_subject("m1").len() + by_subject("m2").len() + by_subject("m3").len(),
+        3
+    );
+    assert_eq!(got.len(), 4, "the three and the bounce: {log}");
+    assert!(relay.stat("connections") <= 2, "{log}");
+    assert_eq!(env.queued(), 0, "{log}");
 }
 
 #[test]
@@ -86,7 +92,8 @@ fn lock_step_relay_delivers_everything() {
     let o = env.flush();
     assert!(o.status.success(), "{}", stderr(&o));
     let got = relay.arrived();
-    assert_eq!(got.len(), 31, "{}", stderr(&o));
+    // The 31 and the bounce for bad@example.org, sent in the same pass.
+    assert_eq!(got.len(), 32, "{}", stderr(&o));
     let mixed: Vec<_> = got.iter().filter(|m| subject_of(m) == "mixed").collect();
     assert_eq!(rcpts_of(mixed[0]), ["x@example.org"]);
     assert_eq!(deferrals(&env, &stderr(&o)), 0, "{}", stderr(&o));
@@ -152,9 +159,16 @@ fn same_tempfail_at_data_is_an_outage_released_on_recovery() {
         env.daemon_log().contains("to every message")
     });
     relay.set_faults("{}");
-    wait_until("all delivered", Duration::from_secs(45), || {
-        relay.arrived().len() >= 20
-    });
+    let end = Instant::now() + Duration::from_secs(45);
+    while relay.arrived().len() < 20 {
+        assert!(
+            Instant::now() < end,
+            "{} of 20 delivered: {}",
+            relay.arrived().len(),
+            env.daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     wait_until("the queue empty", Duration::from_secs(10), || {
         env.queued() == 0
     });

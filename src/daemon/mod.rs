@@ -68,6 +68,9 @@ struct Daemon {
     passed: Vec<String>,
     /// A flush pass's selection.
     filter: Option<crate::cli::QueueFilter>,
+    /// Released by an outage (`take_released`) while their own report was still on its way:
+    /// released when it arrives, so that its deferral does not give them a backoff.
+    release_on_report: HashSet<String>,
 }
 
 /// How a message is taken into memory.
@@ -203,6 +206,7 @@ impl Daemon {
             fqdn: crate::submit::host_names().1,
             skip: HashSet::new(),
             passed: Vec::new(),
+            release_on_report: HashSet::new(),
             filter: None,
         })
     }
@@ -483,7 +487,13 @@ impl Daemon {
         let mut b = [0u8; 256];
         while (&self.wake_rx).read(&mut b).map(|n| n > 0).unwrap_or(false) {}
         while let Ok(r) = self.reports.try_recv() {
+            let id = (!self.release_on_report.is_empty()).then(|| r.id.clone());
             self.handle(r);
+            if let Some(id) = id
+                && self.release_on_report.remove(&id)
+            {
+                self.release_now(HashSet::from([id]));
+            }
         }
         self.take_released();
     }
@@ -495,9 +505,22 @@ impl Daemon {
             std::mem::take(&mut self.ctx.shared.lock().expect("lock").released)
                 .into_iter()
                 .collect();
+        let (later, now): (HashSet<String>, HashSet<String>) = ids
+            .into_iter()
+            .partition(|id| self.sched.msgs.get(id).is_some_and(|m| m.in_flight));
+        self.release_on_report.extend(later);
+        self.release_now(now);
+    }
+
+    /// Messages `ids` go to the ready queue at once, ignoring their backoff.
+    fn release_now(&mut self, ids: HashSet<String>) {
         if !ids.is_empty() {
             let jobs = self.sched.flush(&ids);
             self.ctx.shared.lock().expect("lock").ready.extend(jobs);
+            // Parked meanwhile (their envelope back on disk): read again, to go at once.
+            if self.sched.flush_parked(|id| ids.contains(id)) > 0 {
+                self.refill();
+            }
             self.ctx.cv.notify_all();
         }
     }

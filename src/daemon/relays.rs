@@ -498,7 +498,7 @@ pub(super) fn note_relay(ctx: &Ctx, slots: &[Slot]) {
 pub(super) fn connect_any(ctx: &Ctx) -> Option<Conn> {
     let n = ctx.shared.lock().expect("lock").slots.len();
     for i in 0..n {
-        let generation = {
+        let (generation, probe) = {
             let mut g = ctx.shared.lock().expect("lock");
             let now = Instant::now();
             let generation = g.generation;
@@ -509,11 +509,12 @@ pub(super) fn connect_any(ctx: &Ctx) -> Option<Conn> {
             if !s.has_room() {
                 return None;
             }
-            if s.down_until.is_some() {
+            let probe = s.down_until.is_some();
+            if probe {
                 s.probing = true;
             }
             s.open += 1;
-            generation
+            (generation, probe)
         };
         let res = connect_slot(ctx, i);
         let mut g = ctx.shared.lock().expect("lock");
@@ -521,6 +522,15 @@ pub(super) fn connect_any(ctx: &Ctx) -> Option<Conn> {
         match res {
             Ok(session) if !current => {
                 drop(g);
+                session.quit();
+                return None;
+            }
+            // Opened while another worker found the relay down (the same 4xx to every
+            // message, say): only the probe may say it is back.
+            Ok(session) if !probe && g.slots[i].down_until.is_some() => {
+                g.slots[i].open = g.slots[i].open.saturating_sub(1);
+                drop(g);
+                ctx.cv.notify_all();
                 session.quit();
                 return None;
             }

@@ -401,7 +401,6 @@ impl Session {
     pub fn can_chain(&self, env: &OutEnvelope, size: u64) -> bool {
         self.caps.pipelining
             && !self.broken
-            && !self.dot_owed
             && (self.caps.smtputf8 || !env.needs_smtputf8())
             && self.caps.size.is_none_or(|m| m == 0 || size <= m)
             && env.rcpts.len() + 2 <= PIPE_GROUP
