@@ -63,7 +63,8 @@ fn a_flush_without_a_daemon_promises_no_probe() {
 #[test]
 fn progress_and_summary_on_a_terminal() {
     let tmp = tempfile::tempdir().unwrap();
-    // Slow the relay down (15 ms a round trip) so the flush lasts a few seconds.
+    // Slow the relay down (15 ms a round trip) and use one connection, so the flush lasts
+    // at least 150 round trips (2.25 s) on any machine: past the first progress line.
     let relay = Relay::start(
         tmp.path(),
         RelayOpts {
@@ -72,6 +73,8 @@ fn progress_and_summary_on_a_terminal() {
         },
     );
     let env = syslog_env(&relay);
+    let text = std::fs::read_to_string(&env.cfg).unwrap();
+    std::fs::write(&env.cfg, format!("{text}\n[queue]\nconnections = 1\n")).unwrap();
     queue(&env, 150);
     let o = Command::new("/usr/bin/python3")
         .arg(repo().join("tests/tools/pty_drive.py"))

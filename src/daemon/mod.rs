@@ -596,7 +596,7 @@ impl Daemon {
             self.retire_passed();
             // What the pass queued itself (bounces, delay warnings) and what room let in
             // meanwhile: another round, unless every relay is down.
-            if self.relays_down() || !self.more_to_send() {
+            if self.ctx.shared.lock().expect("lock").all_down() || !self.more_to_send() {
                 break;
             }
         }
@@ -646,17 +646,6 @@ impl Daemon {
             }
         }
         false
-    }
-
-    /// Every relay is marked down (a flush pass then stops).
-    fn relays_down(&self) -> bool {
-        self.ctx
-            .shared
-            .lock()
-            .expect("lock")
-            .slots
-            .iter()
-            .all(|s| s.down_until.is_some())
     }
 
     /// Run until SIGTERM/SIGINT; `smtp`: the loopback SMTP listener's sockets, if any.

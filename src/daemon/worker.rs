@@ -61,7 +61,8 @@ impl Shared {
             .find(|s| s.usable(now))
             .is_some_and(|s| s.has_room())
     }
-    fn all_down(&self) -> bool {
+    /// Every relay is marked down.
+    pub(super) fn all_down(&self) -> bool {
         self.slots.iter().all(|s| s.down_until.is_some())
     }
     fn earliest_probe(&self) -> Option<Instant> {
