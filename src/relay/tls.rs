@@ -103,16 +103,7 @@ pub(crate) fn cert_facts(der: &[u8]) -> Option<CertFacts> {
 
 /// A Unix time as a UTC date, "2026-12-02".
 pub(crate) fn utc_day(t: i64) -> String {
-    // Howard Hinnant's days-to-civil.
-    let z = t.div_euclid(86400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = crate::message::civil_from_days(t.div_euclid(86400));
     format!("{y:04}-{m:02}-{d:02}")
 }
 
