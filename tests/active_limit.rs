@@ -60,10 +60,7 @@ fn more_than_the_active_limit_is_delivered_oldest_first_reading_as_room_frees() 
     let tmp = tempfile::tempdir().unwrap();
     let relay = Relay::start(tmp.path(), RelayOpts::plain());
     let env = Env::new(
-        &format!(
-            "url = \"smtp://127.0.0.1:{}\"\nallow_plaintext = true",
-            relay.port
-        ),
+        &plain_relay_toml(relay.port),
         &format!("[queue]\nconnections = 1\nactive_limit = {LIMIT}\n"),
     );
     let base = relayq::daemon::now() - 3600;
@@ -109,10 +106,7 @@ fn one_flush_pass_delivers_more_than_the_active_limit() {
     let tmp = tempfile::tempdir().unwrap();
     let relay = Relay::start(tmp.path(), RelayOpts::plain());
     let env = Env::new(
-        &format!(
-            "url = \"smtp://127.0.0.1:{}\"\nallow_plaintext = true",
-            relay.port
-        ),
+        &plain_relay_toml(relay.port),
         &format!("[queue]\nconnections = 1\nactive_limit = {LIMIT}\n"),
     );
     generate(&env.spool("queue"), relayq::daemon::now() - 3600);

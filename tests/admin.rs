@@ -254,7 +254,7 @@ fn printing_commands_end_quietly_when_the_reader_goes_away() {
 
 #[test]
 fn show_escapes_control_characters_unless_raw() {
-    let env = Env::new("url = \"smtp://127.0.0.1:1\"\nallow_plaintext = true", "");
+    let env = Env::new(&plain_relay_toml(1), "");
     let o = env.sendmail(
         &["-i", "a@example.org"],
         b"Subject: \x1b]0;owned\x07\x1b[2J caf\xc3\xa9\n\nbody \x1b[31mred\n",

@@ -47,7 +47,7 @@ fn quiet_when_not_on_a_terminal() {
 /// nothing promises a probe that no process will make.
 #[test]
 fn a_flush_without_a_daemon_promises_no_probe() {
-    let env = Env::new("url = \"smtp://127.0.0.1:1\"\nallow_plaintext = true", "");
+    let env = Env::new(&plain_relay_toml(1), "");
     queue(&env, 1);
     let o = env.flush();
     assert!(o.status.success(), "{}", stderr(&o));

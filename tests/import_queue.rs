@@ -205,7 +205,7 @@ fn nullmailer_queue_dry_run_then_taken_over() {
 /// pairs; a file that cannot be read is left in place with the reason, and exit 75.
 #[test]
 fn dma_and_msmtpq_queues() {
-    let env = Env::new("url = \"smtp://127.0.0.1:9\"\nallow_plaintext = true", "");
+    let env = Env::new(&plain_relay_toml(9), "");
     let dq = env.path().join("dma-spool");
     std::fs::create_dir_all(&dq).unwrap();
     let msg = "From: app@example.org\nSubject: dma one\n\nbody\n";
@@ -325,7 +325,7 @@ fn import_replaces_the_shipped_example_config() {
 /// in a private mount namespace with a tmpfs over /var/spool, so the host is untouched).
 #[test]
 fn doctor_warns_about_a_non_empty_old_queue() {
-    let env = Env::new("url = \"smtp://127.0.0.1:9\"\nallow_plaintext = true", "");
+    let env = Env::new(&plain_relay_toml(9), "");
     let probe = Command::new("unshare")
         .args(["--mount", "--map-root-user", "true"])
         .status();

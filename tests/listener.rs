@@ -401,7 +401,7 @@ t.sendMail({from: "node@shop.example", to: "frank@example.org, grace@example.org
 #[test]
 fn non_loopback_address_is_a_config_error() {
     for addr in ["0.0.0.0", "[::]", "192.0.2.1"] {
-        let env = Env::new("url = \"smtp://127.0.0.1:1\"\nallow_plaintext = true", "");
+        let env = Env::new(&plain_relay_toml(1), "");
         let mut text = std::fs::read_to_string(&env.cfg).unwrap();
         text.push_str(&format!(
             "\n[listen]\naddresses = [\"127.0.0.1:{}\", \"{addr}:2525\"]\n",
@@ -409,17 +409,11 @@ fn non_loopback_address_is_a_config_error() {
         ));
         std::fs::write(&env.cfg, text).unwrap();
         let mut d = env.daemon();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let st = loop {
-            if let Some(st) = d.try_wait().unwrap() {
-                break st;
-            }
-            if Instant::now() > deadline {
-                let _ = d.kill();
-                panic!("daemon with {addr} kept running: {}", env.daemon_log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let st = wait_exit(
+            &mut d,
+            Duration::from_secs(10),
+            &format!("the daemon (with {addr})"),
+        );
         assert_eq!(st.code(), Some(78), "{addr}: {}", env.daemon_log());
         let log = env.daemon_log();
         assert_eq!(log.trim_end().lines().count(), 1, "one line: {log}");
@@ -709,13 +703,7 @@ fn socket_activated(env: &Env, l: &std::net::TcpListener) -> Child {
 fn socket_activation() {
     let tmp = tempfile::tempdir().unwrap();
     let relay = Relay::start(tmp.path(), RelayOpts::plain());
-    let env = Env::new(
-        &format!(
-            "url = \"smtp://127.0.0.1:{}\"\nallow_plaintext = true",
-            relay.port
-        ),
-        "",
-    );
+    let env = Env::new(&plain_relay_toml(relay.port), "");
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let d = socket_activated(&env, &l);
@@ -736,17 +724,11 @@ with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20) as c:
 
     let wild = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let mut d = socket_activated(&env, &wild);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let st = loop {
-        if let Some(st) = d.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = d.kill();
-            panic!("daemon served a wildcard socket: {}", env.daemon_log());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let st = wait_exit(
+        &mut d,
+        Duration::from_secs(10),
+        "the daemon given a wildcard socket",
+    );
     assert_eq!(st.code(), Some(78), "{}", env.daemon_log());
     assert!(env.daemon_log().contains("not a loopback address"));
 }

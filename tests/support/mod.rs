@@ -189,10 +189,6 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let pw = dir.path().join("password");
         std::fs::write(&pw, "secret\n").unwrap();
-        std::os::unix::fs::PermissionsExt::set_mode(
-            &mut std::fs::metadata(&pw).unwrap().permissions(),
-            0o600,
-        );
         std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         let cfg = dir.path().join("relayq.toml");
         let text = format!(
@@ -279,17 +275,7 @@ impl Env {
             .stderr(std::fs::File::create(&err).unwrap())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(st) = c.try_wait().unwrap() {
-                break st;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                panic!("relayq flush did not finish within 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = wait_exit(&mut c, Duration::from_secs(60), "relayq flush");
         Output {
             status,
             stdout: std::fs::read(&out).unwrap(),
@@ -373,6 +359,27 @@ pub fn rcpts_of(m: &serde_json::Value) -> Vec<String> {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Wait for `c` to exit, at most `within`; past that, kill it and fail naming `what`.
+pub fn wait_exit(c: &mut Child, within: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("{what} did not finish within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The [relay] table for the plaintext test relay (`RelayOpts::plain()`) on loopback `port`.
+pub fn plain_relay_toml(port: u16) -> String {
+    format!("url = \"smtp://127.0.0.1:{port}\"\nallow_plaintext = true")
 }
 
 /// The [relay] table for a relay on `port` with the test CA.
