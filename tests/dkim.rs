@@ -284,6 +284,17 @@ fn doctor_compares_the_published_key_with_key_file() {
         "{line}"
     );
     assert!(fix.contains(&s.key.record()), "{fix}");
+    // Another key of the same type.
+    let newer = make_key(&s.env.path().join("mismatch"), "ed25519");
+    let (line, _) = doctor_dkim(
+        &s,
+        "same-type",
+        serde_json::json!({ &name: [["TXT", newer.record()]] }),
+    );
+    assert!(
+        line.starts_with("FAIL") && line.contains("(k=ed25519) is not the public key of"),
+        "{line}"
+    );
     let (line, _) = doctor_dkim(
         &s,
         "revoked",
