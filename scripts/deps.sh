@@ -13,7 +13,9 @@
 #   adduser              the .deb's postinst (tests/package.rs installs it)
 #   strace               shows which paths relayq-postdrop resolves (tests/privilege.rs)
 #   python3-venv, nodejs, npm   real SMTP clients for tests/listener.rs: Django in a venv
-#                        (PyPI) and nodemailer (npm), both in $RELAYQ_TEST_DEPS (below)
+#                        (PyPI) and nodemailer (npm), both in $RELAYQ_TEST_DEPS (below);
+#                        in the same venv dkimpy and PyNaCl (ed25519), the independent DKIM
+#                        verifier of tests/dkim.rs
 set -euo pipefail
 
 # Where the test clients that come from PyPI and npm live: outside the work tree, so a fresh
@@ -29,6 +31,11 @@ clients() {
       "$deps_dir/venv/bin/pip" install -q 'django>=4.2,<6' >>"$log" 2>&1 ||
       { cat "$log" >&2; echo "deps: FAILED to install django into $deps_dir/venv" >&2; exit 1; }
     did+=(django)
+  fi
+  if ! "$deps_dir/venv/bin/python" -c 'import dkim, nacl' >/dev/null 2>&1; then
+    "$deps_dir/venv/bin/pip" install -q 'dkimpy>=1.1,<2' 'pynacl>=1.5,<2' >"$log" 2>&1 ||
+      { cat "$log" >&2; echo "deps: FAILED to install dkimpy into $deps_dir/venv" >&2; exit 1; }
+    did+=(dkimpy)
   fi
   if [ ! -f "$deps_dir/node/node_modules/nodemailer/package.json" ]; then
     mkdir -p "$deps_dir/node"

@@ -32,6 +32,9 @@ pub struct Config {
     /// The loopback SMTP listener the daemon serves (off unless `addresses` is set).
     #[serde(default)]
     pub listen: Listen,
+    /// `[dkim]`: sign outgoing mail (off unless set; `crate::dkim`).
+    #[serde(default)]
+    pub dkim: Option<Dkim>,
     /// Where this file was read from (not a key).
     #[serde(skip)]
     pub path: PathBuf,
@@ -175,6 +178,18 @@ impl Listen {
             .filter_map(|a| a.parse().ok())
             .collect()
     }
+}
+
+/// `[dkim]`: the daemon signs mail whose header From is in `domain` (or a subdomain) with
+/// the key in `key_file`, published at `<selector>._domainkey.<domain>` (`crate::dkim`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dkim {
+    pub domain: String,
+    pub selector: String,
+    /// A PEM private key (RSA of 2048 to 4096 bits, or Ed25519): a secret, read by the
+    /// daemon only, refused when other users can read it.
+    pub key_file: PathBuf,
 }
 
 /// Whether the listener may bind `addr`: an IP loopback address (127.0.0.0/8, ::1, or
@@ -416,6 +431,9 @@ impl Config {
             if r.password_file.is_some() && r.password_command.is_some() {
                 return Err(self.bad(&key, "set password_file or password_command, not both"));
             }
+        }
+        if let Some(d) = &self.dkim {
+            crate::dkim::check_config(d).map_err(|why| self.bad("dkim", why))?;
         }
         self.validate_listen()
     }

@@ -15,6 +15,7 @@ pub mod conffile;
 pub mod config;
 pub mod daemon;
 pub mod diag;
+pub mod dkim;
 pub mod doctor;
 pub mod error;
 pub mod import;

@@ -109,16 +109,32 @@ pub fn spool(layout: &Layout) -> Check {
 /// A password file must not be readable by other users (as ssh insists for keys) and must
 /// belong to root or to the daemon's user (`daemon_uid`), so nobody else can swap it.
 pub fn password_file(p: &Path, daemon_uid: Option<u32>) -> Check {
-    let m = fs::metadata(p).map_err(|e| {
-        Problem::unsafe_(
-            format!("password_file {}: {e}", p.display()),
-            "create it with the relay's password on one line, then chmod 600",
-        )
-    })?;
+    secret_file(
+        "password_file",
+        p,
+        daemon_uid,
+        "create it with the relay's password on one line, then chmod 600",
+    )
+}
+
+/// The DKIM private key (`[dkim] key_file`): the same rules as a password file.
+pub fn dkim_key_file(p: &Path, daemon_uid: Option<u32>) -> Check {
+    secret_file(
+        "dkim key_file",
+        p,
+        daemon_uid,
+        "make it with `openssl genpkey` (relayq.toml(5), [dkim]), then chmod 600",
+    )
+}
+
+/// A secret named `key` in the config: not readable by others, owned by root or the daemon.
+fn secret_file(key: &str, p: &Path, daemon_uid: Option<u32>, create: &str) -> Check {
+    let m = fs::metadata(p)
+        .map_err(|e| Problem::unsafe_(format!("{key} {}: {e}", p.display()), create))?;
     if m.mode() & 0o007 != 0 {
         return Err(Problem::unsafe_(
             format!(
-                "password_file {} is readable by other users (mode {:o})",
+                "{key} {} is readable by other users (mode {:o})",
                 p.display(),
                 m.mode() & 0o777
             ),
@@ -128,7 +144,7 @@ pub fn password_file(p: &Path, daemon_uid: Option<u32>) -> Check {
     if m.uid() != 0 && Some(m.uid()) != daemon_uid {
         return Err(Problem::unsafe_(
             format!(
-                "password_file {} is owned by uid {}, not root or the daemon's user",
+                "{key} {} is owned by uid {}, not root or the daemon's user",
                 p.display(),
                 m.uid()
             ),

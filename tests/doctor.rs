@@ -7,52 +7,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 
-/// The local DNS server; killed when dropped.
-struct Dns {
-    child: Child,
-    addr: String,
-}
-
-impl Dns {
-    fn start(dir: &Path, zone: &str) -> Dns {
-        let zone_file = dir.join("zone.json");
-        let port_file = dir.join("dns.port");
-        std::fs::write(&zone_file, zone).unwrap();
-        let child = Command::new("/usr/bin/python3")
-            .arg(repo().join("tests/dns/dnsd.py"))
-            .arg("--zone")
-            .arg(&zone_file)
-            .arg("--port-file")
-            .arg(&port_file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start dnsd.py");
-        let mut dns = Dns {
-            child,
-            addr: String::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while dns.addr.is_empty() {
-            if let Ok(p) = std::fs::read_to_string(&port_file)
-                && let Ok(p) = p.trim().parse::<u16>()
-            {
-                dns.addr = format!("127.0.0.1:{p}");
-            }
-            assert!(Instant::now() < deadline, "dnsd.py did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        dns
-    }
-}
-
-impl Drop for Dns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 const FASTMAIL: &str =
     "provider = \"fastmail\"\nusername = \"server\"\npassword_file = \"PASSWORD_FILE\"";
 

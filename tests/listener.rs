@@ -135,16 +135,6 @@ fn assert_ok(o: &Output, what: &str) {
     );
 }
 
-fn deps_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("RELAYQ_TEST_DEPS") {
-        return PathBuf::from(d);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
-    cache.join("relayq-test-deps")
-}
-
 fn header(m: &serde_json::Value, name: &str) -> Vec<String> {
     let data = m["data"].as_str().unwrap_or("");
     let head = data.split("\r\n\r\n").next().unwrap_or("");

@@ -156,6 +156,7 @@ impl Daemon {
         crate::perms::config_file(&cfg.path)?;
         // Secrets are read (as root if need be) before privileges are dropped.
         let slots = build_slots(&cfg)?;
+        let dkim = crate::dkim::Signer::load(&cfg)?;
         // If root, become the spool's owner (the daemon's user), so every file we create
         // stays the daemon's, and nothing in the spool can make root act.
         let spool = Spool::open_as_owner(&layout)?;
@@ -180,6 +181,7 @@ impl Daemon {
                 released: Vec::new(),
                 generation: 0,
                 relay_sender: bounce::sender(&cfg, &crate::submit::host_names().1),
+                dkim,
             }),
             cv: Condvar::new(),
             last_delivery: Mutex::new(state::DeliveryNote::new(state::LastDelivery::path(&layout))),
@@ -413,8 +415,13 @@ impl Daemon {
     }
 
     fn reload(&mut self) {
-        match Config::load(self.cfg_flag.as_deref()).and_then(|c| build_slots(&c).map(|s| (c, s))) {
-            Ok((c, mut slots)) => {
+        let loaded = Config::load(self.cfg_flag.as_deref()).and_then(|c| {
+            let slots = build_slots(&c)?;
+            let dkim = crate::dkim::Signer::load(&c)?;
+            Ok((c, slots, dkim))
+        });
+        match loaded {
+            Ok((c, mut slots, dkim)) => {
                 let mut g = self.ctx.shared.lock().expect("lock");
                 // Retried at once; one down at MAIL must still show MAIL is accepted.
                 for s in slots.iter_mut() {
@@ -423,6 +430,7 @@ impl Daemon {
                 g.slots = slots;
                 g.idle_timeout = c.queue.idle_timeout;
                 g.relay_sender = bounce::sender(&c, &self.fqdn);
+                g.dkim = dkim;
                 g.generation += 1;
                 drop(g);
                 if let Err(e) = self.spool().write_limits(c.max_message_size) {

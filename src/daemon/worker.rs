@@ -50,6 +50,8 @@ pub(super) struct Shared {
     /// DATA for several messages in a row): the main loop puts them back in the ready queue,
     /// so they go with everything else when the relay is back.
     pub(super) released: Vec<String>,
+    /// `[dkim]`: the signer, replaced by a reload.
+    pub(super) dkim: Option<Arc<crate::dkim::Signer>>,
 }
 
 impl Shared {
@@ -278,6 +280,7 @@ fn run_job(
     owed: &mut Option<Owed>,
     job: &Job,
 ) -> Option<Outcome> {
+    let dkim = dkim_field(ctx, job);
     for _attempt in 0..3 {
         if conn.is_none() {
             settle(ctx, conn, owed);
@@ -295,13 +298,14 @@ fn run_job(
             .map(|m| m.len())
             .unwrap_or(0)
             .saturating_sub(job.body_offset)
-            + job.trace.len() as u64;
+            + (job.trace.len() + dkim.len()) as u64;
         let mut file = BufReader::with_capacity(64 * 1024, file);
         if file.seek(SeekFrom::Start(job.body_offset)).is_err() {
             return Some(Outcome::Gone("cannot seek".into()));
         }
-        // Our trace field first: the daemon's, from what the kernel told us, not the client.
-        let mut body = job.trace.as_bytes().chain(file);
+        // Our trace field first: the daemon's, from what the kernel told us, not the client;
+        // ahead of it the DKIM signature over all that follows.
+        let mut body = dkim.as_bytes().chain(job.trace.as_bytes()).chain(file);
         let env = &job.env;
         let out = OutEnvelope {
             sender: env.sender.clone(),
@@ -372,6 +376,23 @@ fn run_job(
         }
     }
     Some(requeue(ctx, job))
+}
+
+/// The DKIM-Signature field for `job` (over its trace field and the queue file, as they go
+/// out), or "" when `[dkim]` is off or the message is not signed (logged).
+fn dkim_field(ctx: &Ctx, job: &Job) -> String {
+    let Some(signer) = ctx.shared.lock().expect("lock").dkim.clone() else {
+        return String::new();
+    };
+    let mut file = match ctx.spool.open_file(Queue::Active, job.id.as_str()) {
+        Ok((f, _)) => BufReader::with_capacity(64 * 1024, f),
+        // Gone: the attempt finds out and says so.
+        Err(_) => return String::new(),
+    };
+    if file.seek(SeekFrom::Start(job.body_offset)).is_err() {
+        return String::new();
+    }
+    signer.field(job.id.as_str(), &mut job.trace.as_bytes().chain(file))
 }
 
 /// After a failed transaction: try again on a new connection, or the outcome.

@@ -7,9 +7,11 @@
 //! dns` line, never a finding about the domain; NXDOMAIN or no record is a finding.
 //!
 //! Files: `dns` (the resolver, behind the `dns::Lookup` trait), `domain` (the sender domain's
-//! SPF, DKIM and DMARC checks), `oldqueue` (mail the replaced tool left in its queue). Here:
+//! SPF, DKIM and DMARC checks), `dkim` (`[dkim]`: the key file against the key published),
+//! `oldqueue` (mail the replaced tool left in its queue). Here:
 //! the report, the command, and the local checks.
 
+mod dkim;
 mod dns;
 mod domain;
 mod oldqueue;

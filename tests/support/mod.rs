@@ -389,3 +389,61 @@ pub fn relay_toml(scheme: &str, port: u16) -> String {
         ca_dir().join("ca.pem").display()
     )
 }
+
+/// Where scripts/deps.sh puts the test clients from PyPI and npm (a venv, node_modules).
+pub fn deps_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("RELAYQ_TEST_DEPS") {
+        return PathBuf::from(d);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
+    cache.join("relayq-test-deps")
+}
+
+/// The local DNS server; killed when dropped.
+pub struct Dns {
+    child: Child,
+    pub addr: String,
+}
+
+impl Dns {
+    /// tests/dns/dnsd.py serving `zone` (JSON, see there) on a free loopback UDP port.
+    pub fn start(dir: &Path, zone: &str) -> Dns {
+        let zone_file = dir.join("zone.json");
+        let port_file = dir.join("dns.port");
+        std::fs::write(&zone_file, zone).unwrap();
+        let child = Command::new("/usr/bin/python3")
+            .arg(repo().join("tests/dns/dnsd.py"))
+            .arg("--zone")
+            .arg(&zone_file)
+            .arg("--port-file")
+            .arg(&port_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start dnsd.py");
+        let mut dns = Dns {
+            child,
+            addr: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while dns.addr.is_empty() {
+            if let Ok(p) = std::fs::read_to_string(&port_file)
+                && let Ok(p) = p.trim().parse::<u16>()
+            {
+                dns.addr = format!("127.0.0.1:{p}");
+            }
+            assert!(Instant::now() < deadline, "dnsd.py did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        dns
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
