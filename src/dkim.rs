@@ -181,7 +181,7 @@ impl Key {
 fn bare_public(der: &[u8]) -> Vec<u8> {
     use x509_parser::prelude::FromDer;
     match x509_parser::x509::SubjectPublicKeyInfo::from_der(der) {
-        Ok((rest, spki)) if rest.is_empty() => spki.subject_public_key.data.to_vec(),
+        Ok(([], spki)) => spki.subject_public_key.data.to_vec(),
         _ => der.to_vec(),
     }
 }

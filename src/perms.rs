@@ -1,5 +1,5 @@
 //! The owner and mode checks that make the daemon refuse to start (a spool it cannot trust,
-//! a password file others can read, a config file others can change) — shared with
+//! a password file or DKIM key others can read, a config file others can change) — shared with
 //! `relayq doctor`, so both say the same thing in the same words.
 
 use crate::error::Error;

@@ -2,8 +2,6 @@
 //! local DNS server (tests/dns/dnsd.py, standard library only) on a free loopback UDP port.
 
 mod support;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 
