@@ -141,7 +141,7 @@ const NOT_HERE: &[(&str, &str, &str)] = &[
 const SCENARIOS: &[&str] = &[
     "setup", "setup-written", "test", "doctor", "import", "queue", "hold", "users", "status",
     "outage", "flush-down", "many", "select", "signals", "plain", "nonewprivs", "bad-config",
-    "dup", "corrupt", "bounce", "auth",
+    "dup", "corrupt", "bounce", "auth", "bounce-refused",
 ];
 
 fn words(s: &str) -> Vec<&str> {
@@ -924,6 +924,23 @@ fn auth() {
         s.start_daemon();
         s.sendmail(&["-i", "ops@example.com"], "Subject: x\n\nx\n");
         s.wait_status(20, |v| v["relay"]["up"] == false);
+        s
+    });
+}
+
+/// A recipient refused, and the bounce to the admin refused too (troubleshooting.md,
+/// bounces; #13: a refused bounce makes status say so and exit 1).
+#[test]
+fn bounce_refused() {
+    run("bounce-refused", |_| {
+        let mut s = Session::new(Some((server1(), "10587")));
+        s.config("smtp://localhost:10587", "");
+        s.relay.as_ref().unwrap().set_faults(
+            r#"{"rcpt": {"nobody@example.org": "550 5.1.1 <nobody@example.org>: Recipient address rejected: User unknown", "ops@example.com": "550 5.1.1 <ops@example.com>: Recipient address rejected: User unknown"}}"#,
+        );
+        s.start_daemon();
+        s.sendmail(&["-i", "nobody@example.org"], "Subject: x\n\nx\n");
+        s.wait_status(20, |v| v["failed"] == 2);
         s
     });
 }
