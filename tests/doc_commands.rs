@@ -32,11 +32,7 @@ const NOT_HERE: &[(&str, &str, &str)] = &[
         "builds the project and runs the whole chain itself; the suite runs inside `make test`",
         "tests/daemon_relay.rs (the same chain: sendmail, spool, daemon, test relay)",
     ),
-    (
-        "make test",
-        "runs this very suite (CI: .ci/run)",
-        ".ci/run",
-    ),
+    ("make test", "runs this very suite (CI: .ci/run)", ".ci/run"),
     (
         "make build && sudo make install",
         "installs into the real root (/usr/sbin, /etc, a system user)",
@@ -78,7 +74,11 @@ const NOT_HERE: &[(&str, &str, &str)] = &[
         "no systemd on a test machine",
         "tests/package.rs (the package's service scripts in a throwaway root)",
     ),
-    ("systemctl status relayq", "no systemd on a test machine", "tests/package.rs"),
+    (
+        "systemctl status relayq",
+        "no systemd on a test machine",
+        "tests/package.rs",
+    ),
     (
         "systemctl reload relayq",
         "no systemd on a test machine",
@@ -134,14 +134,37 @@ const NOT_HERE: &[(&str, &str, &str)] = &[
         "a full file system: a tmpfs mounted for it",
         "tests/submit_robustness.rs (a full tmpfs)",
     ),
-    ("echo $?", "the exit code of the command before", "as that command"),
+    (
+        "echo $?",
+        "the exit code of the command before",
+        "as that command",
+    ),
 ];
 
 /// The scenarios the docs' `<!-- doctest: NAME -->` markers may name.
 const SCENARIOS: &[&str] = &[
-    "setup", "setup-written", "test", "doctor", "import", "queue", "hold", "users", "status",
-    "outage", "flush-down", "many", "select", "signals", "plain", "nonewprivs", "bad-config",
-    "dup", "corrupt", "bounce", "auth", "bounce-refused",
+    "setup",
+    "setup-written",
+    "test",
+    "doctor",
+    "import",
+    "queue",
+    "hold",
+    "users",
+    "status",
+    "outage",
+    "flush-down",
+    "many",
+    "select",
+    "signals",
+    "plain",
+    "nonewprivs",
+    "bad-config",
+    "dup",
+    "corrupt",
+    "bounce",
+    "auth",
+    "bounce-refused",
 ];
 
 fn words(s: &str) -> Vec<&str> {
@@ -172,13 +195,17 @@ fn every_command_shown_is_run_or_listed() {
                 b.at(),
                 b.lang
             )),
-            Some(_) if b.steps.is_empty() => {
-                problems.push(format!("{}: a doctest marker on a block without commands", b.at()))
-            }
+            Some(_) if b.steps.is_empty() => problems.push(format!(
+                "{}: a doctest marker on a block without commands",
+                b.at()
+            )),
             Some(_) => {}
             None => {
                 for s in &b.steps {
-                    match NOT_HERE.iter().position(|(c, _, _)| words(c) == words(&s.cmd)) {
+                    match NOT_HERE
+                        .iter()
+                        .position(|(c, _, _)| words(c) == words(&s.cmd))
+                    {
                         Some(i) => listed_seen[i] = true,
                         None => problems.push(format!(
                             "{}: `{}` is neither in a <!-- doctest: NAME --> block nor in NOT_HERE",
@@ -192,7 +219,10 @@ fn every_command_shown_is_run_or_listed() {
     }
     for (i, seen) in listed_seen.iter().enumerate() {
         if !seen {
-            problems.push(format!("NOT_HERE lists `{}`, which no doc shows any more", NOT_HERE[i].0));
+            problems.push(format!(
+                "NOT_HERE lists `{}`, which no doc shows any more",
+                NOT_HERE[i].0
+            ));
         }
     }
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
@@ -234,8 +264,14 @@ impl Session {
             subs: vec![
                 ("/tmp/dx/ca".into(), ca_dir().display().to_string()),
                 ("/tmp/dx".into(), env.path().display().to_string()),
-                ("/usr/sbin/sendmail".into(), bin.join("sendmail").display().to_string()),
-                ("/usr/sbin/relayq".into(), bin.join("relayq").display().to_string()),
+                (
+                    "/usr/sbin/sendmail".into(),
+                    bin.join("sendmail").display().to_string(),
+                ),
+                (
+                    "/usr/sbin/relayq".into(),
+                    bin.join("relayq").display().to_string(),
+                ),
             ],
             env,
             bin,
@@ -288,8 +324,7 @@ impl Session {
         std::fs::create_dir_all(&dir).unwrap();
         let pw = dir.join("pw");
         std::fs::write(&pw, "s3cret\n").unwrap();
-        std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
+        std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         let spool = self.env.path().join("spool");
         let text = format!(
             "spool_dir = \"{}\"\n\n[relay]\nurl = \"{}\"\nusername = \"server1\"\npassword_file = \"{}\"\nca_file = \"{}\"\ncommand_timeout = 5\n\n[address]\nadmin = \"ops@example.com\"\nsender = \"server1@example.com\"\ndomain = \"example.com\"\naliases = \"/nonexistent\"\n\n[log]\nsyslog = false\n{extra}\n",
@@ -301,10 +336,21 @@ impl Session {
         let cfg = dir.join("good.toml");
         std::fs::write(&cfg, text).unwrap();
         std::fs::copy(&cfg, &self.env.cfg).unwrap();
-        let spool = spool.display().to_string().trim_end_matches('/').to_string();
-        self.subs.insert(0, ("/var/spool/relayq".into(), spool.clone()));
+        let spool = spool
+            .display()
+            .to_string()
+            .trim_end_matches('/')
+            .to_string();
+        self.subs
+            .insert(0, ("/var/spool/relayq".into(), spool.clone()));
         self.subs.insert(0, ("/tmp/dx/t/spool".into(), spool));
-        self.subs.insert(0, ("/tmp/dx/t/good.toml".into(), self.env.cfg.display().to_string()));
+        self.subs.insert(
+            0,
+            (
+                "/tmp/dx/t/good.toml".into(),
+                self.env.cfg.display().to_string(),
+            ),
+        );
     }
 
     /// Runs `cmd` as root through bash on a pseudo-terminal; its exit code and output lines.
@@ -438,8 +484,14 @@ impl Session {
             out
         };
         let known_real: Vec<String> = self.ids.values().cloned().collect();
-        let d: Vec<String> = ids(doc).into_iter().filter(|x| !self.ids.contains_key(x)).collect();
-        let r: Vec<String> = ids(real).into_iter().filter(|x| !known_real.contains(x)).collect();
+        let d: Vec<String> = ids(doc)
+            .into_iter()
+            .filter(|x| !self.ids.contains_key(x))
+            .collect();
+        let r: Vec<String> = ids(real)
+            .into_iter()
+            .filter(|x| !known_real.contains(x))
+            .collect();
         for (d, r) in d.into_iter().zip(r) {
             self.ids.insert(d, r);
         }
@@ -476,7 +528,11 @@ impl Session {
             if f(&v) {
                 return;
             }
-            assert!(Instant::now() < deadline, "status never got there: {v}\n{}", self.env.daemon_log());
+            assert!(
+                Instant::now() < deadline,
+                "status never got there: {v}\n{}",
+                self.env.daemon_log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -623,9 +679,18 @@ fn queue() {
         s.config("smtp://localhost:10587", "");
         let r = s.relay.as_ref().unwrap();
         r.set_faults(r#"{"rcpt": {"slow@example.org": "451 4.2.0 greylisted, try again later"}}"#);
-        s.sendmail(&["-t", "-i"], "To: ops@example.com\nSubject: backup done\n\nok\n");
-        s.sendmail(&["-t", "-i"], "To: slow@example.org\nSubject: invoice 1042\n\nattached\n");
-        s.sendmail(&["-t", "-i"], "To: ops@example.com\nSubject: disk 80%\n\n/var\n");
+        s.sendmail(
+            &["-t", "-i"],
+            "To: ops@example.com\nSubject: backup done\n\nok\n",
+        );
+        s.sendmail(
+            &["-t", "-i"],
+            "To: slow@example.org\nSubject: invoice 1042\n\nattached\n",
+        );
+        s.sendmail(
+            &["-t", "-i"],
+            "To: ops@example.com\nSubject: disk 80%\n\n/var\n",
+        );
         let o = s.env.flush();
         assert!(o.status.success(), "{}", stderr(&o));
         s.sendmail(
@@ -636,11 +701,16 @@ fn queue() {
         assert_eq!(ids.len(), 2, "{ids:?}");
         let o = s.env.relayq(&["hold", &ids[1]]);
         assert!(o.status.success(), "{}", stderr(&o));
-        s.ids.insert("06B0E907F4B7A48DCAD164".into(), ids[0].clone());
-        s.ids.insert("06B0E90859765BC99989E4".into(), ids[1].clone());
+        s.ids
+            .insert("06B0E907F4B7A48DCAD164".into(), ids[0].clone());
+        s.ids
+            .insert("06B0E90859765BC99989E4".into(), ids[1].clone());
         let prom = s.env.path().join("node-exporter");
         std::fs::create_dir(&prom).unwrap();
-        s.subs.push(("/var/lib/prometheus/node-exporter".into(), prom.display().to_string()));
+        s.subs.push((
+            "/var/lib/prometheus/node-exporter".into(),
+            prom.display().to_string(),
+        ));
         if has(b, "relayq status --stuck-after 5s") {
             // The oldest message must have waited longer than 5 s.
             s.before(b, "relayq status --stuck-after 5s", 0, |_| {
@@ -657,12 +727,15 @@ fn hold() {
     run("hold", |b| {
         let mut s = Session::new(Some((server1(), "10587")));
         s.config("smtp://localhost:10587", "");
-        let release = b.steps.iter().find(|st| st.cmd.starts_with("relayq release")).unwrap();
+        let release = b
+            .steps
+            .iter()
+            .find(|st| st.cmd.starts_with("relayq release"))
+            .unwrap();
         s.before(b, &release.cmd.clone(), 0, |s| s.start_daemon());
         s
     });
 }
-
 
 /// A port nothing listens on.
 fn dead_port() -> u16 {
@@ -738,7 +811,9 @@ fn status() {
         s.start_daemon();
         s.sendmail(&["-i", "slow@example.org"], "Subject: invoice 1042\n\nx\n");
         s.sendmail(&["-i", "nobody@example.org"], "Subject: hello\n\nx\n");
-        s.wait_status(20, |v| v["failed"] == 1 && v["deferred"] == 1 && !v["last_delivery"].is_null());
+        s.wait_status(20, |v| {
+            v["failed"] == 1 && v["deferred"] == 1 && !v["last_delivery"].is_null()
+        });
         s
     });
 }
@@ -751,12 +826,18 @@ fn outage() {
         let mut s = Session::new(Some((server1(), "10587")));
         s.config("smtp://localhost:10587", "");
         s.start_daemon();
-        s.sendmail(&["-i", "ops@example.com"], "Subject: nightly report\n\nok\n");
+        s.sendmail(
+            &["-i", "ops@example.com"],
+            "Subject: nightly report\n\nok\n",
+        );
         let port = s.relay.as_ref().unwrap().port;
         s.wait_status(20, |v| !v["last_delivery"].is_null());
         s.stop_relay();
         for n in 1..=3 {
-            s.sendmail(&["-i", "ops@example.com"], &format!("Subject: report {n}\n\nok\n"));
+            s.sendmail(
+                &["-i", "ops@example.com"],
+                &format!("Subject: report {n}\n\nok\n"),
+            );
         }
         s.wait_status(30, |v| v["relay"]["up"] == false && v["queued"] == 3);
         s.seed_ids(&[
@@ -765,9 +846,14 @@ fn outage() {
             "06B0E9107EB96F63C5780E",
         ]);
         if has(b, "relayq flush") {
-            s.before(b, "relayq flush", 0, move |s| s.restart_relay(server1(), port));
+            s.before(b, "relayq flush", 0, move |s| {
+                s.restart_relay(server1(), port)
+            });
             s.before(b, "mailq", 0, |s| {
-                s.relay.as_ref().unwrap().wait_for(4, Duration::from_secs(30));
+                s.relay
+                    .as_ref()
+                    .unwrap()
+                    .wait_for(4, Duration::from_secs(30));
                 s.wait_status(10, |v| v["queued"] == 0);
             });
         }
@@ -820,7 +906,13 @@ fn signals() {
         s.config("smtp://localhost:10587", "");
         s.start_daemon();
         s.output_is_daemon_log = true;
-        let hup = b.steps.iter().find(|st| st.cmd.starts_with("kill -HUP")).unwrap().cmd.clone();
+        let hup = b
+            .steps
+            .iter()
+            .find(|st| st.cmd.starts_with("kill -HUP"))
+            .unwrap()
+            .cmd
+            .clone();
         s.before(b, &hup, 1, |s| s.config("smtp://localhost:10587", TYPO));
         s
     });
@@ -901,15 +993,20 @@ fn bounce() {
             r#"{"rcpt": {"nobody@example.org": "550 5.1.1 <nobody@example.org>: Recipient address rejected: User unknown"}}"#,
         );
         s.start_daemon();
-        s.sendmail(&["-i", "nobody@example.org", "ops@example.com"], "Subject: x\n\nx\n");
+        s.sendmail(
+            &["-i", "nobody@example.org", "ops@example.com"],
+            "Subject: x\n\nx\n",
+        );
         s.wait_status(20, |v| v["failed"] == 1);
         let failed: Vec<String> = std::fs::read_dir(s.env.spool("failed"))
             .unwrap()
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        s.ids.insert("06B0E90959879F5BC3F40C".into(), failed[0].clone());
-        s.ids.insert("06B0E91714F9EB82596EDA".into(), failed[0].clone());
+        s.ids
+            .insert("06B0E90959879F5BC3F40C".into(), failed[0].clone());
+        s.ids
+            .insert("06B0E91714F9EB82596EDA".into(), failed[0].clone());
         s
     });
 }

@@ -80,8 +80,7 @@ pub fn blocks(file: &str, text: &str) -> Result<Vec<Block>, String> {
                 ));
             }
             let steps = match lang.as_str() {
-                "console" => console_steps(&body)
-                    .map_err(|e| format!("{file}:{start}: {e}"))?,
+                "console" => console_steps(&body).map_err(|e| format!("{file}:{start}: {e}"))?,
                 "sh" => sh_steps(&body),
                 _ => vec![],
             };
@@ -336,11 +335,22 @@ mod tests {
     #[test]
     fn varying_parts_and_ellipses() {
         let d = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(matches(
-            &d(&["06B0E9107E8F74289BFA43  236 Tue Dec  1 09:19:03  a", "…", "x … z"]),
-            &d(&["06B0E9107E8F74289BFA44 1236 Wed Dec 12 10:19:03  a", "q", "r", "x y z"]),
-        )
-        .is_ok());
+        assert!(
+            matches(
+                &d(&[
+                    "06B0E9107E8F74289BFA43  236 Tue Dec  1 09:19:03  a",
+                    "…",
+                    "x … z"
+                ]),
+                &d(&[
+                    "06B0E9107E8F74289BFA44 1236 Wed Dec 12 10:19:03  a",
+                    "q",
+                    "r",
+                    "x y z"
+                ]),
+            )
+            .is_ok()
+        );
         assert!(matches(&d(&["pid 1 up"]), &d(&["pid 2 down"])).is_err());
     }
 }
