@@ -64,6 +64,8 @@ printf 'relayq (%s) unstable; urgency=medium\n\n  * Package built by scripts/mkd
   "$version" "$maintainer" "$(date -R -d "@$epoch")" |
   gzip -9n > "$doc/changelog.gz"
 install -D -m 0644 contrib/debian/lintian-overrides "$root/usr/share/lintian/overrides/relayq"
+# Rotation of /var/log/relayq.log, which the init script writes (a conffile, as all of /etc).
+install -D -m 0644 contrib/logrotate/relayq "$root/etc/logrotate.d/relayq"
 
 # Shared-library dependencies: dpkg-shlibdeps wants a debian/control, so give it one.
 depends="libc6 (>= 2.34)"
@@ -97,9 +99,9 @@ Description: sendmail replacement that relays through one authenticated TLS smar
  spool and the relayq daemon relays it through one smarthost (SMTP2GO,
  Amazon SES, SendGrid, Microsoft 365, a company relay) over verified TLS
  with AUTH, with per-recipient retries and RFC 3464 bounces. It listens on
- no port.
+ no port unless asked to (an SMTP listener on loopback, off by default).
 CONTROL
-printf '%s\n' /etc/relayq/relayq.toml /etc/init.d/relayq > "$root/DEBIAN/conffiles"
+printf '%s\n' /etc/relayq/relayq.toml /etc/init.d/relayq /etc/logrotate.d/relayq > "$root/DEBIAN/conffiles"
 # md5sums for debsums and dpkg --verify: every file but the conffiles (dpkg records those).
 (cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\n' | LC_ALL=C sort |
   grep -vxF -f <(sed 's|^/||' DEBIAN/conffiles) | xargs -d '\n' md5sum) > "$root/DEBIAN/md5sums"

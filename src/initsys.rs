@@ -67,9 +67,8 @@ pub fn command(init: Init, action: Action, pid: Option<u32>) -> String {
         // The package's postinst has already linked the script into the runlevels.
         (Init::Lsb, Action::Enable | Action::Start) => "service relayq start".into(),
         (Init::Lsb, Action::Reload) => "service relayq reload".into(),
-        (Init::Manual, Action::Enable | Action::Start) => {
-            "start `relayq daemon` (no init system found: from your boot scripts)".into()
-        }
+        // Callers quote the hint as a command: no prose in it.
+        (Init::Manual, Action::Enable | Action::Start) => "relayq daemon".into(),
         (Init::Manual, Action::Reload) => format!("kill -HUP {pid}"),
     }
 }
@@ -110,6 +109,8 @@ mod tests {
             command(Init::Manual, Action::Reload, Some(42)),
             "kill -HUP 42"
         );
+        // A command the callers can put between backticks, not a sentence.
+        assert_eq!(command(Init::Manual, Action::Start, None), "relayq daemon");
         for a in [Action::Enable, Action::Start, Action::Reload] {
             for i in [Init::OpenRc, Init::Lsb, Init::Manual] {
                 assert!(!command(i, a, None).contains("systemctl"), "{i:?} {a:?}");

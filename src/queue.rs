@@ -324,9 +324,21 @@ pub fn list(layout: &Layout, as_json: bool, out: &mut dyn io::Write) -> Result<(
 fn from_daemon(layout: &Layout, as_json: bool) -> Result<String> {
     use std::io::{Read, Write};
     let mut s = std::os::unix::net::UnixStream::connect(layout.socket()).map_err(|e| {
-        Error::temp(format!(
-            "only root can read the queue directly, and the relayq daemon is not reachable ({e})"
-        ))
+        use std::io::ErrorKind::{ConnectionRefused, NotFound};
+        match e.kind() {
+            // No socket, or one nobody listens on: Postfix's "mail system is down". Not a
+            // temporary failure on a host that only flushes from cron: the service is absent.
+            NotFound | ConnectionRefused => Error::new(
+                crate::error::Class::Unavailable,
+                format!(
+                    "queue listing unavailable: the relayq daemon is not running, and only it can show you your mail; ask root (`sudo mailq`) or start it (`{}`)",
+                    crate::initsys::hint(crate::initsys::Action::Start, None)
+                ),
+            ),
+            _ => Error::temp(format!(
+                "only root can read the queue directly, and the relayq daemon is not reachable ({e})"
+            )),
+        }
     })?;
     if let Err(e) = s.write_all(if as_json { b"LSTJ" } else { b"LIST" }) {
         return Err(crate::sink::refusal(&s).unwrap_or_else(|| Error::temp(e.to_string())));

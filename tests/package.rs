@@ -272,6 +272,9 @@ fn check_installed(root: &Root, relayq_gid: u32) {
         "/usr/share/man/man5/relayq.toml.5.gz",
         "/lib/systemd/system/relayq.service",
         "/lib/systemd/system/relayq-flush.timer",
+        "/lib/systemd/system/relayq.socket",
+        // Rotation of the log the init script writes.
+        "/etc/logrotate.d/relayq",
         "/usr/share/doc/relayq/copyright",
         "/usr/share/doc/relayq/admin.md",
         "/usr/share/doc/relayq/troubleshooting.md",
@@ -308,7 +311,7 @@ fn check_installed(root: &Root, relayq_gid: u32) {
         );
     }
     let conffiles = root.ok("dpkg-query", &["-W", "-f=${Conffiles}", "relayq"], 30);
-    for c in [CONF, "/etc/init.d/relayq"] {
+    for c in [CONF, "/etc/init.d/relayq", "/etc/logrotate.d/relayq"] {
         assert!(conffiles.contains(c), "conffiles: {conffiles}");
     }
 }
@@ -482,6 +485,7 @@ fn deb_installs_relays_upgrades_removes_and_purges() {
         "/etc/relayq",
         SPOOL,
         "/etc/init.d/relayq",
+        "/etc/logrotate.d/relayq",
         "/etc/rc2.d/S01relayq",
     ] {
         assert!(!exists(&root, gone), "{gone} removed on purge");

@@ -26,6 +26,59 @@ pub struct Status {
     pub stuck: bool,
     /// The relay's state as the daemon (or a flush) last recorded it; None before any attempt.
     pub relay: Option<RelayStatus>,
+    /// Bounces the relay refused (kept in failed/): the report they carried reached nobody.
+    pub refused_bounces: Vec<RefusedBounce>,
+}
+
+/// A bounce (DSN) of ours that the relay refused for good: its queue ID, the message it
+/// reported on, where it was going and the relay's reply.
+#[derive(serde::Serialize)]
+pub struct RefusedBounce {
+    pub queue_id: String,
+    pub original_id: Option<String>,
+    pub rcpt: String,
+    pub reply: String,
+    pub time: u64,
+}
+
+/// The bounces in failed/: a bounce is never bounced, so one there was refused and its
+/// report lost. Oldest first.
+fn refused_bounces(spool: &Spool) -> Vec<RefusedBounce> {
+    let mut out = vec![];
+    for id in spool.ids(Queue::Failed) {
+        let Ok((env, off, _)) = spool.read_envelope(Queue::Failed, id.as_str()) else {
+            continue;
+        };
+        if !env.is_bounce {
+            continue;
+        }
+        let st = state::State::parse(&spool.journal(&id), env.rcpts.len());
+        for (i, r) in st.rcpts.iter().enumerate() {
+            if let state::RcptState::Failed(time, reply) = r {
+                out.push(RefusedBounce {
+                    queue_id: id.as_str().to_string(),
+                    original_id: original_of(spool, id.as_str(), off),
+                    rcpt: env.rcpts.get(i).map(|r| r.addr.clone()).unwrap_or_default(),
+                    reply: reply.clone(),
+                    time: *time,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The queue ID a bounce reports on, from its text ("Your message (queue ID X)").
+fn original_of(spool: &Spool, name: &str, off: u64) -> Option<String> {
+    let (f, _) = spool.open_file(Queue::Failed, name).ok()?;
+    let mut head = vec![];
+    let mut f = std::io::BufReader::new(f);
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(off)).ok()?;
+    f.take(64 << 10).read_to_end(&mut head).ok()?;
+    let text = String::from_utf8_lossy(&head);
+    let rest = &text[text.find("(queue ID ")? + 10..];
+    let id = &rest[..rest.find(')')?];
+    crate::spool::is_id(id).then(|| id.to_string())
 }
 
 #[derive(serde::Serialize)]
@@ -122,6 +175,7 @@ pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Stat
                         .is_some_and(|x| x.contains("refuses the sender"))),
             state: r,
         }),
+        refused_bounces: refused_bounces(&spool),
     })
 }
 
@@ -179,9 +233,26 @@ pub fn status(
                 d.reply
             );
         }
+        for b in &s.refused_bounces {
+            println!(
+                "bounce refused: {}{} to <{}>: {}  <- LOST (failed/{})",
+                b.queue_id,
+                b.original_id
+                    .as_deref()
+                    .map(|o| format!(" (the bounce of {o})"))
+                    .unwrap_or_default(),
+                b.rcpt,
+                b.reply,
+                b.queue_id
+            );
+        }
     }
     let relay_stuck = s.relay.as_ref().is_some_and(|r| r.stuck);
-    Ok(if s.stuck || relay_stuck { 1 } else { 0 })
+    Ok(if s.stuck || relay_stuck || !s.refused_bounces.is_empty() {
+        1
+    } else {
+        0
+    })
 }
 
 /// "up", or "down since <time> (<age>): <reason>; next try <time>".
@@ -254,6 +325,11 @@ fn write_metrics(path: &std::path::Path, s: &Status) -> Result<()> {
             d.time
         ));
     }
+    m.push_str("# HELP relayq_refused_bounces Bounces the relay refused, kept in failed/ (their report reached nobody).\n# TYPE relayq_refused_bounces gauge\n");
+    m.push_str(&format!(
+        "relayq_refused_bounces {}\n",
+        s.refused_bounces.len()
+    ));
     m.push_str("# HELP relayq_relay_up Whether the relay was usable at the last attempt (absent: none recorded).\n# TYPE relayq_relay_up gauge\n");
     if let Some(r) = &s.relay {
         m.push_str(&format!("relayq_relay_up {}\n", u8::from(r.state.up)));
