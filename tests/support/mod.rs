@@ -382,3 +382,12 @@ pub fn relay_toml(scheme: &str, port: u16) -> String {
         ca_dir().join("ca.pem").display()
     )
 }
+
+/// Stop a daemon as its service manager does (SIGTERM) and wait for it.
+pub fn stop_daemon(d: &mut Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = d.wait();
+}
