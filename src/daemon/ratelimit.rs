@@ -10,7 +10,7 @@
 //! * `daily`: recipients (RCPT TO) in any 24 hours, as Microsoft 365 counts them; for a
 //!   provider that counts messages (Gmail) counting recipients never sends more. Counted in
 //!   hourly buckets kept 25 hours, so a recipient counts for at least a full 24 hours.
-//! * A throttling reply (`421`/`454` "rate exceeded": `relay::Reply::is_throttling`) pauses
+//! * A throttling reply (a `421`/`454` that `relay::Reply::is_throttling`) pauses
 //!   the relay (1 s, doubling while they go on, at most a minute; then one transaction
 //!   probes, as for an outage) without deferring the message: it goes again as soon as
 //!   the relay allows.

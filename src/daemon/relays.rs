@@ -647,7 +647,7 @@ pub(super) fn throttled(ctx: &Ctx, slot: usize, rcpts: usize, reply: &str) {
         s.limiter.refund(now(), rcpts as u64);
         let pause = s.limiter.throttled(Instant::now());
         info!(
-            "relay {} is throttling relayq ({reply}): waiting for the rate limit, sending again in {:.1}s",
+            "relay {} is throttling relayq (a rate limit): {reply}; waiting for the rate limit, sending again in {:.1}s",
             s.name,
             pause.as_secs_f64()
         );

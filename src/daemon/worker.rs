@@ -62,14 +62,17 @@ impl Shared {
             .find(|s| s.usable(now))
             .is_some_and(|s| s.has_room())
     }
-    /// Every relay is marked down, or the one mail goes to has reached its daily cap:
-    /// nothing more goes in one pass (flush).
+    /// Every relay is marked down, or the one mail goes to has reached its daily cap or is
+    /// throttling: nothing more goes in one pass (flush).
     pub(super) fn all_down(&self) -> bool {
         let now = Instant::now();
         self.slots.iter().all(|s| s.down_until.is_some())
-            || self
-                .slot_for(None, now)
-                .is_some_and(|i| matches!(self.slots[i].rate_hold(now), Some(Hold::Daily(_))))
+            || self.slot_for(None, now).is_some_and(|i| {
+                matches!(
+                    self.slots[i].rate_hold(now),
+                    Some(Hold::Daily(_) | Hold::Throttled(_))
+                )
+            })
     }
     /// The relay a worker's next transaction goes to: its connection's, else the first
     /// usable one (failover order).
@@ -412,6 +415,13 @@ fn run_job(
     Some(requeue(ctx, job))
 }
 
+/// A `421`/`454` that says the relay is limiting relayq (SES's "454 Throttling failure"):
+/// the relay is paused (ratelimit), the message not deferred. Other temporary refusals,
+/// worded so or not, are deferrals as before.
+fn throttling(r: &relay::Reply) -> bool {
+    matches!(r.code, 421 | 454) && r.is_throttling()
+}
+
 /// After a failed transaction: try again on a new connection, or the outcome.
 enum Step {
     Retry,
@@ -459,18 +469,20 @@ fn fail_job(
     if let Some(b) = broken {
         release(ctx, b, !e.is_network());
     }
-    if let relay::Kind::Reply(r) = &e.kind
-        && r.is_throttling()
-    {
-        throttled(ctx, slot, job.pending.len(), &r.to_string());
-        return Step::Out(requeue(ctx, job));
-    }
     if reused && session_limit(&e) {
         info!(
             "{}: the relay ends the session ({e}): going on on a new connection",
             job.id
         );
         return Step::Retry;
+    }
+    // The relay throttles (not a per-session limit): not deferred, it goes again when the
+    // relay allows.
+    if let relay::Kind::Reply(r) = &e.kind
+        && throttling(r)
+    {
+        throttled(ctx, slot, job.pending.len(), &r.to_string());
+        return Step::Out(requeue(ctx, job));
     }
     if sender_refused(&e) {
         let reason = refused_sender_reason(&env.sender, &e);
@@ -587,12 +599,12 @@ fn finish_tx(
     // The relay throttles (at DATA, after the dot, or every recipient): not sent, not
     // deferred; it goes again when the relay allows.
     let throttle = match &tx.data {
-        Some(Err(r)) => r.is_throttling().then_some(r),
+        Some(Err(r)) => throttling(r).then_some(r),
         Some(Ok(_)) => None,
         None => tx
             .rcpt
             .iter()
-            .map(|x| x.as_ref().err().filter(|r| r.is_throttling()))
+            .map(|x| x.as_ref().err().filter(|r| throttling(r)))
             .collect::<Option<Vec<_>>>()
             .and_then(|v| v.first().copied()),
     };
