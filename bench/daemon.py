@@ -62,11 +62,11 @@ class Relay:
 
 
 class Env:
-    def __init__(self, binary, d, port, extra=""):
+    def __init__(self, binary, d, port, extra="", relay_extra=""):
         self.bin, self.d = binary, d
         self.cfg = os.path.join(d, "relayq.toml")
         with open(self.cfg, "w") as f:
-            f.write(f'spool_dir = "{d}/spool"\n[relay]\nurl = "smtp://127.0.0.1:{port}"\nallow_plaintext = true\n'
+            f.write(f'spool_dir = "{d}/spool"\n[relay]\nurl = "smtp://127.0.0.1:{port}"\nallow_plaintext = true\n{relay_extra}\n'
                     f'[address]\nadmin = "admin@example.com"\nsender = "server@example.com"\ndomain = "example.com"\n'
                     f'[log]\nsyslog = false\n{extra}\n')
         subprocess.run([binary, "-C", self.cfg, "init"], check=True, stdout=subprocess.DEVNULL)

@@ -11,6 +11,10 @@ Rows:
                (no `connections` set): msg/s and daemon CPU ms per message.
   burst451     300 queued, the relay answers 451 at DATA to every message for 2 s: seconds
                from the relay's recovery until the queue is empty (no `relayq flush`).
+  rate10       300 queued, `rate = "10/s"` on the relay: the most MAILs the relay saw in any
+               1-second window (its own timestamps), all delivered, none failed.
+  throttle454  300 queued, the relay answers `454 4.7.0 Throttling` to every 5th
+               transaction: all delivered, none bounced, attempts (MAILs) per message.
   million      N messages (default 1,000,000; --quick 100,000) written straight into queue/:
                the daemon's peak RSS, time from start to first delivery, the drain rate at
                0 ms over a window, `mailq | head -1` and `relayq status` times.
@@ -125,6 +129,72 @@ def burst451(binary, n=300, seconds=2.0):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def arrived_json(r):
+    out = []
+    for name in sorted(os.listdir(r.out)):
+        if name.endswith(".json"):
+            with open(os.path.join(r.out, name)) as f:
+                out.append(json.load(f))
+    return out
+
+
+def max_in_window(times, window=1.0):
+    """The most timestamps in any half-open window [t, t + window)."""
+    times = sorted(times)
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while j < len(times) and times[j] < t + window:
+            j += 1
+        best = max(best, j - i)
+    return best
+
+
+def rate10(binary, n=300):
+    d = tempfile.mkdtemp(prefix="relayq-bench-")
+    try:
+        r = Relay(d)
+        e = Env(binary, d, r.port, relay_extra='rate = "10/s"')
+        write_queue(os.path.join(d, "spool"), "new", n, int(time.time()) - 60)
+        t0 = time.monotonic()
+        e.start()
+        ok = wait_for(lambda: r.stat("messages") >= n, 120)
+        dt = time.monotonic() - t0
+        e.stop()
+        r.stop()
+        got = arrived_json(r)
+        times = [m["mail_time"] for m in got if m.get("mail_time")]
+        failed = len(os.listdir(os.path.join(d, "spool", "failed")))
+        return {"queued": n, "rate": "10/s", "delivered": len(got), "failed": failed,
+                "max_in_any_second": max_in_window(times), "seconds": round(dt, 2),
+                "msgs_per_s": round(len(got) / dt, 2), "complete": ok}
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def throttle454(binary, n=300):
+    d = tempfile.mkdtemp(prefix="relayq-bench-")
+    try:
+        r = Relay(d)
+        e = Env(binary, d, r.port)
+        write_queue(os.path.join(d, "spool"), "new", n, int(time.time()) - 60)
+        r.set_faults({"mode": "cycle", "cycle": ["ok", "ok", "ok", "ok", "454 4.7.0 Throttling failure"]})
+        t0 = time.monotonic()
+        e.start()
+        ok = wait_for(lambda: r.stat("messages") >= n, 600)
+        dt = time.monotonic() - t0
+        e.stop()
+        r.stop()
+        got = arrived_json(r)
+        bounces = sum(1 for m in got if not m["mail_from"])
+        failed = len(os.listdir(os.path.join(d, "spool", "failed")))
+        return {"queued": n, "delivered": len(got) - bounces, "bounced": bounces, "failed": failed,
+                "mail_commands": r.stat("mail_commands"),
+                "attempts_per_message": round(r.stat("mail_commands") / n, 3),
+                "seconds": round(dt, 2), "complete": ok}
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def timed_shell(cmd, env, runs=2):
     out = []
     for _ in range(runs):
@@ -173,11 +243,12 @@ def main():
     ap.add_argument("--out", default="bench/out")
     ap.add_argument("--quick", action="store_true", help="100,000 queued instead of a million")
     ap.add_argument("--million", type=int, default=None, help="how many queued for the million row")
-    ap.add_argument("--only", default="", help="comma-separated rows: pipelining,burst451,million")
+    ap.add_argument("--only", default="",
+                    help="comma-separated rows: pipelining,burst451,rate10,throttle454,million")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     binary = os.path.abspath(a.bin)
-    rows = set(a.only.split(",")) if a.only else {"pipelining", "burst451", "million"}
+    rows = set(a.only.split(",")) if a.only else {"pipelining", "burst451", "rate10", "throttle454", "million"}
     n_big = a.million or (100_000 if a.quick else 1_000_000)
     res = {}
     rate0 = None
@@ -212,6 +283,19 @@ def main():
         res["burst451"] = row
         print(f"  queue empty {row['seconds_to_empty_after_recovery']} s after recovery "
               f"(target <= {T_BURST:.0f} s: {row['ratio']}x){'' if row['complete'] else ' INCOMPLETE'}", flush=True)
+    if "rate10" in rows:
+        print('== scale: 300 queued, rate = "10/s"')
+        row = rate10(binary)
+        res["rate10"] = row
+        print(f"  at most {row['max_in_any_second']} MAILs in any second (limit 10); {row['delivered']} delivered, "
+              f"{row['failed']} failed, {row['msgs_per_s']} msg/s{'' if row['complete'] else ' INCOMPLETE'}", flush=True)
+    if "throttle454" in rows:
+        print("== scale: 300 queued, 454 Throttling to every 5th transaction")
+        row = throttle454(binary)
+        res["throttle454"] = row
+        print(f"  {row['delivered']} delivered, {row['bounced']} bounced, {row['failed']} failed, "
+              f"{row['attempts_per_message']} attempts per message (target < 2), {row['seconds']} s"
+              f"{'' if row['complete'] else ' INCOMPLETE'}", flush=True)
     if "million" in rows:
         print(f"== scale: {n_big:,} queued, written straight into queue/")
         row = million(binary, n_big, 15 if a.quick else 30)

@@ -72,6 +72,31 @@ pub struct Relay {
     pub command_timeout: Duration,
     #[serde(default = "d_10m", deserialize_with = "de_dur")]
     pub data_timeout: Duration,
+    /// Transactions at most this fast over all connections: `"14/s"`, `"30/min"`, `"100/h"`;
+    /// `"off"` lifts a provider preset's. Unset: the preset's, else none.
+    pub rate: Option<String>,
+    /// Recipients at most this many in any 24 hours; 0 lifts a preset's. Unset: the
+    /// preset's, else none.
+    pub daily: Option<u64>,
+}
+
+impl Relay {
+    /// The rate and daily cap in force: the table's, else its provider preset's (checked
+    /// by `validate`).
+    pub fn limits(&self) -> (Option<crate::daemon::ratelimit::Rate>, Option<u64>) {
+        let preset = self.provider.as_deref().and_then(crate::provider::preset);
+        let rate = match &self.rate {
+            Some(r) => crate::daemon::ratelimit::Rate::parse(r).ok().flatten(),
+            None => preset
+                .and_then(|p| p.rate)
+                .and_then(|r| crate::daemon::ratelimit::Rate::parse(r).ok().flatten()),
+        };
+        let daily = self
+            .daily
+            .or(preset.and_then(|p| p.daily))
+            .filter(|&d| d > 0);
+        (rate, daily)
+    }
 }
 
 impl crate::provider::RelayName for Relay {
@@ -428,6 +453,10 @@ impl Config {
                 format!("fallback_relay[{}]", i - 1)
             };
             crate::provider::endpoint(r).map_err(|why| self.bad(&key, why))?;
+            if let Some(rate) = &r.rate {
+                crate::daemon::ratelimit::Rate::parse(rate)
+                    .map_err(|why| self.bad(&format!("{key}.rate"), why))?;
+            }
             if r.password_file.is_some() && r.password_command.is_some() {
                 return Err(self.bad(&key, "set password_file or password_command, not both"));
             }
@@ -577,6 +606,40 @@ mod tests {
         assert!(is_loopback(&"[::ffff:127.0.0.1]:25".parse().unwrap()));
         let e = p("[listen]\nmax_connections = 0").unwrap_err();
         assert!(e.msg.contains("listen.max_connections"), "{}", e.msg);
+    }
+
+    #[test]
+    fn rate_and_daily_with_presets() {
+        use crate::daemon::ratelimit::Rate;
+        let c = p("[relay]\nurl = \"smtps://a.example:465\"\nrate = \"14/s\"\ndaily = 2000\n[[fallback_relay]]\nurl = \"smtps://b.example:465\"\nrate = \"30/min\"").unwrap();
+        let rs = c.relays();
+        assert_eq!(rs[0].limits(), (Rate::parse("14/s").unwrap(), Some(2000)));
+        assert_eq!(rs[1].limits(), (Rate::parse("30/min").unwrap(), None));
+        let e = p("[relay]\nurl = \"smtps://a.example:465\"\nrate = \"fast\"").unwrap_err();
+        assert!(
+            e.msg.contains("relay.rate") && e.msg.contains("14/s"),
+            "{}",
+            e.msg
+        );
+        let e = p("[relay]\nurl = \"smtps://a.example:465\"\n[[fallback_relay]]\nurl = \"smtps://b.example:465\"\nrate = \"1/day\"").unwrap_err();
+        assert!(e.msg.contains("fallback_relay[0].rate"), "{}", e.msg);
+        // Presets carry the provider's documented limits; the table overrides or lifts them.
+        let c = p("[relay]\nprovider = \"office365\"").unwrap();
+        assert_eq!(
+            c.relays()[0].limits(),
+            (Rate::parse("30/min").unwrap(), Some(10_000))
+        );
+        let c = p("[relay]\nprovider = \"ses:eu-west-1\"").unwrap();
+        assert_eq!(
+            c.relays()[0].limits(),
+            (Rate::parse("1/s").unwrap(), Some(200))
+        );
+        let c = p("[relay]\nprovider = \"ses:eu-west-1\"\nrate = \"14/s\"\ndaily = 0").unwrap();
+        assert_eq!(c.relays()[0].limits(), (Rate::parse("14/s").unwrap(), None));
+        let c = p("[relay]\nprovider = \"gmail\"\nrate = \"off\"").unwrap();
+        assert_eq!(c.relays()[0].limits(), (None, Some(2000)));
+        let c = p("[relay]\nprovider = \"smtp2go\"").unwrap();
+        assert_eq!(c.relays()[0].limits(), (None, None));
     }
 
     #[test]

@@ -43,6 +43,11 @@ pub(crate) struct Preset {
     /// The most connections at once the provider documents (None: no documented limit;
     /// `queue.connections` applies).
     pub max_connections: Option<usize>,
+    /// The send rate the provider documents (`relay.rate` syntax), applied unless the relay
+    /// table sets `rate` (docs/providers/<name>.md cites the source).
+    pub rate: Option<&'static str>,
+    /// The daily cap (recipients in 24 hours) the provider documents, unless `daily` is set.
+    pub daily: Option<u64>,
 }
 
 pub(crate) const PRESETS: &[Preset] = &[
@@ -53,6 +58,8 @@ pub(crate) const PRESETS: &[Preset] = &[
         dkim_selectors: &[],
         note: "verify the sender domain or address in the SMTP2GO console; username/password are an SMTP user",
         max_connections: None,
+        rate: None,
+        daily: None,
     },
     Preset {
         name: "sendgrid",
@@ -61,6 +68,8 @@ pub(crate) const PRESETS: &[Preset] = &[
         dkim_selectors: &["s1", "s2"],
         note: "username is literally 'apikey', the password is an API key; the sender needs Sender Identity verification",
         max_connections: None,
+        rate: None,
+        daily: None,
     },
     Preset {
         name: "mailgun",
@@ -69,6 +78,8 @@ pub(crate) const PRESETS: &[Preset] = &[
         dkim_selectors: &[],
         note: "SMTP credentials of the sending domain (postmaster@your-domain)",
         max_connections: None,
+        rate: None,
+        daily: None,
     },
     Preset {
         name: "postmark",
@@ -77,6 +88,8 @@ pub(crate) const PRESETS: &[Preset] = &[
         dkim_selectors: &[],
         note: "the server API token is both username and password; sender signature required",
         max_connections: None,
+        rate: None,
+        daily: None,
     },
     Preset {
         name: "gmail",
@@ -85,6 +98,9 @@ pub(crate) const PRESETS: &[Preset] = &[
         dkim_selectors: &["google"],
         note: "use an app password, or auth = \"xoauth2\" with password_command printing an access token",
         max_connections: None,
+        rate: None,
+        // Workspace: 2,000 messages a day, rolling 24 hours (support.google.com/a/answer/166852).
+        daily: Some(2000),
     },
     Preset {
         name: "office365",
@@ -94,6 +110,9 @@ pub(crate) const PRESETS: &[Preset] = &[
         note: "basic auth is being retired: use auth = \"xoauth2\" with a token command; SMTP AUTH must be enabled for the mailbox",
         // "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded" above 3 at once.
         max_connections: Some(3),
+        // Exchange Online limits: 30 messages a minute, 10,000 recipients a day per mailbox.
+        rate: Some("30/min"),
+        daily: Some(10_000),
     },
     Preset {
         name: "fastmail",
@@ -102,6 +121,8 @@ pub(crate) const PRESETS: &[Preset] = &[
         dkim_selectors: &["fm1", "fm2", "fm3"],
         note: "an app password with SMTP access",
         max_connections: None,
+        rate: None,
+        daily: None,
     },
 ];
 
@@ -114,6 +135,10 @@ const SES: Preset = Preset {
     dkim_selectors: &[],
     note: "SMTP credentials (not the AWS access key) of the region; verify the sender identity",
     max_connections: None,
+    // The sandbox's (docs.aws.amazon.com/ses/latest/dg/quotas.html): 1 message a second,
+    // 200 in 24 hours; a production account sets its own (docs/providers/ses.md).
+    rate: Some("1/s"),
+    daily: Some(200),
 };
 
 /// The preset a provider name refers to (`ses:<region>` gives [`SES`]).

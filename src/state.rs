@@ -218,7 +218,7 @@ pub trait RunFile: Clone + PartialEq {
 }
 
 /// The `key value` lines of a run/ file (at most 4 KiB read); None when it is missing.
-fn read_run_file(path: &Path) -> Option<Vec<(String, String)>> {
+pub(crate) fn read_run_file(path: &Path) -> Option<Vec<(String, String)>> {
     let mut text = String::new();
     // Not following a link, nor waiting on a FIFO, planted in run/.
     let f = OpenOptions::new()

@@ -3,6 +3,7 @@
 //! For root and the spool's owner; it only reads the spool (through `O_NOFOLLOW` fds).
 
 use super::require_access;
+use crate::daemon::ratelimit::{RateFile, RelayRate};
 use crate::error::{Error, Result};
 use crate::spool::{Layout, Queue, Spool};
 use crate::state;
@@ -28,7 +29,71 @@ pub struct Status {
     pub relay: Option<RelayStatus>,
     /// Bounces the relay refused (kept in failed/): the report they carried reached nobody.
     pub refused_bounces: Vec<RefusedBounce>,
+    /// Each relay with a send-rate limit or daily cap, as the daemon last recorded it.
+    pub rate_limits: Vec<RateStatus>,
 }
+
+/// A relay's limits in force (run/ratelimit): rate, daily cap, the count in the last 24
+/// hours, and what holds its mail now.
+#[derive(serde::Serialize)]
+pub struct RateStatus {
+    #[serde(flatten)]
+    pub limit: RelayRate,
+    /// Recipients sent in the last 24 hours (counted for the daily cap).
+    pub daily_count: u64,
+    /// When the daily count next goes down (unix seconds): with the cap reached, when
+    /// sending resumes.
+    pub daily_resets_at: Option<u64>,
+    /// "throttled by the relay" or "daily cap reached": mail is waiting for the rate limit.
+    pub waiting: Option<String>,
+    pub waiting_until: Option<u64>,
+}
+
+impl RateStatus {
+    fn new(r: RelayRate, now: u64) -> RateStatus {
+        let daily_count = r.daily.count(now);
+        let daily_resets_at = match r.cap {
+            Some(cap) if daily_count >= cap => Some(r.daily.below_at(cap, now)),
+            _ if daily_count > 0 => Some(r.daily.below_at(daily_count, now)),
+            _ => None,
+        };
+        let waiting = r.waiting(now);
+        RateStatus {
+            daily_count,
+            daily_resets_at,
+            waiting: waiting.map(|w| w.0.to_string()),
+            waiting_until: waiting.map(|w| w.1),
+            limit: r,
+        }
+    }
+
+    /// "smtp://host:587: 30/min, daily 12 of 10000 recipients (...)".
+    fn line(&self) -> String {
+        let date = |t: u64| crate::message::rfc5322_date(t as i64);
+        let l = &self.limit;
+        let mut parts = Vec::new();
+        if let Some(r) = l.rate {
+            parts.push(r.to_string());
+        }
+        match l.cap {
+            Some(cap) => parts.push(format!(
+                "daily {} of {cap} recipients in 24 h{}",
+                self.daily_count,
+                self.daily_resets_at
+                    .map(|t| format!(" (the count goes down at {})", date(t)))
+                    .unwrap_or_default()
+            )),
+            None => parts.push("no daily cap".into()),
+        }
+        let mut line = format!("{}: {}", l.relay, parts.join(", "));
+        if let (Some(w), Some(t)) = (&self.waiting, self.waiting_until) {
+            line.push_str(&format!(
+                "; waiting for the rate limit ({w}) until {}",
+                date(t)
+            ));
+        }
+        line
+    }
 
 /// A bounce (DSN) of ours that the relay refused for good: its queue ID, the message it
 /// reported on, where it was going and the relay's reply.
@@ -176,6 +241,11 @@ pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Stat
             state: r,
         }),
         refused_bounces: refused_bounces(&spool),
+        rate_limits: RateFile::load(&RateFile::path(layout))
+            .0
+            .into_iter()
+            .map(|r| RateStatus::new(r, now))
+            .collect(),
     })
 }
 
@@ -204,9 +274,21 @@ pub fn status(
         if let Some(r) = &s.relay {
             println!("relay:         {}", relay_line(r));
         }
+        for r in &s.rate_limits {
+            println!("rate limit:    {}", r.line());
+        }
+        let waiting = s.rate_limits.iter().any(|r| r.waiting.is_some()) && s.queued > 0;
         println!(
-            "queue:         {} queued ({} deferred), {} incoming, {} held",
-            s.queued, s.deferred, s.incoming, s.held
+            "queue:         {} queued ({} deferred{}), {} incoming, {} held",
+            s.queued,
+            s.deferred,
+            if waiting {
+                ", the rest waiting for the rate limit"
+            } else {
+                ""
+            },
+            s.incoming,
+            s.held
         );
         println!(
             "failed:        {} bounced originals kept, {} corrupt files set aside",

@@ -15,6 +15,7 @@
 
 mod backlog;
 mod listen;
+pub mod ratelimit;
 mod relays;
 mod scheduler;
 mod socket;
@@ -155,8 +156,15 @@ impl Daemon {
         check_spool(&layout)?;
         crate::perms::config_file(&cfg.path)?;
         // Secrets are read (as root if need be) before privileges are dropped.
-        let slots = build_slots(&cfg)?;
+        let mut slots = build_slots(&cfg)?;
         let dkim = crate::dkim::Signer::load(&cfg)?;
+        // The daily counts (and a throttle) go on across restarts.
+        let rates = ratelimit::RateFile::load(&ratelimit::RateFile::path(&layout));
+        for s in slots.iter_mut() {
+            if let Some(saved) = rates.get(&s.rate_key) {
+                s.limiter.restore(saved, Instant::now(), now());
+            }
+        }
         // If root, become the spool's owner (the daemon's user), so every file we create
         // stays the daemon's, and nothing in the spool can make root act.
         let spool = Spool::open_as_owner(&layout)?;
@@ -188,6 +196,10 @@ impl Daemon {
             relay_note: Mutex::new(state::RelayNote::with_saved(
                 state::RelayState::path(&layout),
                 state::RelayState::load(&state::RelayState::path(&layout)),
+            )),
+            rate_note: Mutex::new(state::Note::with_saved(
+                ratelimit::RateFile::path(&layout),
+                Some(rates),
             )),
             spool,
             reports: Mutex::new(tx),
@@ -426,6 +438,10 @@ impl Daemon {
                 // Retried at once; one down at MAIL must still show MAIL is accepted.
                 for s in slots.iter_mut() {
                     s.mail_probe = g.slots.iter().any(|o| o.name == s.name && o.mail_probe);
+                    // The rate's turn, the daily count and a throttle carry over.
+                    if let Some(o) = g.slots.iter().find(|o| o.rate_key == s.rate_key) {
+                        s.limiter.carry_from(&o.limiter);
+                    }
                 }
                 g.slots = slots;
                 g.idle_timeout = c.queue.idle_timeout;
@@ -533,16 +549,21 @@ impl Daemon {
         }
     }
 
-    /// Write run/last-delivery and run/relay if due (`now`: whatever is pending). True when
+    /// Write run/last-delivery, run/relay and run/ratelimit if due (`now`: whatever is pending). True when
     /// a write is still pending.
     fn note_delivery(&self, now: bool) -> bool {
         let relay = self.ctx.relay_note.lock().is_ok_and(|mut n| n.write(now));
+        let rates = relays::rate_file(&self.ctx.shared.lock().expect("lock").slots);
+        let rate = self.ctx.rate_note.lock().is_ok_and(|mut n| {
+            n.set(rates);
+            n.write(now)
+        });
         let delivery = self
             .ctx
             .last_delivery
             .lock()
             .is_ok_and(|mut n| n.write(now));
-        relay || delivery
+        relay || delivery || rate
     }
 
     /// One pass (flush): deliver what can be delivered now, then return. The pass goes on

@@ -2,9 +2,11 @@
 //! built from the config), which of them is usable, connecting to the first usable one
 //! (failover), and the outage state: a relay found down is marked so once, probed at
 //! growing intervals rather than retried per message, and recorded in run/relay for
-//! `relayq status`. Also the password file and `password_command`, read before the daemon
+//! `relayq status`. Each relay's send-rate limiter (`ratelimit`) lives in its slot, shared
+//! by every connection to it. Also the password file and `password_command`, read before the daemon
 //! drops its privileges.
 
+use super::ratelimit::{self, Hold, Limiter};
 use super::worker::Ctx;
 use crate::config::{AuthKind, Config};
 use crate::error::{Error, Result};
@@ -106,12 +108,22 @@ pub(super) struct Slot {
     pub(super) data_tempfails: u32,
     pub(super) data_tempfail_code: u16,
     pub(super) data_deferred: Vec<String>,
+    /// `rate` and `daily` (ratelimit), shared by every connection to this relay.
+    pub(super) limiter: Limiter,
+    /// Its name in run/ratelimit: URL and user name.
+    pub(super) rate_key: String,
 }
 
 /// Connections opened at first; more follow while the backlog grows and the relay takes them.
 const START_CONNECTIONS: usize = 2;
 
 impl Slot {
+    /// What holds this relay's next transaction at `now` (its rate, a throttle, the daily
+    /// cap), if anything.
+    pub(super) fn rate_hold(&self, now: Instant) -> Option<Hold> {
+        self.limiter.hold(now, state::now())
+    }
+
     /// Whether one more connection may be opened.
     pub(super) fn has_room(&self) -> bool {
         self.open < self.allowed
@@ -241,6 +253,7 @@ pub(super) fn build_slots(cfg: &Config) -> Result<Vec<Slot>> {
             .and_then(|p| p.max_connections)
             .map_or(cfg.queue.connections, |m| m.min(cfg.queue.connections))
             .max(1);
+        let (rate, daily) = r.limits();
         let target = Target {
             host: ep.host.clone(),
             port: ep.port,
@@ -277,6 +290,8 @@ pub(super) fn build_slots(cfg: &Config) -> Result<Vec<Slot>> {
             data_tempfails: 0,
             data_tempfail_code: 0,
             data_deferred: Vec::new(),
+            limiter: Limiter::new(rate, daily),
+            rate_key: ratelimit::key(&ep.to_string(), r.username.as_deref()),
         });
     }
     if out.is_empty() {
@@ -605,4 +620,50 @@ pub(super) fn connect_any(ctx: &Ctx) -> Option<Conn> {
         }
     }
     None
+}
+
+/// A transaction of `rcpts` recipients counted against relay `from` goes to relay `to`
+/// instead (failover while connecting), or nowhere (None: no connection): move its count.
+pub(super) fn rate_moved(ctx: &Ctx, from: Option<usize>, to: Option<usize>, rcpts: usize) {
+    if from == to {
+        return;
+    }
+    let mut g = ctx.shared.lock().expect("lock");
+    let (t, unix) = (Instant::now(), now());
+    if let Some(s) = from.and_then(|i| g.slots.get_mut(i)) {
+        s.limiter.refund(unix, rcpts as u64);
+    }
+    if let Some(s) = to.and_then(|i| g.slots.get_mut(i)) {
+        s.limiter.take(t, unix, rcpts as u64);
+    }
+}
+
+/// The relay answered a throttling reply (`421`/`454` "rate exceeded"): pause it (every
+/// connection), and take the transaction back from the daily count. The message is not
+/// deferred: the caller puts it back in the ready queue, to go when the pause is over.
+pub(super) fn throttled(ctx: &Ctx, slot: usize, rcpts: usize, reply: &str) {
+    let mut g = ctx.shared.lock().expect("lock");
+    if let Some(s) = g.slots.get_mut(slot) {
+        s.limiter.refund(now(), rcpts as u64);
+        let pause = s.limiter.throttled(Instant::now());
+        info!(
+            "relay {} is throttling relayq (a rate limit): {reply}; waiting for the rate limit, sending again in {:.1}s",
+            s.name,
+            pause.as_secs_f64()
+        );
+    }
+    drop(g);
+    ctx.cv.notify_all();
+}
+
+/// run/ratelimit's content: every limited relay's state.
+pub(super) fn rate_file(slots: &[Slot]) -> ratelimit::RateFile {
+    let (t, unix) = (Instant::now(), now());
+    ratelimit::RateFile(
+        slots
+            .iter()
+            .filter(|s| s.limiter.limited())
+            .map(|s| s.limiter.record(&s.rate_key, t, unix))
+            .collect(),
+    )
 }

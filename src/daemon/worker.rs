@@ -4,9 +4,10 @@
 //! anything else, and reports the outcome to the main loop. A worker with no usable relay
 //! leaves the job in the queue and waits for the next probe.
 
+use super::ratelimit::{Hold, RateFile};
 use super::relays::{
-    Conn, Slot, connect_any, log_sender_refused, note_relay, refused_sender_reason, release,
-    sender_refused,
+    Conn, Slot, connect_any, log_sender_refused, note_relay, rate_moved, refused_sender_reason,
+    release, sender_refused, throttled,
 };
 use crate::relay::{self, OutEnvelope, OutRcpt};
 use crate::spool::{Envelope, Queue, QueueId, Spool};
@@ -63,9 +64,23 @@ impl Shared {
             .find(|s| s.usable(now))
             .is_some_and(|s| s.has_room())
     }
-    /// Every relay is marked down.
+    /// Every relay is marked down, or the one mail goes to has reached its daily cap or is
+    /// throttling: nothing more goes in one pass (flush).
     pub(super) fn all_down(&self) -> bool {
+        let now = Instant::now();
         self.slots.iter().all(|s| s.down_until.is_some())
+            || self.slot_for(None, now).is_some_and(|i| {
+                matches!(
+                    self.slots[i].rate_hold(now),
+                    Some(Hold::Daily(_) | Hold::Throttled(_))
+                )
+            })
+    }
+    /// The relay a worker's next transaction goes to: its connection's, else the first
+    /// usable one (failover order).
+    fn slot_for(&self, conn: Option<&Conn>, now: Instant) -> Option<usize> {
+        conn.map(|c| c.slot)
+            .or_else(|| self.slots.iter().position(|s| s.usable(now)))
     }
     fn earliest_probe(&self) -> Option<Instant> {
         self.slots
@@ -106,6 +121,8 @@ pub(super) struct Ctx {
     pub(super) last_delivery: Mutex<state::DeliveryNote>,
     /// Whether the relay is up, or down since when and why (run/relay).
     pub(super) relay_note: Mutex<state::RelayNote>,
+    /// The relays' rate limits and daily counts (run/ratelimit).
+    pub(super) rate_note: Mutex<state::Note<RateFile>>,
 }
 
 impl Ctx {
@@ -144,7 +161,8 @@ struct Owed {
 
 pub(super) fn worker(ctx: Arc<Ctx>) {
     enum Next {
-        Job(Job),
+        /// A job, and the relay its transaction was counted against (rate limits).
+        Job(Job, Option<usize>),
         Settle,
         CloseIdle,
         Exit,
@@ -167,9 +185,20 @@ pub(super) fn worker(ctx: Arc<Ctx>) {
                     break Next::CloseIdle;
                 }
                 let spare = g.ready.len() > g.idle_connected;
-                if !g.ready.is_empty() && (conn.is_some() || (spare && g.can_connect(now))) {
+                // The relay's rate limit: a transaction starts only when it allows one (a
+                // worker without a connection opens none while one is idle).
+                let slot = g.slot_for(conn.as_ref(), now);
+                let held = slot.and_then(|i| g.slots[i].rate_hold(now));
+                let limited = slot.is_some_and(|i| g.slots[i].limiter.limited());
+                let may_open = spare && g.can_connect(now) && !(limited && g.idle_connected > 0);
+                if !g.ready.is_empty() && held.is_none() && (conn.is_some() || may_open) {
                     match g.ready.pop_front() {
-                        Some(j) => break Next::Job(j),
+                        Some(j) => {
+                            if let Some(s) = slot.and_then(|i| g.slots.get_mut(i)) {
+                                s.limiter.take(now, state::now(), j.pending.len() as u64);
+                            }
+                            break Next::Job(j, slot);
+                        }
                         None => continue,
                     }
                 }
@@ -183,6 +212,13 @@ pub(super) fn worker(ctx: Arc<Ctx>) {
                     Some(c) => Some(c.last_used + g.idle_timeout),
                     None if !g.ready.is_empty() => g.earliest_probe(),
                     None => None,
+                };
+                let unix = state::now();
+                let deadline = match held.filter(|_| !g.ready.is_empty()) {
+                    Some(h) => {
+                        Some(deadline.map_or(h.until(now, unix), |d| d.min(h.until(now, unix))))
+                    }
+                    None => deadline,
                 };
                 let connected = conn.is_some();
                 if connected {
@@ -223,8 +259,8 @@ pub(super) fn worker(ctx: Arc<Ctx>) {
                 }
             }
             Next::Settle => settle(&ctx, &mut conn, &mut owed),
-            Next::Job(job) => {
-                if let Some(outcome) = run_job(&ctx, &mut conn, &mut owed, &job) {
+            Next::Job(job, permit) => {
+                if let Some(outcome) = run_job(&ctx, &mut conn, &mut owed, &job, permit) {
                     ctx.report(Report {
                         id: job.id.to_string(),
                         outcome,
@@ -279,6 +315,7 @@ fn run_job(
     conn: &mut Option<Conn>,
     owed: &mut Option<Owed>,
     job: &Job,
+    mut permit: Option<usize>,
 ) -> Option<Outcome> {
     let dkim = dkim_field(ctx, job);
     for _attempt in 0..3 {
@@ -286,6 +323,10 @@ fn run_job(
             settle(ctx, conn, owed);
             *conn = connect_any(ctx);
         }
+        // Counted against the relay it goes to (none: not sent).
+        let to = conn.as_ref().map(|c| c.slot);
+        rate_moved(ctx, permit, to, job.pending.len());
+        permit = to;
         let Some(c) = conn.as_mut() else {
             return Some(requeue(ctx, job));
         };
@@ -393,6 +434,14 @@ fn dkim_field(ctx: &Ctx, job: &Job) -> String {
         return String::new();
     }
     signer.field(job.id.as_str(), &mut job.trace.as_bytes().chain(file))
+
+}
+
+/// A `421`/`454` that says the relay is limiting relayq (SES's "454 Throttling failure"):
+/// the relay is paused (ratelimit), the message not deferred. Other temporary refusals,
+/// worded so or not, are deferrals as before.
+fn throttling(r: &relay::Reply) -> bool {
+    matches!(r.code, 421 | 454) && r.is_throttling()
 }
 
 /// After a failed transaction: try again on a new connection, or the outcome.
@@ -448,6 +497,14 @@ fn fail_job(
             job.id
         );
         return Step::Retry;
+    }
+    // The relay throttles (not a per-session limit): not deferred, it goes again when the
+    // relay allows.
+    if let relay::Kind::Reply(r) = &e.kind
+        && throttling(r)
+    {
+        throttled(ctx, slot, job.pending.len(), &r.to_string());
+        return Step::Out(requeue(ctx, job));
     }
     if sender_refused(&e) {
         let reason = refused_sender_reason(&env.sender, &e);
@@ -561,6 +618,22 @@ fn finish_tx(
     started: Instant,
     slot: usize,
 ) -> Outcome {
+    // The relay throttles (at DATA, after the dot, or every recipient): not sent, not
+    // deferred; it goes again when the relay allows.
+    let throttle = match &tx.data {
+        Some(Err(r)) => throttling(r).then_some(r),
+        Some(Ok(_)) => None,
+        None => tx
+            .rcpt
+            .iter()
+            .map(|x| x.as_ref().err().filter(|r| throttling(r)))
+            .collect::<Option<Vec<_>>>()
+            .and_then(|v| v.first().copied()),
+    };
+    if let Some(r) = throttle {
+        throttled(ctx, slot, job.pending.len(), &r.to_string());
+        return requeue(ctx, job);
+    }
     match &tx.data {
         Some(Err(r)) if sender_refused_late(r) => {
             let reason = format!(
@@ -612,6 +685,7 @@ fn finish_tx(
         Some(Ok(_)) => {
             let mut g = ctx.shared.lock().expect("lock");
             if let Some(s) = g.slots.get_mut(slot) {
+                s.limiter.accepted();
                 s.data_tempfails = 0;
                 s.data_deferred.clear();
             }

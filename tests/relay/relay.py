@@ -26,6 +26,7 @@ import os
 import signal
 import ssl
 import sys
+import time
 import warnings
 import weakref
 
@@ -320,6 +321,7 @@ class Handler:
         if isinstance(per_session, int) and server.stored >= per_session:
             return await server.fault(spec.get("session_limit_reply", "452 4.5.3 Too many messages sent"))
         envelope.mail_from = address
+        envelope.mail_time = time.time()   # when MAIL was accepted (rate-limit tests)
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Sender OK"
 
@@ -425,6 +427,7 @@ def store(server, session, envelope):
         "peer": fmt_peer(session.peer),
         "helo": safe(session.host_name),
         "smtputf8": bool(envelope.smtp_utf8),
+        "mail_time": getattr(envelope, "mail_time", None),
     }
     while True:
         SEQ += 1

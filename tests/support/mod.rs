@@ -446,4 +446,14 @@ impl Drop for Dns {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+}
+
+/// Stop a daemon as its service manager does (SIGTERM) and wait for it.
+pub fn stop_daemon(d: &mut Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = d.wait();
 }
