@@ -94,6 +94,7 @@ impl RateStatus {
         }
         line
     }
+}
 
 /// A bounce (DSN) of ours that the relay refused for good: its queue ID, the message it
 /// reported on, where it was going and the relay's reply.

@@ -434,7 +434,6 @@ fn dkim_field(ctx: &Ctx, job: &Job) -> String {
         return String::new();
     }
     signer.field(job.id.as_str(), &mut job.trace.as_bytes().chain(file))
-
 }
 
 /// A `421`/`454` that says the relay is limiting relayq (SES's "454 Throttling failure"):

@@ -446,7 +446,6 @@ impl Drop for Dns {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-
 }
 
 /// Stop a daemon as its service manager does (SIGTERM) and wait for it.
