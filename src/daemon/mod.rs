@@ -227,8 +227,10 @@ impl Daemon {
         self.ctx.record(&m.id, &mut m.state, events)
     }
 
+    /// Start workers up to `queue.connections` (more after a reload that raised it; one
+    /// that lowered it leaves the extra ones idle: the relay's cap keeps them off the wire).
     fn spawn_workers(&mut self) {
-        for _ in 0..self.cfg.queue.connections {
+        while self.workers.len() < self.cfg.queue.connections {
             let c = self.ctx.clone();
             self.workers.push(std::thread::spawn(move || worker(c)));
         }
@@ -430,6 +432,8 @@ impl Daemon {
                 }
                 self.sched.limit = c.queue.active_limit;
                 self.cfg = c;
+                // More connections allowed: their workers start now.
+                self.spawn_workers();
                 self.ctx.cv.notify_all();
                 info!("configuration reloaded");
             }
