@@ -256,11 +256,7 @@ fn reload_that_raises_connections_adds_workers() {
     });
     assert_eq!(relay.stat("peak_sessions"), 1, "{}", env.daemon_log());
     let text = std::fs::read_to_string(&env.cfg).unwrap();
-    std::fs::write(
-        &env.cfg,
-        text.replace("connections = 1", "connections = 3"),
-    )
-    .unwrap();
+    std::fs::write(&env.cfg, text.replace("connections = 1", "connections = 3")).unwrap();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     wait_until("a second session at once", Duration::from_secs(20), || {
         relay.stat("peak_sessions") >= 2
