@@ -34,6 +34,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon import MSG, Env, Relay, wait_for  # noqa: E402
+from relayfloor import floor  # noqa: E402
 
 # Targets from issue #14.
 T_PIPE_25 = 350.0       # msg/s, 25 ms, PIPELINING relay (2x dma)
@@ -101,8 +102,22 @@ def drain(binary, rtt_ms, pipelining, n):
         e.stop()
         res = {"rtt_ms": rtt_ms, "pipelining": pipelining, "messages": n, "delivered": r.stat("messages"),
                "seconds": round(dt, 3), "msgs_per_s": round(n / dt, 1), "connections_used": r.stat("connections"),
+               "peak_sessions": r.stat("peak_sessions"),
                "daemon_cpu_ms_per_msg": round(cpu * 1000 / n, 3), "complete": ok}
         r.stop()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    # The relay's ceiling: a minimal client (bench/relayfloor.py) against a fresh relay with the
+    # same options, on as many connections as the daemon had open at its peak.
+    d = tempfile.mkdtemp(prefix="relayq-bench-")
+    try:
+        r = Relay(d, *extra)
+        rate, errors = floor(r.port, n, max(1, res["peak_sessions"]), pipelining)
+        r.stop()
+        res["relay_floor_msgs_per_s"] = round(rate, 1)
+        res["vs_floor"] = round(res["msgs_per_s"] / rate, 2) if rate else None
+        if errors:
+            res["relay_floor_errors"] = errors[:3]
         return res
     finally:
         shutil.rmtree(d, ignore_errors=True)
@@ -274,7 +289,9 @@ def main():
                         rate0 = row["msgs_per_s"]
                 res[k] = row
                 print(f"  {rtt:>2} ms {'PIPELINING' if pipe else 'lock-step ':10}  {row['msgs_per_s']:>7} msg/s  "
-                      f"{row['connections_used']:>3} connections  {row['daemon_cpu_ms_per_msg']} ms CPU/msg  {tail}", flush=True)
+                      f"{row['connections_used']:>3} connections ({row['peak_sessions']} at once)  "
+                      f"{row['daemon_cpu_ms_per_msg']} ms CPU/msg  {tail}; relay floor {row['relay_floor_msgs_per_s']} "
+                      f"msg/s on as many connections: {row['vs_floor']}x", flush=True)
     if "burst451" in rows:
         print("== scale: 300 queued, 451 at DATA for 2 s, then recovery")
         row = burst451(binary)

@@ -101,31 +101,54 @@ fn read_entry(
 /// several reads in flight finish sooner than one after another.
 const READERS: usize = 8;
 
-/// Read every queued message (new/, queue/, hold/), oldest first. `only_uid`: filter.
-/// Files that are not valid queue files are skipped. Files are read in inode order (on a
-/// cold cache the inode table is then read in order, not at random).
-pub fn scan(spool: &Spool, only_uid: Option<u32>) -> Vec<Entry> {
-    let owner = spool.owner();
+/// A streaming listing reads this many messages first, so that its first lines come at once
+/// (`mailq | head -1` with a million queued), then [`BATCH`] at a time.
+const FIRST_BATCH: usize = 256;
+const BATCH: usize = 16_384;
+
+/// The spool directories listed, as queue names.
+const DIRS: [Dir; 3] = [
+    Dir {
+        qname: "incoming",
+        queue: Queue::New,
+    },
+    Dir {
+        qname: "active",
+        queue: Queue::Active,
+    },
+    Dir {
+        qname: "hold",
+        queue: Queue::Hold,
+    },
+];
+
+/// A queue file to read: its inode, its directory (index in [`DIRS`]) and its name.
+type QFile = (u64, usize, String);
+
+/// The queue files of new/, queue/ and hold/ (names that are queue IDs).
+fn files(spool: &Spool) -> Vec<QFile> {
     let mut files = Vec::new();
-    let dirs = [
-        (Queue::New, "incoming"),
-        (Queue::Active, "active"),
-        (Queue::Hold, "hold"),
-    ]
-    .map(|(queue, qname)| Dir { qname, queue });
-    for (i, d) in dirs.iter().enumerate() {
+    for (i, d) in DIRS.iter().enumerate() {
         for l in spool.list(d.queue).unwrap_or_default() {
             if crate::spool::is_id(&l.name) {
                 files.push((l.ino, i, l.name));
             }
         }
     }
+    files
+}
+
+/// Read `files` (sorted here by inode: on a cold cache the inode table is then read in
+/// order, not at random) by up to [`READERS`] threads; the entries in arrival order. Files
+/// that are not valid queue files (or not `only_uid`'s) are skipped.
+fn read_files(spool: &Spool, files: &mut [QFile], only_uid: Option<u32>) -> Vec<Entry> {
+    let owner = spool.owner();
     files.sort_unstable();
-    let read = |part: &[(u64, usize, String)]| {
+    let read = |part: &[QFile]| {
         let mut buf = Vec::with_capacity(crate::spool::HEAD_BYTES);
         part.iter()
             .filter_map(|(_, d, name)| {
-                read_entry(spool, dirs.get(*d)?, name, owner, only_uid, &mut buf)
+                read_entry(spool, DIRS.get(*d)?, name, owner, only_uid, &mut buf)
             })
             .collect::<Vec<Entry>>()
     };
@@ -156,6 +179,31 @@ pub fn scan(spool: &Spool, only_uid: Option<u32>) -> Vec<Entry> {
         ))
     });
     out
+}
+
+/// Read every queued message (new/, queue/, hold/), in arrival order. `only_uid`: filter.
+pub fn scan(spool: &Spool, only_uid: Option<u32>) -> Vec<Entry> {
+    read_files(spool, &mut files(spool), only_uid)
+}
+
+/// Every queued message, handed to `f` a batch at a time as it is read, without holding the
+/// whole queue: oldest first by queue ID (an ID begins with the time the message was
+/// queued), each batch in arrival order.
+pub fn scan_batches(
+    spool: &Spool,
+    mut f: impl FnMut(Vec<Entry>) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut files = files(spool);
+    files.sort_unstable_by(|a, b| a.2.cmp(&b.2));
+    let mut rest = &mut files[..];
+    let mut size = FIRST_BATCH;
+    while !rest.is_empty() {
+        let (part, more) = rest.split_at_mut(size.min(rest.len()));
+        rest = more;
+        f(read_files(spool, part, None))?;
+        size = BATCH;
+    }
+    Ok(())
 }
 
 fn ctime(t: u64) -> String {
@@ -205,68 +253,111 @@ impl Ctime {
 const PAD: &str = "                                                      ";
 const ID_WIDTH: usize = 23;
 
-/// The Postfix `mailq` layout, written to `w` (buffer it: one write per line otherwise).
-/// `relay`: the relay's recorded state when it is down: one line above the listing, and its
-/// reason under waiting messages that have no reply of their own.
+/// The Postfix `mailq` layout, written as entries come (see [`Listing::entries`]).
+pub struct Listing<'a> {
+    w: &'a mut dyn io::Write,
+    relay: Option<&'a state::RelayState>,
+    ctime: Ctime,
+    /// Messages and bytes listed so far.
+    n: usize,
+    total: u64,
+}
+
+impl<'a> Listing<'a> {
+    /// `relay`: the relay's recorded state when it is down: one line above the listing,
+    /// and its reason under waiting messages that have no reply of their own. Buffer `w`:
+    /// one write per line otherwise.
+    pub fn new(relay: Option<&'a state::RelayState>, w: &'a mut dyn io::Write) -> Self {
+        Listing {
+            w,
+            relay: relay.filter(|r| !r.up && r.reason.is_some()),
+            ctime: Ctime::default(),
+            n: 0,
+            total: 0,
+        }
+    }
+
+    fn down(&self) -> Option<&'a str> {
+        self.relay.and_then(|r| r.reason.as_deref())
+    }
+
+    /// Write these entries (the heading before the first).
+    pub fn entries(&mut self, entries: &[Entry]) -> io::Result<()> {
+        if self.n == 0 && !entries.is_empty() {
+            if let (Some(r), Some(why)) = (self.relay, self.down()) {
+                let since = r
+                    .down_since
+                    .map(|t| format!(" since {}", self.ctime.get(t)));
+                writeln!(self.w, "-- relay down{}: {why}", since.unwrap_or_default())?;
+            }
+            self.w.write_all(
+                b"-Queue ID-              --Size-- ----Arrival Time---- -Sender/Recipient-------\n",
+            )?;
+        }
+        let down = self.down();
+        let w = &mut *self.w;
+        for e in entries {
+            self.n += 1;
+            self.total += e.message_size;
+            let mark = if e.queue_name == "hold" { "!" } else { "" };
+            let sender = if e.sender.is_empty() {
+                "MAILER-DAEMON"
+            } else {
+                &e.sender
+            };
+            let id_pad = ID_WIDTH.saturating_sub(e.queue_id.len() + mark.len());
+            writeln!(
+                w,
+                "{}{mark}{} {:>8} {:<20} {sender}",
+                e.queue_id,
+                &PAD[..id_pad],
+                e.message_size,
+                self.ctime.get(e.arrival_time)
+            )?;
+            let mut last_reason: Option<&str> = None;
+            let waiting = down.filter(|_| matches!(e.queue_name, "active" | "deferred"));
+            for r in &e.recipients {
+                let own = r.delay_reason.as_deref();
+                if let Some(why) = own.or(waiting.filter(|_| r.state == "queued"))
+                    && last_reason != Some(why)
+                {
+                    writeln!(w, "{PAD}({why})")?;
+                    last_reason = Some(why);
+                }
+                writeln!(w, "{PAD}{}", r.address)?;
+            }
+            if let Some(n) = e.next_attempt {
+                writeln!(w, "{PAD}(next attempt {})", self.ctime.get(n))?;
+            }
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    /// The summary line (or "Mail queue is empty").
+    pub fn finish(self) -> io::Result<()> {
+        let n = self.n;
+        if n == 0 {
+            return self.w.write_all(b"Mail queue is empty\n");
+        }
+        writeln!(
+            self.w,
+            "-- {} Kbytes in {n} Request{}.",
+            self.total.div_ceil(1024),
+            if n == 1 { "" } else { "s" }
+        )
+    }
+}
+
+/// The Postfix `mailq` layout of `entries`, written to `w` (`relay`: see [`Listing::new`]).
 pub fn render_to(
     entries: &[Entry],
     relay: Option<&state::RelayState>,
     w: &mut dyn io::Write,
 ) -> io::Result<()> {
-    if entries.is_empty() {
-        return w.write_all(b"Mail queue is empty\n");
-    }
-    let mut ctime = Ctime::default();
-    let down = relay.filter(|r| !r.up).and_then(|r| r.reason.as_deref());
-    if let (Some(r), Some(why)) = (relay, down) {
-        let since = r.down_since.map(|t| format!(" since {}", ctime.get(t)));
-        writeln!(w, "-- relay down{}: {why}", since.unwrap_or_default())?;
-    }
-    w.write_all(
-        b"-Queue ID-              --Size-- ----Arrival Time---- -Sender/Recipient-------\n",
-    )?;
-    let mut total = 0u64;
-    for e in entries {
-        total += e.message_size;
-        let mark = if e.queue_name == "hold" { "!" } else { "" };
-        let sender = if e.sender.is_empty() {
-            "MAILER-DAEMON"
-        } else {
-            &e.sender
-        };
-        let id_pad = ID_WIDTH.saturating_sub(e.queue_id.len() + mark.len());
-        writeln!(
-            w,
-            "{}{mark}{} {:>8} {:<20} {sender}",
-            e.queue_id,
-            &PAD[..id_pad],
-            e.message_size,
-            ctime.get(e.arrival_time)
-        )?;
-        let mut last_reason: Option<&str> = None;
-        let waiting = down.filter(|_| matches!(e.queue_name, "active" | "deferred"));
-        for r in &e.recipients {
-            let own = r.delay_reason.as_deref();
-            if let Some(why) = own.or(waiting.filter(|_| r.state == "queued"))
-                && last_reason != Some(why)
-            {
-                writeln!(w, "{PAD}({why})")?;
-                last_reason = Some(why);
-            }
-            writeln!(w, "{PAD}{}", r.address)?;
-        }
-        if let Some(n) = e.next_attempt {
-            writeln!(w, "{PAD}(next attempt {})", ctime.get(n))?;
-        }
-        w.write_all(b"\n")?;
-    }
-    let n = entries.len();
-    writeln!(
-        w,
-        "-- {} Kbytes in {n} Request{}.",
-        total.div_ceil(1024),
-        if n == 1 { "" } else { "s" }
-    )
+    let mut l = Listing::new(relay, w);
+    l.entries(entries)?;
+    l.finish()
 }
 
 /// JSON lines like `postqueue -j`, one message a line, written to `w`.
@@ -299,11 +390,15 @@ pub fn list(layout: &Layout, as_json: bool, out: &mut dyn io::Write) -> Result<(
     let owner = Spool::open(layout)?.owner();
     let written = if me == 0 || me == owner {
         // Root reads the queue as the spool's owner, as Postfix's showq runs as mail_owner.
-        let e = scan(&Spool::open_as_owner(layout)?, None);
+        // Written batch by batch, each flushed: the first lines come at once.
+        let spool = Spool::open_as_owner(layout)?;
         if as_json {
-            json_to(&e, out)
+            scan_batches(&spool, |e| json_to(&e, out).and_then(|()| out.flush()))
         } else {
-            render_to(&e, state::RelayState::down(layout).as_ref(), out)
+            let relay = state::RelayState::down(layout);
+            let mut l = Listing::new(relay.as_ref(), out);
+            scan_batches(&spool, |e| l.entries(&e).and_then(|()| l.w.flush()))
+                .and_then(|()| l.finish())
         }
     } else {
         let text = from_daemon(layout, as_json)?;
@@ -315,9 +410,11 @@ pub fn list(layout: &Layout, as_json: bool, out: &mut dyn io::Write) -> Result<(
             }
         })
     };
-    written
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::temp(format!("cannot write the listing: {e}")))
+    match written.and_then(|()| out.flush()) {
+        // The reader has all it wanted (`mailq | head`): not an error.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.map_err(|e| Error::temp(format!("cannot write the listing: {e}"))),
+    }
 }
 
 /// Ordinary users: the daemon lists their own messages (it knows the peer's uid).

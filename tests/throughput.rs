@@ -241,3 +241,29 @@ fn measure_throughput() {
         );
     }
 }
+
+#[test]
+fn reload_that_raises_connections_adds_workers() {
+    // One connection at first, every session held at DATA: one session at a time. After a
+    // SIGHUP that allows three, more sessions open while the first ones are still held.
+    let (env, relay) = setup(RelayOpts::default(), "[queue]\nconnections = 1");
+    relay.set_faults(r#"{"stall_at": "data", "stall_seconds": 3}"#);
+    send_n(&env, 6, "m");
+    let mut d = env.daemon();
+    let pid = nix::unistd::Pid::from_raw(d.id() as i32);
+    wait_until("the first session", Duration::from_secs(20), || {
+        relay.stat("data_commands") >= 1
+    });
+    assert_eq!(relay.stat("peak_sessions"), 1, "{}", env.daemon_log());
+    let text = std::fs::read_to_string(&env.cfg).unwrap();
+    std::fs::write(&env.cfg, text.replace("connections = 1", "connections = 3")).unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    wait_until("a second session at once", Duration::from_secs(20), || {
+        relay.stat("peak_sessions") >= 2
+    });
+    relay.set_faults("{}");
+    relay.wait_for(6, Duration::from_secs(60));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let _ = d.wait();
+    assert_eq!(relay.arrived().len(), 6, "{}", env.daemon_log());
+}

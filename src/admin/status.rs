@@ -184,33 +184,42 @@ pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Stat
     let (running, pid) = daemon_state(layout);
     // corrupt/ holds whatever was set aside, under new names (ID-oldname): every file.
     let corrupt = spool.list(Queue::Corrupt).map_or(0, |v| v.len());
-    // One pass over the queue: the listing has every message's state.
-    let entries = crate::queue::scan(&spool, None);
+    // Counted from the directory entries, without opening the files (a million queued
+    // take a second): a file that is not a valid queue file counts until the daemon sets
+    // it aside.
     let now = crate::state::now();
-    let (mut incoming, mut queued, mut deferred, mut held) = (0, 0, 0, 0);
-    let mut oldest = None;
-    let mut last_error: Option<(u64, &str)> = None;
-    for e in &entries {
-        match e.queue_name {
-            "incoming" => incoming += 1,
-            "hold" => {
-                held += 1;
-                continue;
-            }
-            q => {
-                queued += 1;
-                deferred += usize::from(q == "deferred");
-                for r in &e.recipients {
-                    if let Some(why) = r.delay_reason.as_deref()
-                        && r.state == "deferred"
-                        && last_error.is_none_or(|(lt, _)| r.since > lt)
-                    {
-                        last_error = Some((r.since, why));
-                    }
-                }
+    let (incoming, new_oldest) = tally(&spool, Queue::New);
+    let (queued, queue_oldest) = tally(&spool, Queue::Active);
+    let (held, _) = tally(&spool, Queue::Hold);
+    let oldest = [new_oldest, queue_oldest]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|t| now.saturating_sub(t));
+    // Deferred: a message in queue/ with a journal (tried before); the last error is the
+    // latest deferral among the newest journals.
+    let mut journals = spool.journals_in(Queue::Active).unwrap_or_default();
+    let deferred = journals.len();
+    // The newest by modification time, and those written in the same clock tick.
+    let k = journals.len().saturating_sub(NEWEST_JOURNALS);
+    let cut = match journals.len() {
+        n if n > NEWEST_JOURNALS => Some(journals.select_nth_unstable_by_key(k, |j| j.1).1.1),
+        _ => None,
+    };
+    let newest = journals
+        .iter()
+        .filter(|j| cut.is_none_or(|c| j.1 >= c))
+        .take(NEWEST_JOURNALS * 64);
+    let mut last_error: Option<(u64, String)> = None;
+    for (id, _) in newest {
+        let st = state::State::parse(&spool.journal(id), MAX_RCPTS);
+        for r in st.rcpts {
+            if let state::RcptState::Deferred(t, why) = r
+                && last_error.as_ref().is_none_or(|(lt, _)| t > *lt)
+            {
+                last_error = Some((t, why));
             }
         }
-        oldest = oldest.max(Some(now.saturating_sub(e.arrival_time)));
     }
     let waiting = incoming + queued + held > 0;
     Ok(Status {
@@ -223,7 +232,7 @@ pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Stat
         failed: spool.count(Queue::Failed),
         corrupt,
         oldest_age_seconds: oldest,
-        last_error: last_error.map(|x| x.1.to_string()),
+        last_error: last_error.map(|x| x.1),
         last_delivery: state::LastDelivery::load(&state::LastDelivery::path(layout)),
         stuck: oldest.is_some_and(|a| a >= stuck_after.as_secs()),
         relay: state::RelayState::load(&state::RelayState::path(layout)).map(|r| RelayStatus {
@@ -248,6 +257,45 @@ pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Stat
             .map(|r| RateStatus::new(r, now))
             .collect(),
     })
+}
+
+/// The journals read for the last error: the most recently written.
+const NEWEST_JOURNALS: usize = 16;
+/// Recipients looked at in a journal read without its envelope.
+const MAX_RCPTS: usize = 1024;
+/// Queue files whose envelope is tried for the oldest arrival, smallest IDs first.
+const OLDEST_TRIED: usize = 16;
+
+/// How many queue files `q` holds (regular files named as queue IDs), and the arrival time
+/// of the oldest: the envelope of the file with the smallest ID (an ID begins with the time
+/// it was queued) that reads as a queue file, else the time in that ID.
+fn tally(spool: &Spool, q: Queue) -> (usize, Option<u64>) {
+    let mut n = 0;
+    let mut smallest: Vec<String> = Vec::new();
+    let _ = spool.scan_files(q, |name| {
+        if !crate::spool::is_id(name) {
+            return;
+        }
+        n += 1;
+        if smallest.len() < OLDEST_TRIED || smallest.last().is_some_and(|l| name < l.as_str()) {
+            let at = smallest.partition_point(|x| x.as_str() < name);
+            smallest.insert(at, name.to_string());
+            smallest.truncate(OLDEST_TRIED);
+        }
+    });
+    let oldest = smallest
+        .iter()
+        .find_map(|name| {
+            spool
+                .read_envelope(q, name)
+                .ok()
+                .map(|(env, _, _)| env.time)
+        })
+        .or_else(|| {
+            let secs = smallest.first()?.get(..9)?;
+            u64::from_str_radix(secs, 16).ok()
+        });
+    (n, oldest)
 }
 
 /// Daemon, relay, queue counts, oldest message, last error; exit 1 when mail is stuck (queued

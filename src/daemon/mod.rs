@@ -204,6 +204,7 @@ impl Daemon {
             spool,
             reports: Mutex::new(tx),
             wake: wake_tx,
+            woken: std::sync::atomic::AtomicBool::new(false),
         });
         let limit = cfg.queue.active_limit;
         Ok(Daemon {
@@ -241,8 +242,10 @@ impl Daemon {
         self.ctx.record(&m.id, &mut m.state, events)
     }
 
+    /// Start workers up to `queue.connections` (more after a reload that raised it; one
+    /// that lowered it leaves the extra ones idle: the relay's cap keeps them off the wire).
     fn spawn_workers(&mut self) {
-        for _ in 0..self.cfg.queue.connections {
+        while self.workers.len() < self.cfg.queue.connections {
             let c = self.ctx.clone();
             self.workers.push(std::thread::spawn(move || worker(c)));
         }
@@ -385,6 +388,8 @@ impl Daemon {
         let mut msg = Msg::new(qid.clone(), env, off, arrival, st);
         msg.trace = crate::message::trace_field(&self.fqdn, uid, id, arrival).into();
         self.sched.msgs.insert(id.to_string(), msg);
+        let (after, life) = (self.cfg.queue.warn_after, self.cfg.queue.lifetime.as_secs());
+        self.sched.touch(id, after, life);
         if self.sched.msgs[id].state.all_done() {
             self.finish(id);
             return true;
@@ -453,7 +458,11 @@ impl Daemon {
                     warn!("cannot write run/limits for relayq-postdrop: {e}");
                 }
                 self.sched.limit = c.queue.active_limit;
+                // Another lifetime or warn_after: every message is looked at again.
+                self.sched.msg_due = 0;
                 self.cfg = c;
+                // More connections allowed: their workers start now.
+                self.spawn_workers();
                 self.ctx.cv.notify_all();
                 info!("configuration reloaded");
             }
@@ -508,6 +517,9 @@ impl Daemon {
     }
 
     fn drain_reports(&mut self) {
+        self.ctx
+            .woken
+            .store(false, std::sync::atomic::Ordering::Release);
         let mut b = [0u8; 256];
         while (&self.wake_rx).read(&mut b).map(|n| n > 0).unwrap_or(false) {}
         while let Ok(r) = self.reports.try_recv() {
@@ -635,6 +647,7 @@ impl Daemon {
         for m in self.sched.msgs.values_mut() {
             m.in_flight = false;
         }
+        self.sched.msg_due = 0;
         self.warn();
         if shown {
             eprintln!(

@@ -71,6 +71,15 @@ impl Msg {
         (at < self.arrival.saturating_add(lifetime)).then_some(at)
     }
 
+    /// Its expiry (unless in flight) or delay warning, whichever comes first.
+    fn due(&self, warn_after: Option<Duration>, lifetime: u64) -> Option<u64> {
+        let expiry = (!self.in_flight).then_some(self.arrival.saturating_add(lifetime));
+        expiry
+            .into_iter()
+            .chain(self.warn_at(warn_after, lifetime))
+            .min()
+    }
+
     /// Past its lifetime at `now`, with recipients left and no worker on it: due for expiry.
     fn expired(&self, now: u64, lifetime: u64) -> bool {
         !self.in_flight && !self.state.all_done() && self.arrival + lifetime <= now
@@ -118,6 +127,11 @@ pub(super) struct Schedule {
     pub(super) waiting: BTreeMap<String, bool>,
     /// Messages given a timer since the last `park_idle`, with that timer.
     pub(super) to_park: Vec<(u64, String)>,
+    /// No message in memory has its expiry or delay warning due before this (unix
+    /// seconds): until then `expire` and `warn` do not look at every message, as the main
+    /// loop would after each report. Lowered (`touch`) for a message read in or reported
+    /// on, zero when anything else may have made one due (a reload).
+    pub(super) msg_due: u64,
     /// At most this many messages in `msgs` (`queue.active_limit`).
     pub(super) limit: usize,
     /// Mail may be on disk (queue/ or new/) that is in none of the above.
@@ -138,6 +152,7 @@ impl Schedule {
             parked: HashMap::new(),
             waiting: BTreeMap::new(),
             to_park: Vec::new(),
+            msg_due: 0,
             limit,
             backlog: false,
         }
@@ -243,14 +258,32 @@ impl Schedule {
     }
 
     /// When the main loop must next look: the earliest timer, expiry or delay warning (of a
-    /// message in memory; a parked one's are in its timer).
-    pub(super) fn next_due(&self, warn_after: Option<Duration>, lifetime: u64) -> Option<u64> {
+    /// message in memory; a parked one's are in its timer). Looks at every message only
+    /// once `msg_due` has come.
+    pub(super) fn next_due(&mut self, warn_after: Option<Duration>, lifetime: u64) -> Option<u64> {
         let timer = self.timers.first().map(|(t, _)| *t);
-        let msgs = self.msgs.values().flat_map(|m| {
-            let expiry = (!m.in_flight).then_some(m.arrival + lifetime);
-            expiry.into_iter().chain(m.warn_at(warn_after, lifetime))
-        });
+        if self.msg_due <= now() {
+            self.msg_due = self
+                .msgs
+                .values()
+                .filter_map(|m| m.due(warn_after, lifetime))
+                .min()
+                .unwrap_or(u64::MAX);
+        }
+        let msgs = (self.msg_due < u64::MAX).then_some(self.msg_due);
         timer.into_iter().chain(msgs).min()
+    }
+
+    /// Message `id` was read in or reported on: its expiry or warning may come sooner,
+    /// whatever it is doing now (in flight or not).
+    pub(super) fn touch(&mut self, id: &str, warn_after: Option<Duration>, lifetime: u64) {
+        if let Some(m) = self.msgs.get(id) {
+            let expiry = m.arrival.saturating_add(lifetime);
+            let warning = warn_after
+                .filter(|_| !m.state.warned)
+                .map(|a| m.arrival.saturating_add(a.as_secs()).max(m.warn_retry));
+            self.msg_due = self.msg_due.min(warning.map_or(expiry, |w| w.min(expiry)));
+        }
     }
 
     pub(super) fn in_flight(&self) -> usize {
@@ -375,6 +408,9 @@ impl Daemon {
     /// Messages past their lifetime: give up on their pending recipients.
     pub(super) fn expire(&mut self) {
         let t = now();
+        if t < self.sched.msg_due {
+            return;
+        }
         let lifetime = self.cfg.queue.lifetime;
         for id in self.sched.expired(t, lifetime.as_secs()) {
             let events = expiry_events(&self.sched.msgs[&id].state, t, lifetime);
@@ -395,6 +431,8 @@ impl Daemon {
 
     /// A worker finished a job.
     pub(super) fn handle(&mut self, r: Report) {
+        let (after, life) = (self.cfg.queue.warn_after, self.cfg.queue.lifetime.as_secs());
+        self.sched.touch(&r.id, after, life);
         let Some(m) = self.sched.msgs.get_mut(&r.id) else {
             return;
         };
@@ -413,13 +451,20 @@ impl Daemon {
                 self.sched.msgs.remove(&r.id);
                 self.pickup_released(&r.id);
             }
-            Outcome::Done { message_deferral } => {
-                if !self.ctx.spool.contains(Queue::Active, &m.id) {
+            Outcome::Done {
+                message_deferral,
+                removed,
+            } => {
+                if removed || !self.ctx.spool.contains(Queue::Active, &m.id) {
                     // Delivered to all and removed by the worker; or held (or deleted) while
-                    // it was being sent, its journal has the results.
+                    // it was being sent, its journal has the results (and it may be back
+                    // in new/, released). A file the worker removed cannot be in new/: it
+                    // was in queue/ until then.
                     self.stats.delivered += m.state.pending().count() as u64;
                     self.sched.msgs.remove(&r.id);
-                    self.pickup_released(&r.id);
+                    if !removed {
+                        self.pickup_released(&r.id);
+                    }
                     return;
                 }
                 let before: Vec<bool> = m
@@ -550,6 +595,9 @@ impl Daemon {
     /// Then the `w` journal event, so that it is sent once, across restarts too.
     pub(super) fn warn(&mut self) {
         let (after, life) = (self.cfg.queue.warn_after, self.cfg.queue.lifetime.as_secs());
+        if now() < self.sched.msg_due {
+            return;
+        }
         let due = self.sched.warnings_due(now(), after, life);
         self.warn_these(due);
     }

@@ -94,8 +94,12 @@ impl Shared {
 /// What a worker tells the main thread after a job.
 pub(super) enum Outcome {
     /// The transaction ran; results are journaled. `message_deferral`: the message as a
-    /// whole should back off (4xx at MAIL/DATA/dot, or a dropped connection mid-way).
-    Done { message_deferral: bool },
+    /// whole should back off (4xx at MAIL/DATA/dot, or a dropped connection mid-way);
+    /// `removed`: delivered to all, and removed from queue/ by the worker.
+    Done {
+        message_deferral: bool,
+        removed: bool,
+    },
     /// No relay could be reached: the job is back in the ready queue.
     Blocked,
     /// The message file vanished or is unreadable (deleted by an admin?).
@@ -117,6 +121,9 @@ pub(super) struct Ctx {
     pub(super) spool: Spool,
     pub(super) reports: Mutex<mpsc::Sender<Report>>,
     pub(super) wake: UnixStream,
+    /// A report's wake-up byte is on its way: the main loop clears this before it reads
+    /// the reports, so one byte serves every report sent meanwhile.
+    pub(super) woken: std::sync::atomic::AtomicBool,
     /// The latest successful delivery, for `relayq status` (run/last-delivery).
     pub(super) last_delivery: Mutex<state::DeliveryNote>,
     /// Whether the relay is up, or down since when and why (run/relay).
@@ -145,7 +152,10 @@ impl Ctx {
         if let Ok(tx) = self.reports.lock() {
             let _ = tx.send(r);
         }
-        let _ = (&self.wake).write(&[1]);
+        // One byte wakes the main loop for every report sent until it looks (`woken`).
+        if !self.woken.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            let _ = (&self.wake).write(&[1]);
+        }
     }
 }
 
@@ -330,16 +340,12 @@ fn run_job(
         let Some(c) = conn.as_mut() else {
             return Some(requeue(ctx, job));
         };
-        let file = match ctx.spool.open_file(Queue::Active, job.id.as_str()) {
-            Ok((f, _)) => f,
+        let (file, meta) = match ctx.spool.open_file(Queue::Active, job.id.as_str()) {
+            Ok(x) => x,
             Err(e) => return Some(Outcome::Gone(e.to_string())),
         };
-        let size = file
-            .metadata()
-            .map(|m| m.len())
-            .unwrap_or(0)
-            .saturating_sub(job.body_offset)
-            + (job.trace.len() + dkim.len()) as u64;
+        let size =
+            meta.len().saturating_sub(job.body_offset) + (job.trace.len() + dkim.len()) as u64;
         let mut file = BufReader::with_capacity(64 * 1024, file);
         if file.seek(SeekFrom::Start(job.body_offset)).is_err() {
             return Some(Outcome::Gone("cannot seek".into()));
@@ -558,6 +564,7 @@ fn fail_job(
     }
     Step::Out(Outcome::Done {
         message_deferral: !perm,
+        removed: false,
     })
 }
 
@@ -681,29 +688,34 @@ fn finish_tx(
                 s.data_deferred.push(job.id.to_string());
             }
         }
-        Some(Ok(_)) => {
-            let mut g = ctx.shared.lock().expect("lock");
-            if let Some(s) = g.slots.get_mut(slot) {
-                s.limiter.accepted();
-                s.data_tempfails = 0;
-                s.data_deferred.clear();
-            }
-        }
         _ => {}
     }
-    let deferral = record_tx(ctx, job, tx, peer, started);
-    // The relay took a MAIL: it is not refusing everything.
+    let (deferral, removed) = record_tx(ctx, job, tx, peer, started);
+    // The relay took a MAIL: it is not refusing everything; and a message it took ends a
+    // run of DATA failures.
     if let Some(s) = ctx.shared.lock().expect("lock").slots.get_mut(slot) {
         s.mail_tempfails = 0;
+        if matches!(tx.data, Some(Ok(_))) {
+            s.limiter.accepted();
+            s.data_tempfails = 0;
+            s.data_deferred.clear();
+        }
     }
     Outcome::Done {
         message_deferral: deferral,
+        removed,
     }
 }
 
 /// Record a finished transaction at once (commit), then log. Returns whether the message
-/// should back off as a whole.
-fn record_tx(ctx: &Ctx, job: &Job, tx: &relay::TxResult, peer: &str, started: Instant) -> bool {
+/// should back off as a whole, and whether it was delivered to all and removed.
+fn record_tx(
+    ctx: &Ctx,
+    job: &Job,
+    tx: &relay::TxResult,
+    peer: &str,
+    started: Instant,
+) -> (bool, bool) {
     let t = now();
     let mut events = Vec::new();
     let mut lines = Vec::new();
@@ -782,5 +794,5 @@ fn record_tx(ctx: &Ctx, job: &Job, tx: &relay::TxResult, peer: &str, started: In
             reply: reply.clone(),
         });
     }
-    any_temp
+    (any_temp, removed)
 }

@@ -53,6 +53,25 @@ impl Spool {
         v
     }
 
+    /// Each non-empty journal of a message in `q`: its ID and modification time (seconds,
+    /// nanoseconds), for `relayq status`, which reads only the newest.
+    pub fn journals_in(&self, q: Queue) -> io::Result<Vec<(QueueId, (i64, i64))>> {
+        let (jdir, qdir) = (self.dir(JOURNAL)?, self.qdir(q)?);
+        let stat = |d: &OwnedFd, name: &str| {
+            nix::sys::stat::fstatat(d, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok()
+        };
+        let mut out = Vec::new();
+        self.scan_regular(JOURNAL, |name| {
+            if let Some(id) = QueueId::parse(name)
+                && let Some(st) = stat(jdir, name).filter(|st| st.st_size > 0)
+                && stat(qdir, name).is_some()
+            {
+                out.push((id, (st.st_mtime, st.st_mtime_nsec)));
+            }
+        })?;
+        Ok(out)
+    }
+
     /// Open a message's journal to append to (created if need be).
     pub fn journal_append(&self, id: &QueueId) -> io::Result<File> {
         let fd = nix::fcntl::openat(
