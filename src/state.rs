@@ -319,6 +319,13 @@ pub struct RelayState {
     pub reason: Option<String>,
     /// Unix seconds of the next probe (None when up).
     pub next_try: Option<u64>,
+    /// A sender route's patterns (`[[sender_relay]]` senders, comma-separated); None for
+    /// the default relays.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub senders: Option<String>,
+    /// Each sender route's state (in the file: `route` starts one, its keys follow).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RelayState>,
 }
 
 impl RelayState {
@@ -331,21 +338,56 @@ impl RelayState {
         let mut r = RelayState::default();
         let mut known = false;
         for (k, v) in read_run_file(path)? {
+            let cur = match r.routes.last_mut() {
+                Some(x) => x,
+                None => &mut r,
+            };
             match k.as_str() {
-                "state" => (r.up, known) = (v == "up", v == "up" || v == "down"),
-                "relay" => r.relay = v,
-                "since" => r.down_since = v.parse().ok(),
-                "reason" => r.reason = Some(v),
-                "next-try" => r.next_try = v.parse().ok(),
+                "state" if cur.senders.is_some() => cur.up = v == "up",
+                "state" => (cur.up, known) = (v == "up", v == "up" || v == "down"),
+                "relay" => cur.relay = v,
+                "since" => cur.down_since = v.parse().ok(),
+                "reason" => cur.reason = Some(v),
+                "next-try" => cur.next_try = v.parse().ok(),
+                "route" => r.routes.push(RelayState {
+                    senders: Some(v),
+                    ..RelayState::default()
+                }),
                 _ => {}
             }
         }
         known.then_some(r)
     }
 
-    /// The recorded state if it is "down" (for mailq and show).
+    /// The recorded state if some route is "down" (for mailq and show).
     pub fn down(layout: &crate::spool::Layout) -> Option<RelayState> {
-        RelayState::load(&RelayState::path(layout)).filter(|r| !r.up)
+        RelayState::load(&RelayState::path(layout))
+            .filter(|r| !r.up || r.routes.iter().any(|x| !x.up))
+    }
+
+    /// The state of the route that carries mail from `sender`: a sender route's when its
+    /// patterns match, else the default's.
+    pub fn for_sender(&self, sender: &str) -> &RelayState {
+        let lists: Vec<Vec<String>> = self
+            .routes
+            .iter()
+            .map(|x| {
+                x.senders
+                    .as_deref()
+                    .unwrap_or("")
+                    .split(',')
+                    .map(str::to_string)
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[String]> = lists.iter().map(Vec::as_slice).collect();
+        match crate::daemon::routes::SenderMap::from_lists(&refs) {
+            Ok(m) => match m.route(sender) {
+                0 => self,
+                r => &self.routes[r - 1],
+            },
+            Err(_) => self,
+        }
     }
 }
 
@@ -364,6 +406,13 @@ impl RunFile for RelayState {
         }
         if let Some(t) = self.next_try {
             text.push_str(&format!("next-try {t}\n"));
+        }
+        for r in &self.routes {
+            text.push_str(&format!(
+                "route {}\n",
+                clean(r.senders.as_deref().unwrap_or(""))
+            ));
+            text.push_str(&r.text());
         }
         text
     }

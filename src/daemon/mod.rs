@@ -16,6 +16,7 @@
 mod backlog;
 mod listen;
 mod relays;
+pub mod routes;
 mod scheduler;
 mod socket;
 mod worker;
@@ -25,7 +26,6 @@ pub use crate::state::now;
 pub use relays::resolved_targets;
 pub use socket::flush;
 
-use crate::bounce;
 use crate::config::Config;
 use crate::error::{Class, Error, Result};
 use crate::spool::{self, Layout, Queue, QueueId, Spool};
@@ -34,7 +34,7 @@ use log::{error, info, warn};
 use relays::build_slots;
 use scheduler::{Msg, Schedule, Start};
 use socket::{FlushReq, listen, selected, serve_socket};
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
@@ -71,6 +71,8 @@ struct Daemon {
     /// Released by an outage (`take_released`) while their own report was still on its way:
     /// released when it arrives, so that its deferral does not give them a backoff.
     release_on_report: HashSet<String>,
+    /// Routes whose workers are started (0..worker_routes).
+    worker_routes: usize,
 }
 
 /// How a message is taken into memory.
@@ -155,7 +157,8 @@ impl Daemon {
         check_spool(&layout)?;
         crate::perms::config_file(&cfg.path)?;
         // Secrets are read (as root if need be) before privileges are dropped.
-        let slots = build_slots(&cfg)?;
+        let (slots, routes) = build_slots(&cfg)?;
+        let map = routes::SenderMap::new(&cfg.sender_relay).map_err(Error::config)?;
         // If root, become the spool's owner (the daemon's user), so every file we create
         // stays the daemon's, and nothing in the spool can make root act.
         let spool = Spool::open_as_owner(&layout)?;
@@ -171,15 +174,15 @@ impl Daemon {
         wake_tx.set_nonblocking(true).ok();
         let ctx = Arc::new(Ctx {
             shared: Mutex::new(Shared {
-                ready: VecDeque::new(),
+                ready: routes::Ready::new(map),
                 slots,
+                routes,
                 stop: false,
                 once,
                 idle_timeout: cfg.queue.idle_timeout,
-                idle_connected: 0,
+                idle_connected: Vec::new(),
                 released: Vec::new(),
                 generation: 0,
-                relay_sender: bounce::sender(&cfg, &crate::submit::host_names().1),
             }),
             cv: Condvar::new(),
             last_delivery: Mutex::new(state::DeliveryNote::new(state::LastDelivery::path(&layout))),
@@ -208,6 +211,7 @@ impl Daemon {
             passed: Vec::new(),
             release_on_report: HashSet::new(),
             filter: None,
+            worker_routes: 0,
         })
     }
 
@@ -227,11 +231,23 @@ impl Daemon {
         self.ctx.record(&m.id, &mut m.state, events)
     }
 
-    fn spawn_workers(&mut self) {
-        for _ in 0..self.cfg.queue.connections {
-            let c = self.ctx.clone();
-            self.workers.push(std::thread::spawn(move || worker(c)));
+    /// `queue.connections` workers for each route from `from` on (a reload that adds
+    /// routes starts theirs).
+    fn spawn_workers_from(&mut self, from: usize) {
+        let n = self.ctx.shared.lock().expect("lock").routes.len();
+        for route in from..n {
+            for _ in 0..self.cfg.queue.connections {
+                let c = self.ctx.clone();
+                self.workers
+                    .push(std::thread::spawn(move || worker(c, route)));
+            }
         }
+        self.worker_routes = self.worker_routes.max(n);
+    }
+
+    fn spawn_workers(&mut self) {
+        self.worker_routes = 0;
+        self.spawn_workers_from(0);
     }
 
     /// Take over queue/ (after a restart): an older spool's journals, then as much as fits
@@ -413,18 +429,36 @@ impl Daemon {
     }
 
     fn reload(&mut self) {
-        match Config::load(self.cfg_flag.as_deref()).and_then(|c| build_slots(&c).map(|s| (c, s))) {
-            Ok((c, mut slots)) => {
+        let loaded = Config::load(self.cfg_flag.as_deref()).and_then(|c| {
+            let (slots, routes) = build_slots(&c)?;
+            let map = routes::SenderMap::new(&c.sender_relay).map_err(Error::config)?;
+            Ok((c, slots, routes, map))
+        });
+        match loaded {
+            Ok((c, mut slots, routes, map)) => {
                 let mut g = self.ctx.shared.lock().expect("lock");
                 // Retried at once; one down at MAIL must still show MAIL is accepted.
                 for s in slots.iter_mut() {
-                    s.mail_probe = g.slots.iter().any(|o| o.name == s.name && o.mail_probe);
+                    s.mail_probe = g
+                        .slots
+                        .iter()
+                        .any(|o| o.name == s.name && o.route == s.route && o.mail_probe);
                 }
                 g.slots = slots;
+                g.routes = routes;
+                g.ready.reroute(map);
                 g.idle_timeout = c.queue.idle_timeout;
-                g.relay_sender = bounce::sender(&c, &self.fqdn);
                 g.generation += 1;
+                let n = g.routes.len();
                 drop(g);
+                // Workers of routes gone leave; new routes get theirs.
+                if !self.workers.is_empty() {
+                    if n > self.worker_routes {
+                        let from = self.worker_routes;
+                        self.spawn_workers_from(from);
+                    }
+                    self.worker_routes = n;
+                }
                 if let Err(e) = self.spool().write_limits(c.max_message_size) {
                     warn!("cannot write run/limits for relayq-postdrop: {e}");
                 }
@@ -632,7 +666,7 @@ impl Daemon {
             self.expire();
             self.warn();
             self.pickup();
-            if !self.ctx.shared.lock().expect("lock").ready.is_empty() {
+            if self.ctx.shared.lock().expect("lock").sendable() {
                 return true;
             }
             let waiting = self.sched.backlog || !self.sched.waiting.is_empty();
@@ -707,19 +741,27 @@ impl Daemon {
         } else {
             String::new()
         };
+        let relays = {
+            let g = self.ctx.shared.lock().expect("lock");
+            (0..g.routes.len())
+                .map(|r| {
+                    let names = g.routes[r]
+                        .iter()
+                        .map(|&i| g.slots[i].name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", then ");
+                    match r {
+                        0 => names,
+                        _ => format!("{names} for {}", g.ready.map().label(r)),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
         info!(
-            "daemon started: {} queued{more}, {} connection(s) to {}",
+            "daemon started: {} queued{more}, {} connection(s) to {relays}",
             self.sched.msgs.len() + self.sched.parked.len(),
             self.cfg.queue.connections,
-            self.ctx
-                .shared
-                .lock()
-                .expect("lock")
-                .slots
-                .iter()
-                .map(|s| s.name.clone())
-                .collect::<Vec<_>>()
-                .join(", then ")
         );
         let mut stopping: Option<Instant> = None;
         loop {
@@ -792,7 +834,7 @@ impl Daemon {
                             g.stop = true;
                             // Waiting in the ready queue (for a relay that is down, say) is
                             // not in flight: nothing to wait for.
-                            for job in g.ready.drain(..) {
+                            for job in g.ready.drain_all() {
                                 if let Some(m) = self.sched.msgs.get_mut(job.id.as_str()) {
                                     m.in_flight = false;
                                     m.blocked = false;
