@@ -217,10 +217,24 @@ pub fn render_to(
         return w.write_all(b"Mail queue is empty\n");
     }
     let mut ctime = Ctime::default();
-    let down = relay.filter(|r| !r.up).and_then(|r| r.reason.as_deref());
-    if let (Some(r), Some(why)) = (relay, down) {
-        let since = r.down_since.map(|t| format!(" since {}", ctime.get(t)));
-        writeln!(w, "-- relay down{}: {why}", since.unwrap_or_default())?;
+    // One line per route down: the default relays', then each [[sender_relay]]'s.
+    for r in relay
+        .into_iter()
+        .flat_map(|r| std::iter::once(r).chain(&r.routes))
+    {
+        if let (false, Some(why)) = (r.up, r.reason.as_deref()) {
+            let since = r.down_since.map(|t| format!(" since {}", ctime.get(t)));
+            let route = r
+                .senders
+                .as_deref()
+                .map(|s| format!(" for {s}"))
+                .unwrap_or_default();
+            writeln!(
+                w,
+                "-- relay{route} down{}: {why}",
+                since.unwrap_or_default()
+            )?;
+        }
     }
     w.write_all(
         b"-Queue ID-              --Size-- ----Arrival Time---- -Sender/Recipient-------\n",
@@ -244,7 +258,12 @@ pub fn render_to(
             ctime.get(e.arrival_time)
         )?;
         let mut last_reason: Option<&str> = None;
-        let waiting = down.filter(|_| matches!(e.queue_name, "active" | "deferred"));
+        // The reason of the relays this message's sender goes through, when they are down.
+        let waiting = relay
+            .map(|r| r.for_sender(&e.sender))
+            .filter(|r| !r.up)
+            .and_then(|r| r.reason.as_deref())
+            .filter(|_| matches!(e.queue_name, "active" | "deferred"));
         for r in &e.recipients {
             let own = r.delay_reason.as_deref();
             if let Some(why) = own.or(waiting.filter(|_| r.state == "queued"))

@@ -368,6 +368,9 @@ impl RelayState {
     /// The state of the route that carries mail from `sender`: a sender route's when its
     /// patterns match, else the default's.
     pub fn for_sender(&self, sender: &str) -> &RelayState {
+        if self.routes.is_empty() {
+            return self;
+        }
         let lists: Vec<Vec<String>> = self
             .routes
             .iter()
@@ -635,6 +638,7 @@ mod tests {
             down_since: Some(1_700_000_000),
             reason: Some("authentication failed: 535 5.7.8 no\r\nsecond line".into()),
             next_try: Some(1_700_000_120),
+            ..RelayState::default()
         };
         let mut note = RelayNote::with_saved(p.clone(), RelayState::load(&p));
         assert!(note.saved().is_none());
@@ -665,5 +669,34 @@ mod tests {
         assert_eq!(RelayState::load(&p), Some(up));
         std::fs::write(&p, "relay x\nreason y\n").unwrap();
         assert_eq!(RelayState::load(&p), None, "no state line");
+    }
+
+    #[test]
+    fn relay_state_file_with_sender_routes() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("relay");
+        let shop = RelayState {
+            up: false,
+            relay: "smtps://smtp.shop.example:465".into(),
+            down_since: Some(1_700_000_000),
+            reason: Some("cannot connect".into()),
+            next_try: Some(1_700_000_012),
+            senders: Some("*@shop.example,alerts@example.org".into()),
+            routes: vec![],
+        };
+        let all = RelayState {
+            up: true,
+            relay: "smtp://smtp.example.com:587".into(),
+            routes: vec![shop.clone()],
+            ..RelayState::default()
+        };
+        let mut note = RelayNote::new(p.clone());
+        note.set(all.clone());
+        note.write_now();
+        let back = RelayState::load(&p).unwrap();
+        assert_eq!(back, all);
+        assert_eq!(back.for_sender("orders@SHOP.example"), &shop);
+        assert_eq!(back.for_sender("Alerts@example.org"), &shop);
+        assert_eq!(back.for_sender("server@example.com"), &all);
     }
 }

@@ -242,97 +242,101 @@ pub(super) fn build_slots(cfg: &Config) -> Result<(Vec<Slot>, Vec<Vec<usize>>)> 
     let daemon_uid = crate::perms::spool_owner(&Layout::new(&cfg.spool_dir)).ok();
     let map = super::routes::SenderMap::new(&cfg.sender_relay).map_err(Error::config)?;
     let relay_sender = crate::bounce::sender(cfg, &ehlo_default);
-    for (route, relays) in cfg.routes().into_iter().enumerate() {
-        let mut mine = Vec::new();
-        for r in relays {
-            let ep = provider::endpoint(r)
-                .map_err(|e| Error::config(format!("config {}: relay: {e}", cfg.path.display())))?;
-            let tls_config = if ep.tls == Tls::Plain {
-                None
-            } else {
-                Some(
-                    relay::build_tls_config(r.ca_file.as_deref(), r.ca_only)
-                        .map_err(|e| Error::config(format!("TLS setup for {}: {e}", ep.host)))?,
-                )
-            };
-            let secret = if let Some(p) = &r.password_file {
-                Secret::Static(read_password_file(p, daemon_uid)?)
-            } else if let Some(c) = &r.password_command {
-                Secret::Command(c.clone())
-            } else {
-                Secret::None
-            };
-            let mech = match r.auth {
-                AuthKind::Auto => Some(None),
-                AuthKind::Plain => Some(Some(AuthMech::Plain)),
-                AuthKind::Login => Some(Some(AuthMech::Login)),
-                AuthKind::Xoauth2 => Some(Some(AuthMech::Xoauth2)),
-                AuthKind::None => None,
-            };
-            let auth = match (&r.username, mech) {
-                (Some(u), Some(m)) => Some(Auth {
-                    mech: m,
-                    username: u.clone(),
-                    secret: String::new(),
-                }),
-                _ => None,
-            };
-            if auth.is_some() && matches!(secret, Secret::None) {
-                return Err(Error::config(format!(
-                    "config {}: relay {}: username is set but neither password_file nor password_command",
-                    cfg.path.display(),
-                    ep.host
-                )));
-            }
-            let cap = r
-                .provider
-                .as_deref()
-                .and_then(provider::preset)
-                .and_then(|p| p.max_connections)
-                .map_or(cfg.queue.connections, |m| m.min(cfg.queue.connections))
-                .max(1);
-            let target = Target {
-                host: ep.host.clone(),
-                port: ep.port,
-                tls: match ep.tls {
-                    Tls::Implicit => relay::TlsMode::Implicit,
-                    Tls::StartTls => relay::TlsMode::StartTls,
-                    Tls::Plain => relay::TlsMode::Plain,
-                },
-                ehlo_name: r.ehlo_name.clone().unwrap_or_else(|| ehlo_default.clone()),
-                auth,
-                timeouts: Timeouts {
-                    connect: r.connect_timeout,
-                    command: r.command_timeout,
-                    data_end: r.data_timeout,
-                },
-                tls_config,
-                pin_sha256: r.pin_sha256.clone(),
-            };
-            mine.push(out.len());
-            out.push(Slot {
-                name: ep.to_string(),
-                route,
-                probe_sender: probe_sender(cfg, &map, route, &relay_sender),
-                target,
-                secret,
-                down_until: None,
-                down_since: None,
-                failures: 0,
-                probing: false,
-                config_problem: false,
-                mail_tempfails: 0,
-                reason: String::new(),
-                mail_probe: false,
-                open: 0,
-                allowed: cap.min(START_CONNECTIONS),
-                cap,
-                data_tempfails: 0,
-                data_tempfail_code: 0,
-                data_deferred: Vec::new(),
-            });
+    let each = cfg
+        .routes()
+        .into_iter()
+        .enumerate()
+        .flat_map(|(route, relays)| relays.into_iter().map(move |r| (route, r)));
+    for (route, r) in each {
+        let ep = provider::endpoint(r)
+            .map_err(|e| Error::config(format!("config {}: relay: {e}", cfg.path.display())))?;
+        let tls_config = if ep.tls == Tls::Plain {
+            None
+        } else {
+            Some(
+                relay::build_tls_config(r.ca_file.as_deref(), r.ca_only)
+                    .map_err(|e| Error::config(format!("TLS setup for {}: {e}", ep.host)))?,
+            )
+        };
+        let secret = if let Some(p) = &r.password_file {
+            Secret::Static(read_password_file(p, daemon_uid)?)
+        } else if let Some(c) = &r.password_command {
+            Secret::Command(c.clone())
+        } else {
+            Secret::None
+        };
+        let mech = match r.auth {
+            AuthKind::Auto => Some(None),
+            AuthKind::Plain => Some(Some(AuthMech::Plain)),
+            AuthKind::Login => Some(Some(AuthMech::Login)),
+            AuthKind::Xoauth2 => Some(Some(AuthMech::Xoauth2)),
+            AuthKind::None => None,
+        };
+        let auth = match (&r.username, mech) {
+            (Some(u), Some(m)) => Some(Auth {
+                mech: m,
+                username: u.clone(),
+                secret: String::new(),
+            }),
+            _ => None,
+        };
+        if auth.is_some() && matches!(secret, Secret::None) {
+            return Err(Error::config(format!(
+                "config {}: relay {}: username is set but neither password_file nor password_command",
+                cfg.path.display(),
+                ep.host
+            )));
         }
-        routes.push(mine);
+        let cap = r
+            .provider
+            .as_deref()
+            .and_then(provider::preset)
+            .and_then(|p| p.max_connections)
+            .map_or(cfg.queue.connections, |m| m.min(cfg.queue.connections))
+            .max(1);
+        let target = Target {
+            host: ep.host.clone(),
+            port: ep.port,
+            tls: match ep.tls {
+                Tls::Implicit => relay::TlsMode::Implicit,
+                Tls::StartTls => relay::TlsMode::StartTls,
+                Tls::Plain => relay::TlsMode::Plain,
+            },
+            ehlo_name: r.ehlo_name.clone().unwrap_or_else(|| ehlo_default.clone()),
+            auth,
+            timeouts: Timeouts {
+                connect: r.connect_timeout,
+                command: r.command_timeout,
+                data_end: r.data_timeout,
+            },
+            tls_config,
+            pin_sha256: r.pin_sha256.clone(),
+        };
+        if routes.len() <= route {
+            routes.resize(route + 1, Vec::new());
+        }
+        routes[route].push(out.len());
+        out.push(Slot {
+            name: ep.to_string(),
+            route,
+            probe_sender: probe_sender(cfg, &map, route, &relay_sender),
+            target,
+            secret,
+            down_until: None,
+            down_since: None,
+            failures: 0,
+            probing: false,
+            config_problem: false,
+            mail_tempfails: 0,
+            reason: String::new(),
+            mail_probe: false,
+            open: 0,
+            allowed: cap.min(START_CONNECTIONS),
+            cap,
+            data_tempfails: 0,
+            data_tempfail_code: 0,
+            data_deferred: Vec::new(),
+        });
     }
     if routes.first().is_none_or(Vec::is_empty) {
         return Err(Error::config(format!(
