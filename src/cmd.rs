@@ -168,7 +168,12 @@ fn relayq(args: Vec<OsString>) -> Result<i32> {
             a.extend(p.operands.iter().cloned());
             crate::admin::manage(&Layout::new(&load()?.spool_dir), p.cmd.name, &a)
         }
-        "test" => crate::diag::run(&load()?, p.value("to"), p.switch("no-send")),
+        "test" => crate::diag::run(
+            &load()?,
+            p.value("to"),
+            p.value("from"),
+            p.switch("no-send"),
+        ),
         "doctor" => {
             // Checked here (usage errors, --help); relayq-doctor parses the same table.
             let mut rest: Vec<OsString> = Vec::new();

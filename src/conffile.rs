@@ -97,23 +97,30 @@ pub fn write(
         secret: None,
     };
     if let Some((p, bytes)) = secret {
-        let mut v = bytes.to_vec();
-        if !v.ends_with(b"\n") {
-            v.push(b'\n');
-        }
-        // root:relayq 0640 when the daemon's group exists (the daemon runs as relayq),
-        // else 0600 for whoever runs this.
-        let gid = nix::unistd::Group::from_name("relayq")
-            .ok()
-            .flatten()
-            .filter(|_| nix::unistd::geteuid().is_root())
-            .map(|g| g.gid.as_raw());
-        let mode = if gid.is_some() { 0o640 } else { 0o600 };
-        atomic_write(p, &v, mode, gid)?;
+        write_secret(p, bytes)?;
         w.secret = Some(p.to_path_buf());
     }
     atomic_write(config, config_text.as_bytes(), 0o644, None)?;
     Ok(w)
+}
+
+/// Write a secrets file (a password, one line): root:relayq 0640 when the daemon's group
+/// exists (the daemon runs as relayq), else 0600 for whoever runs this.
+pub fn write_secret(p: &Path, bytes: &[u8]) -> Result<()> {
+    let mut v = bytes.to_vec();
+    if !v.ends_with(b"\n") {
+        v.push(b'\n');
+    }
+    let gid = nix::unistd::Group::from_name("relayq")
+        .ok()
+        .flatten()
+        .filter(|_| nix::unistd::geteuid().is_root())
+        .map(|g| g.gid.as_raw());
+    let mode = if gid.is_some() { 0o640 } else { 0o600 };
+    if let Some(dir) = p.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    }
+    atomic_write(p, &v, mode, gid)
 }
 
 fn io_err(p: &Path, e: std::io::Error) -> Error {

@@ -23,6 +23,10 @@ pub struct Config {
     /// Further relays tried in order when the ones before are unreachable.
     #[serde(default)]
     pub fallback_relay: Vec<Relay>,
+    /// Relays chosen by envelope sender (`[[sender_relay]]`): mail from these senders goes
+    /// through them only; the rest through [relay] (see `daemon::routes`).
+    #[serde(default)]
+    pub sender_relay: Vec<SenderRelay>,
     #[serde(default)]
     pub address: Address,
     #[serde(default)]
@@ -97,6 +101,21 @@ impl Relay {
             .filter(|&d| d > 0);
         (rate, daily)
     }
+}
+
+/// `[[sender_relay]]`: a relay (every key of [relay]) for the envelope senders `senders`
+/// names, with its own failover list `[[sender_relay.fallback]]`. Postfix's
+/// `sender_dependent_relayhost_maps`, msmtp's accounts.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SenderRelay {
+    /// `"alerts@example.org"` (that address), `"*@shop.example"` or `"@shop.example"` (the
+    /// domain): the most specific match wins, case-insensitively.
+    pub senders: Vec<String>,
+    /// Tried in order when this entry's relay is unreachable; never [relay]'s.
+    #[serde(default)]
+    pub fallback: Vec<Relay>,
+    #[serde(flatten)]
+    pub relay: Relay,
 }
 
 impl crate::provider::RelayName for Relay {
@@ -441,17 +460,23 @@ impl Config {
         if q.retry_min.is_zero() || q.retry_max < q.retry_min {
             return Err(self.bad("queue.retry_max", "must be at least queue.retry_min (> 0)"));
         }
-        for (i, r) in self
-            .relay
-            .iter()
-            .chain(self.fallback_relay.iter())
-            .enumerate()
-        {
+        let keyed = self.relays().into_iter().enumerate().map(|(i, r)| {
             let key = if i == 0 {
                 "relay".to_string()
             } else {
                 format!("fallback_relay[{}]", i - 1)
             };
+            (key, r)
+        });
+        let by_sender = self.sender_relay.iter().enumerate().flat_map(|(n, e)| {
+            std::iter::once((format!("sender_relay[{n}]"), &e.relay)).chain(
+                e.fallback
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, r)| (format!("sender_relay[{n}].fallback[{i}]"), r)),
+            )
+        });
+        for (key, r) in keyed.chain(by_sender) {
             crate::provider::endpoint(r).map_err(|why| self.bad(&key, why))?;
             if let Some(rate) = &r.rate {
                 crate::daemon::ratelimit::Rate::parse(rate)
@@ -464,6 +489,15 @@ impl Config {
         if let Some(d) = &self.dkim {
             crate::dkim::check_config(d).map_err(|why| self.bad("dkim", why))?;
         }
+        if !self.sender_relay.is_empty() && self.relay.is_none() {
+            return Err(self.bad(
+                "sender_relay",
+                "needs [relay] too: it carries the mail of every other sender",
+            ));
+        }
+        crate::daemon::routes::SenderMap::new(&self.sender_relay).map_err(|why| {
+            Error::config(format!("config {}: sender_relay{why}", self.path.display()))
+        })?;
         self.validate_listen()
     }
 
@@ -499,11 +533,24 @@ impl Config {
         Ok(())
     }
 
-    /// All relays in order of preference.
+    /// The default relays ([relay], then [[fallback_relay]]) in order of preference.
     pub(crate) fn relays(&self) -> Vec<&Relay> {
         self.relay
             .iter()
             .chain(self.fallback_relay.iter())
+            .collect()
+    }
+
+    /// Every route's relays in order of preference: first the default ones (`relays`), then
+    /// each `[[sender_relay]]`'s (its relay, then its fallbacks), as `daemon::routes`
+    /// numbers them.
+    pub(crate) fn routes(&self) -> Vec<Vec<&Relay>> {
+        std::iter::once(self.relays())
+            .chain(
+                self.sender_relay
+                    .iter()
+                    .map(|e| std::iter::once(&e.relay).chain(&e.fallback).collect()),
+            )
             .collect()
     }
 }

@@ -78,20 +78,40 @@ fn step_of(e: &SessionError) -> &'static str {
     }
 }
 
-/// `relayq test`: `to` from --to (default: the admin), `no_send` from --no-send.
-pub fn run(cfg: &Config, to: Option<&str>, no_send: bool) -> Result<i32> {
+/// `relayq test`: `to` from --to (default: the admin), `from` from --from (default: the
+/// configured sender; the relays tested are those mail from it goes through), `no_send`
+/// from --no-send.
+pub fn run(cfg: &Config, to: Option<&str>, from: Option<&str>, no_send: bool) -> Result<i32> {
     let to = to.map(str::to_string).or_else(|| cfg.address.admin.clone());
-    let mut targets = crate::daemon::resolved_targets(cfg)?;
+    if let Some(f) = from
+        && !crate::address::is_valid_mailbox(f)
+    {
+        return Err(Error::usage(format!(
+            "--from {f:?} is not an address like user@example.com"
+        )));
+    }
+    let sender = from.map(str::to_string).unwrap_or_else(|| {
+        cfg.address
+            .sender
+            .clone()
+            .unwrap_or_else(|| format!("root@{}", crate::submit::host_names().1))
+    });
+    let mut targets = crate::daemon::resolved_targets(cfg, &sender)?;
+    if !cfg.sender_relay.is_empty() {
+        println!(
+            "mail from <{sender}> goes through {}",
+            targets
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", then ")
+        );
+    }
     // A person is waiting: a server that says nothing (implicit TLS spoken to as plain
     // SMTP) should be named in seconds, not after the daemon's 5-minute command timeout.
     for (_, t) in targets.iter_mut() {
         t.timeouts.command = t.timeouts.command.min(std::time::Duration::from_secs(20));
     }
-    let sender = cfg
-        .address
-        .sender
-        .clone()
-        .unwrap_or_else(|| format!("root@{}", crate::submit::host_names().1));
     let mut all_ok = true;
     for (name, t) in &targets {
         println!("relay {name}");

@@ -264,37 +264,50 @@ pub struct Listing<'a> {
 }
 
 impl<'a> Listing<'a> {
-    /// `relay`: the relay's recorded state when it is down: one line above the listing,
-    /// and its reason under waiting messages that have no reply of their own. Buffer `w`:
-    /// one write per line otherwise.
+    /// `relay`: the relays' recorded state (the default route's, with each
+    /// `[[sender_relay]]` route's): a line above the listing for each route down, and its
+    /// reason under the waiting messages of its senders that have no reply of their own.
+    /// Buffer `w`: one write per line otherwise.
     pub fn new(relay: Option<&'a state::RelayState>, w: &'a mut dyn io::Write) -> Self {
         Listing {
             w,
-            relay: relay.filter(|r| !r.up && r.reason.is_some()),
+            relay,
             ctime: Ctime::default(),
             n: 0,
             total: 0,
         }
     }
 
-    fn down(&self) -> Option<&'a str> {
-        self.relay.and_then(|r| r.reason.as_deref())
-    }
-
     /// Write these entries (the heading before the first).
     pub fn entries(&mut self, entries: &[Entry]) -> io::Result<()> {
         if self.n == 0 && !entries.is_empty() {
-            if let (Some(r), Some(why)) = (self.relay, self.down()) {
-                let since = r
-                    .down_since
-                    .map(|t| format!(" since {}", self.ctime.get(t)));
-                writeln!(self.w, "-- relay down{}: {why}", since.unwrap_or_default())?;
+            // One line per route down: the default relays', then each [[sender_relay]]'s.
+            for r in self
+                .relay
+                .into_iter()
+                .flat_map(|r| std::iter::once(r).chain(&r.routes))
+            {
+                if let (false, Some(why)) = (r.up, r.reason.as_deref()) {
+                    let since = r
+                        .down_since
+                        .map(|t| format!(" since {}", self.ctime.get(t)));
+                    let route = r
+                        .senders
+                        .as_deref()
+                        .map(|s| format!(" for {s}"))
+                        .unwrap_or_default();
+                    writeln!(
+                        self.w,
+                        "-- relay{route} down{}: {why}",
+                        since.unwrap_or_default()
+                    )?;
+                }
             }
             self.w.write_all(
                 b"-Queue ID-              --Size-- ----Arrival Time---- -Sender/Recipient-------\n",
             )?;
         }
-        let down = self.down();
+        let relay = self.relay;
         let w = &mut *self.w;
         for e in entries {
             self.n += 1;
@@ -315,7 +328,12 @@ impl<'a> Listing<'a> {
                 self.ctime.get(e.arrival_time)
             )?;
             let mut last_reason: Option<&str> = None;
-            let waiting = down.filter(|_| matches!(e.queue_name, "active" | "deferred"));
+            // The reason of the relays this message's sender goes through, when they are down.
+            let waiting = relay
+                .map(|r| r.for_sender(&e.sender))
+                .filter(|r| !r.up)
+                .and_then(|r| r.reason.as_deref())
+                .filter(|_| matches!(e.queue_name, "active" | "deferred"));
             for r in &e.recipients {
                 let own = r.delay_reason.as_deref();
                 if let Some(why) = own.or(waiting.filter(|_| r.state == "queued"))

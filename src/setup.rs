@@ -460,7 +460,7 @@ pub(crate) fn run(p: &crate::args::Parsed) -> Result<i32> {
         "\nrelayq test{}:",
         if a.no_send { " --no-send" } else { "" }
     );
-    match crate::diag::run(&cfg, a.to.as_deref(), a.no_send) {
+    match crate::diag::run(&cfg, a.to.as_deref(), None, a.no_send) {
         Ok(c) => {
             println!(
                 "next: `{}` starts the daemon (or run `relayq flush` from cron)",

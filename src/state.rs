@@ -319,6 +319,13 @@ pub struct RelayState {
     pub reason: Option<String>,
     /// Unix seconds of the next probe (None when up).
     pub next_try: Option<u64>,
+    /// A sender route's patterns (`[[sender_relay]]` senders, comma-separated); None for
+    /// the default relays.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub senders: Option<String>,
+    /// Each sender route's state (in the file: `route` starts one, its keys follow).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RelayState>,
 }
 
 impl RelayState {
@@ -331,21 +338,59 @@ impl RelayState {
         let mut r = RelayState::default();
         let mut known = false;
         for (k, v) in read_run_file(path)? {
+            let cur = match r.routes.last_mut() {
+                Some(x) => x,
+                None => &mut r,
+            };
             match k.as_str() {
-                "state" => (r.up, known) = (v == "up", v == "up" || v == "down"),
-                "relay" => r.relay = v,
-                "since" => r.down_since = v.parse().ok(),
-                "reason" => r.reason = Some(v),
-                "next-try" => r.next_try = v.parse().ok(),
+                "state" if cur.senders.is_some() => cur.up = v == "up",
+                "state" => (cur.up, known) = (v == "up", v == "up" || v == "down"),
+                "relay" => cur.relay = v,
+                "since" => cur.down_since = v.parse().ok(),
+                "reason" => cur.reason = Some(v),
+                "next-try" => cur.next_try = v.parse().ok(),
+                "route" => r.routes.push(RelayState {
+                    senders: Some(v),
+                    ..RelayState::default()
+                }),
                 _ => {}
             }
         }
         known.then_some(r)
     }
 
-    /// The recorded state if it is "down" (for mailq and show).
+    /// The recorded state if some route is "down" (for mailq and show).
     pub fn down(layout: &crate::spool::Layout) -> Option<RelayState> {
-        RelayState::load(&RelayState::path(layout)).filter(|r| !r.up)
+        RelayState::load(&RelayState::path(layout))
+            .filter(|r| !r.up || r.routes.iter().any(|x| !x.up))
+    }
+
+    /// The state of the route that carries mail from `sender`: a sender route's when its
+    /// patterns match, else the default's.
+    pub fn for_sender(&self, sender: &str) -> &RelayState {
+        if self.routes.is_empty() {
+            return self;
+        }
+        let lists: Vec<Vec<String>> = self
+            .routes
+            .iter()
+            .map(|x| {
+                x.senders
+                    .as_deref()
+                    .unwrap_or("")
+                    .split(',')
+                    .map(str::to_string)
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[String]> = lists.iter().map(Vec::as_slice).collect();
+        match crate::daemon::routes::SenderMap::from_lists(&refs) {
+            Ok(m) => match m.route(sender) {
+                0 => self,
+                r => &self.routes[r - 1],
+            },
+            Err(_) => self,
+        }
     }
 }
 
@@ -364,6 +409,13 @@ impl RunFile for RelayState {
         }
         if let Some(t) = self.next_try {
             text.push_str(&format!("next-try {t}\n"));
+        }
+        for r in &self.routes {
+            text.push_str(&format!(
+                "route {}\n",
+                clean(r.senders.as_deref().unwrap_or(""))
+            ));
+            text.push_str(&r.text());
         }
         text
     }
@@ -586,6 +638,7 @@ mod tests {
             down_since: Some(1_700_000_000),
             reason: Some("authentication failed: 535 5.7.8 no\r\nsecond line".into()),
             next_try: Some(1_700_000_120),
+            ..RelayState::default()
         };
         let mut note = RelayNote::with_saved(p.clone(), RelayState::load(&p));
         assert!(note.saved().is_none());
@@ -616,5 +669,34 @@ mod tests {
         assert_eq!(RelayState::load(&p), Some(up));
         std::fs::write(&p, "relay x\nreason y\n").unwrap();
         assert_eq!(RelayState::load(&p), None, "no state line");
+    }
+
+    #[test]
+    fn relay_state_file_with_sender_routes() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("relay");
+        let shop = RelayState {
+            up: false,
+            relay: "smtps://smtp.shop.example:465".into(),
+            down_since: Some(1_700_000_000),
+            reason: Some("cannot connect".into()),
+            next_try: Some(1_700_000_012),
+            senders: Some("*@shop.example,alerts@example.org".into()),
+            routes: vec![],
+        };
+        let all = RelayState {
+            up: true,
+            relay: "smtp://smtp.example.com:587".into(),
+            routes: vec![shop.clone()],
+            ..RelayState::default()
+        };
+        let mut note = RelayNote::new(p.clone());
+        note.set(all.clone());
+        note.write_now();
+        let back = RelayState::load(&p).unwrap();
+        assert_eq!(back, all);
+        assert_eq!(back.for_sender("orders@SHOP.example"), &shop);
+        assert_eq!(back.for_sender("Alerts@example.org"), &shop);
+        assert_eq!(back.for_sender("server@example.com"), &all);
     }
 }

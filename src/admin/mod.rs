@@ -321,7 +321,13 @@ impl Shown {
                 st.attempts
             )?;
         }
-        let waiting = self.relay.as_ref().and_then(|r| r.reason.as_deref());
+        // The state of the relays this message's sender goes through (its route).
+        let waiting = self
+            .relay
+            .as_ref()
+            .map(|r| r.for_sender(&env.sender))
+            .filter(|r| !r.up)
+            .and_then(|r| r.reason.as_deref());
         for (r, s) in env.rcpts.iter().zip(st.rcpts.iter()) {
             let (what, reply) = match s {
                 RcptState::Pending => (

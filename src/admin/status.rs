@@ -239,15 +239,10 @@ pub fn collect(layout: &Layout, stuck_after: std::time::Duration) -> Result<Stat
             // A relay last seen down with nothing waiting holds no mail up (the state is
             // only rechecked when there is mail to send).
             idle: !waiting,
-            // A refused sender is a configuration problem: stuck at once, not after an hour.
-            stuck: !r.up
-                && waiting
-                && (r
-                    .down_since
-                    .is_some_and(|t| now.saturating_sub(t) >= stuck_after.as_secs())
-                    || r.reason
-                        .as_deref()
-                        .is_some_and(|x| x.contains("refuses the sender"))),
+            // Any route's relays (the default's or a sender route's) down too long.
+            stuck: std::iter::once(&r)
+                .chain(&r.routes)
+                .any(|x| route_stuck(x, waiting, now, stuck_after)),
             state: r,
         }),
         refused_bounces: refused_bounces(&spool),
@@ -298,6 +293,24 @@ fn tally(spool: &Spool, q: Queue) -> (usize, Option<u64>) {
     (n, oldest)
 }
 
+/// A route's relays down with mail waiting for longer than `stuck_after`; a refused sender is
+/// a configuration problem: stuck at once, not after an hour.
+fn route_stuck(
+    r: &state::RelayState,
+    waiting: bool,
+    now: u64,
+    stuck_after: std::time::Duration,
+) -> bool {
+    !r.up
+        && waiting
+        && (r
+            .down_since
+            .is_some_and(|t| now.saturating_sub(t) >= stuck_after.as_secs())
+            || r.reason
+                .as_deref()
+                .is_some_and(|x| x.contains("refuses the sender")))
+}
+
 /// Daemon, relay, queue counts, oldest message, last error; exit 1 when mail is stuck (queued
 /// longer than `--stuck-after`, default 1 hour) or the relay has been down that long, for
 /// monitoring.
@@ -321,7 +334,20 @@ pub fn status(
         };
         println!("daemon:        {daemon}");
         if let Some(r) = &s.relay {
-            println!("relay:         {}", relay_line(r));
+            let now = crate::state::now();
+            let stuck = |x| route_stuck(x, !r.idle, now, stuck_after);
+            println!(
+                "relay:         {}",
+                relay_line(&r.state, r.idle, stuck(&r.state))
+            );
+            // Each [[sender_relay]] route: its own relays, its own state.
+            for x in &r.state.routes {
+                println!(
+                    "relay for {}: {}",
+                    x.senders.as_deref().unwrap_or(""),
+                    relay_line(x, r.idle, stuck(x))
+                );
+            }
         }
         for r in &s.rate_limits {
             println!("rate limit:    {}", r.line());
@@ -387,13 +413,12 @@ pub fn status(
 }
 
 /// "up", or "down since <time> (<age>): <reason>; next try <time>".
-fn relay_line(r: &RelayStatus) -> String {
-    let st = &r.state;
+fn relay_line(st: &state::RelayState, idle: bool, stuck: bool) -> String {
     if st.up {
         return "up".into();
     }
     let date = |t: u64| crate::message::rfc5322_date(t as i64);
-    let mut line = String::from(if r.idle { "last seen down" } else { "down" });
+    let mut line = String::from(if idle { "last seen down" } else { "down" });
     if let Some(t) = st.down_since {
         line.push_str(&format!(
             " since {} ({} ago)",
@@ -403,11 +428,11 @@ fn relay_line(r: &RelayStatus) -> String {
     }
     line.push_str(&format!(": {}", st.reason.as_deref().unwrap_or("unknown")));
     match st.next_try {
-        _ if r.idle => line.push_str(" (no mail waiting: the next message tries it again)"),
+        _ if idle => line.push_str(" (no mail waiting: the next message tries it again)"),
         Some(t) => line.push_str(&format!("; next try {}", date(t))),
         None => {}
     }
-    if r.stuck {
+    if stuck {
         line.push_str("  <- STUCK");
     }
     line
@@ -464,6 +489,13 @@ fn write_metrics(path: &std::path::Path, s: &Status) -> Result<()> {
     m.push_str("# HELP relayq_relay_up Whether the relay was usable at the last attempt (absent: none recorded).\n# TYPE relayq_relay_up gauge\n");
     if let Some(r) = &s.relay {
         m.push_str(&format!("relayq_relay_up {}\n", u8::from(r.state.up)));
+        for x in &r.state.routes {
+            let senders = x.senders.as_deref().unwrap_or("").replace(['"', '\\'], "");
+            m.push_str(&format!(
+                "relayq_relay_up{{senders=\"{senders}\"}} {}\n",
+                u8::from(x.up)
+            ));
+        }
     }
     // Root writes into a directory others may own (node-exporter's): the temporary file is
     // created new (O_CREAT|O_EXCL, which follows no link) under a random name, then renamed

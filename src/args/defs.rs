@@ -188,6 +188,12 @@ pub const FLAGS: &[Flag] = &[
         "check every step but send no test message",
         &["setup", "test"],
     ),
+    val(
+        "from",
+        "ADDR",
+        "test the relay mail from this sender goes through ([[sender_relay]]), as this sender",
+        &["test"],
+    ),
     // init
     val(
         "user",

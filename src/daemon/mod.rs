@@ -17,6 +17,7 @@ mod backlog;
 mod listen;
 pub mod ratelimit;
 mod relays;
+pub mod routes;
 mod scheduler;
 mod socket;
 mod worker;
@@ -26,7 +27,6 @@ pub use crate::state::now;
 pub use relays::resolved_targets;
 pub use socket::flush;
 
-use crate::bounce;
 use crate::config::Config;
 use crate::error::{Class, Error, Result};
 use crate::spool::{self, Layout, Queue, QueueId, Spool};
@@ -35,7 +35,7 @@ use log::{error, info, warn};
 use relays::build_slots;
 use scheduler::{Msg, Schedule, Start};
 use socket::{FlushReq, listen, selected, serve_socket};
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
@@ -72,6 +72,8 @@ struct Daemon {
     /// Released by an outage (`take_released`) while their own report was still on its way:
     /// released when it arrives, so that its deferral does not give them a backoff.
     release_on_report: HashSet<String>,
+    /// Workers started for each route (`spawn_workers`).
+    route_workers: Vec<usize>,
 }
 
 /// How a message is taken into memory.
@@ -156,7 +158,8 @@ impl Daemon {
         check_spool(&layout)?;
         crate::perms::config_file(&cfg.path)?;
         // Secrets are read (as root if need be) before privileges are dropped.
-        let mut slots = build_slots(&cfg)?;
+        let (mut slots, routes) = build_slots(&cfg)?;
+        let map = routes::SenderMap::new(&cfg.sender_relay).map_err(Error::config)?;
         let dkim = crate::dkim::Signer::load(&cfg)?;
         // The daily counts (and a throttle) go on across restarts.
         let rates = ratelimit::RateFile::load(&ratelimit::RateFile::path(&layout));
@@ -180,12 +183,13 @@ impl Daemon {
         wake_tx.set_nonblocking(true).ok();
         let ctx = Arc::new(Ctx {
             shared: Mutex::new(Shared {
-                ready: VecDeque::new(),
+                ready: routes::Ready::new(map),
                 slots,
+                routes,
                 stop: false,
                 once,
                 idle_timeout: cfg.queue.idle_timeout,
-                idle_connected: 0,
+                idle_connected: Vec::new(),
                 released: Vec::new(),
                 generation: 0,
                 relay_sender: bounce::sender(&cfg, &crate::submit::host_names().1),
@@ -223,6 +227,7 @@ impl Daemon {
             passed: Vec::new(),
             release_on_report: HashSet::new(),
             filter: None,
+            route_workers: Vec::new(),
         })
     }
 
@@ -242,12 +247,23 @@ impl Daemon {
         self.ctx.record(&m.id, &mut m.state, events)
     }
 
-    /// Start workers up to `queue.connections` (more after a reload that raised it; one
-    /// that lowered it leaves the extra ones idle: the relay's cap keeps them off the wire).
+    /// Start workers up to `queue.connections` for each route: more after a reload that
+    /// raised it or added routes (one that lowered it leaves the extra ones idle: the relay's
+    /// cap keeps them off the wire; a route gone, its workers leave).
     fn spawn_workers(&mut self) {
-        while self.workers.len() < self.cfg.queue.connections {
-            let c = self.ctx.clone();
-            self.workers.push(std::thread::spawn(move || worker(c)));
+        let n = self.ctx.shared.lock().expect("lock").routes.len();
+        if self.workers.is_empty() {
+            // None started yet, or a flush round's joined.
+            self.route_workers.clear();
+        }
+        self.route_workers.resize(n, 0);
+        for route in 0..n {
+            while self.route_workers[route] < self.cfg.queue.connections {
+                let c = self.ctx.clone();
+                self.workers
+                    .push(std::thread::spawn(move || worker(c, route)));
+                self.route_workers[route] += 1;
+            }
         }
     }
 
@@ -433,22 +449,28 @@ impl Daemon {
 
     fn reload(&mut self) {
         let loaded = Config::load(self.cfg_flag.as_deref()).and_then(|c| {
-            let slots = build_slots(&c)?;
+            let (slots, routes) = build_slots(&c)?;
+            let map = routes::SenderMap::new(&c.sender_relay).map_err(Error::config)?;
             let dkim = crate::dkim::Signer::load(&c)?;
-            Ok((c, slots, dkim))
+            Ok((c, slots, routes, map, dkim))
         });
         match loaded {
-            Ok((c, mut slots, dkim)) => {
+            Ok((c, mut slots, routes, map, dkim)) => {
                 let mut g = self.ctx.shared.lock().expect("lock");
                 // Retried at once; one down at MAIL must still show MAIL is accepted.
                 for s in slots.iter_mut() {
-                    s.mail_probe = g.slots.iter().any(|o| o.name == s.name && o.mail_probe);
+                    s.mail_probe = g
+                        .slots
+                        .iter()
+                        .any(|o| o.name == s.name && o.route == s.route && o.mail_probe);
                     // The rate's turn, the daily count and a throttle carry over.
                     if let Some(o) = g.slots.iter().find(|o| o.rate_key == s.rate_key) {
                         s.limiter.carry_from(&o.limiter);
                     }
                 }
                 g.slots = slots;
+                g.routes = routes;
+                g.ready.reroute(map);
                 g.idle_timeout = c.queue.idle_timeout;
                 g.relay_sender = bounce::sender(&c, &self.fqdn);
                 g.dkim = dkim;
@@ -461,7 +483,8 @@ impl Daemon {
                 // Another lifetime or warn_after: every message is looked at again.
                 self.sched.msg_due = 0;
                 self.cfg = c;
-                // More connections allowed: their workers start now.
+                // More connections allowed, or new routes: their workers start now (a
+                // route gone, its workers leave).
                 self.spawn_workers();
                 self.ctx.cv.notify_all();
                 info!("configuration reloaded");
@@ -674,7 +697,7 @@ impl Daemon {
             self.expire();
             self.warn();
             self.pickup();
-            if !self.ctx.shared.lock().expect("lock").ready.is_empty() {
+            if self.ctx.shared.lock().expect("lock").sendable() {
                 return true;
             }
             let waiting = self.sched.backlog || !self.sched.waiting.is_empty();
@@ -749,19 +772,27 @@ impl Daemon {
         } else {
             String::new()
         };
+        let relays = {
+            let g = self.ctx.shared.lock().expect("lock");
+            (0..g.routes.len())
+                .map(|r| {
+                    let names = g.routes[r]
+                        .iter()
+                        .map(|&i| g.slots[i].name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", then ");
+                    match r {
+                        0 => names,
+                        _ => format!("{names} for {}", g.ready.map().label(r)),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
         info!(
-            "daemon started: {} queued{more}, {} connection(s) to {}",
+            "daemon started: {} queued{more}, {} connection(s) to {relays}",
             self.sched.msgs.len() + self.sched.parked.len(),
             self.cfg.queue.connections,
-            self.ctx
-                .shared
-                .lock()
-                .expect("lock")
-                .slots
-                .iter()
-                .map(|s| s.name.clone())
-                .collect::<Vec<_>>()
-                .join(", then ")
         );
         let mut stopping: Option<Instant> = None;
         loop {
@@ -834,7 +865,7 @@ impl Daemon {
                             g.stop = true;
                             // Waiting in the ready queue (for a relay that is down, say) is
                             // not in flight: nothing to wait for.
-                            for job in g.ready.drain(..) {
+                            for job in g.ready.drain_all() {
                                 if let Some(m) = self.sched.msgs.get_mut(job.id.as_str()) {
                                     m.in_flight = false;
                                     m.blocked = false;

@@ -3,11 +3,12 @@
 //! (failover), and the outage state: a relay found down is marked so once, probed at
 //! growing intervals rather than retried per message, and recorded in run/relay for
 //! `relayq status`. Each relay's send-rate limiter (`ratelimit`) lives in its slot, shared
-//! by every connection to it. Also the password file and `password_command`, read before the daemon
-//! drops its privileges.
+//! by every connection to it. Also the password file and `password_command`, read before the
+//! daemon drops its privileges. Each route (`routes`) has slots of its own: failover walks
+//! the route's slots only.
 
 use super::ratelimit::{self, Hold, Limiter};
-use super::worker::Ctx;
+use super::worker::{Ctx, Shared};
 use crate::config::{AuthKind, Config};
 use crate::error::{Error, Result};
 use crate::provider::{self, Tls};
@@ -80,6 +81,10 @@ fn read_password_file(p: &Path, daemon_uid: Option<u32>) -> Result<String> {
 /// One configured relay: how to reach it, and whether it is currently usable.
 pub(super) struct Slot {
     pub(super) name: String,
+    /// The route it serves (`routes`): 0 the default, n + 1 `[[sender_relay]]` n.
+    pub(super) route: usize,
+    /// The sender a probe of a relay found down at MAIL tries: one this route carries.
+    pub(super) probe_sender: String,
     pub(super) target: Target,
     secret: Secret,
     /// None = up; Some = down until then.
@@ -185,10 +190,19 @@ impl Slot {
     }
 }
 
-/// Each configured relay as (name, target) with its secret resolved: for `relayq test`.
-pub fn resolved_targets(cfg: &Config) -> Result<Vec<(String, Target)>> {
+/// The relays that carry mail from `sender` (its route), as (name, target) with their
+/// secret resolved: for `relayq test`.
+pub fn resolved_targets(cfg: &Config, sender: &str) -> Result<Vec<(String, Target)>> {
+    let (slots, routes) = build_slots(cfg)?;
+    let map = super::routes::SenderMap::new(&cfg.sender_relay).map_err(Error::config)?;
+    let mine = routes.get(map.route(sender)).cloned().unwrap_or_default();
     let mut out = Vec::new();
-    for slot in build_slots(cfg)? {
+    for slot in slots
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| mine.contains(i))
+        .map(|(_, s)| s)
+    {
         let mut t = slot.target.clone();
         if let Some(a) = t.auth.as_mut() {
             a.secret = match &slot.secret {
@@ -202,11 +216,50 @@ pub fn resolved_targets(cfg: &Config) -> Result<Vec<(String, Target)>> {
     Ok(out)
 }
 
-pub(super) fn build_slots(cfg: &Config) -> Result<Vec<Slot>> {
+/// Route `r`'s probe sender: the sender local mail and bounces go out as when it maps
+/// there, else the route's first full address, else postmaster at its first domain.
+fn probe_sender(cfg: &Config, map: &super::routes::SenderMap, r: usize, default: &str) -> String {
+    if r == 0 || map.route(default) == r {
+        return default.to_string();
+    }
+    let pats: Vec<super::routes::Pattern> = cfg
+        .sender_relay
+        .get(r - 1)
+        .map(|e| {
+            e.senders
+                .iter()
+                .filter_map(|s| super::routes::Pattern::parse(s).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    pats.iter()
+        .find_map(|p| match p {
+            super::routes::Pattern::Address(a) => Some(a.clone()),
+            _ => None,
+        })
+        .or_else(|| {
+            pats.iter().find_map(|p| match p {
+                super::routes::Pattern::Domain(d) => Some(format!("postmaster@{d}")),
+                _ => None,
+            })
+        })
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// Every route's slots, in one list, and each route's slot indices (failover order).
+pub(super) fn build_slots(cfg: &Config) -> Result<(Vec<Slot>, Vec<Vec<usize>>)> {
     let mut out = Vec::new();
+    let mut routes = Vec::new();
     let ehlo_default = crate::submit::host_names().1;
     let daemon_uid = crate::perms::spool_owner(&Layout::new(&cfg.spool_dir)).ok();
-    for r in cfg.relays() {
+    let map = super::routes::SenderMap::new(&cfg.sender_relay).map_err(Error::config)?;
+    let relay_sender = crate::bounce::sender(cfg, &ehlo_default);
+    let each = cfg
+        .routes()
+        .into_iter()
+        .enumerate()
+        .flat_map(|(route, relays)| relays.into_iter().map(move |r| (route, r)));
+    for (route, r) in each {
         let ep = provider::endpoint(r)
             .map_err(|e| Error::config(format!("config {}: relay: {e}", cfg.path.display())))?;
         let tls_config = if ep.tls == Tls::Plain {
@@ -272,8 +325,14 @@ pub(super) fn build_slots(cfg: &Config) -> Result<Vec<Slot>> {
             tls_config,
             pin_sha256: r.pin_sha256.clone(),
         };
+        if routes.len() <= route {
+            routes.resize(route + 1, Vec::new());
+        }
+        routes[route].push(out.len());
         out.push(Slot {
             name: ep.to_string(),
+            route,
+            probe_sender: probe_sender(cfg, &map, route, &relay_sender),
             target,
             secret,
             down_until: None,
@@ -294,13 +353,13 @@ pub(super) fn build_slots(cfg: &Config) -> Result<Vec<Slot>> {
             rate_key: ratelimit::key(&ep.to_string(), r.username.as_deref()),
         });
     }
-    if out.is_empty() {
+    if routes.first().is_none_or(Vec::is_empty) {
         return Err(Error::config(format!(
             "config {}: no [relay] configured: set [relay] url or provider (see relayq.toml(5))",
             cfg.path.display()
         )));
     }
-    Ok(out)
+    Ok((out, routes))
 }
 
 /// A live connection and which slot it belongs to.
@@ -351,7 +410,9 @@ fn connect_slot(ctx: &Ctx, i: usize) -> std::result::Result<Session, ConnectFail
             g.slots[i].target.clone(),
             g.slots[i].secret.clone(),
             g.slots[i].name.clone(),
-            g.slots[i].mail_probe.then(|| g.relay_sender.clone()),
+            g.slots[i]
+                .mail_probe
+                .then(|| g.slots[i].probe_sender.clone()),
         )
     };
     if let Some(a) = target.auth.as_mut() {
@@ -456,9 +517,9 @@ fn plain_io(m: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The relays' state for run/relay: up when one is usable, else down since the earliest
+/// One route's relays' state: up when one is usable, else down since the earliest
 /// failure, with each one's reason and the next probe.
-fn relay_state(slots: &[Slot]) -> state::RelayState {
+fn route_state(slots: &[&Slot]) -> state::RelayState {
     if let Some(s) = slots.iter().find(|s| s.down_until.is_none()) {
         return state::RelayState {
             up: true,
@@ -489,30 +550,53 @@ fn relay_state(slots: &[Slot]) -> state::RelayState {
             .filter_map(|s| s.down_until)
             .min()
             .map(|d| t + d.saturating_duration_since(now_i).as_secs()),
+        ..Default::default()
     }
 }
 
-/// Record the relays' state (written by the main loop, at most once a second). A relay still
-/// down keeps the "since" the file already has (across probes, reloads and flush runs).
-pub(super) fn note_relay(ctx: &Ctx, slots: &[Slot]) {
-    let mut st = relay_state(slots);
+/// The relays' state for run/relay: the default route's, with each sender route's in
+/// `routes` (labelled with its senders).
+fn relay_state(g: &Shared) -> state::RelayState {
+    let of = |r: usize| -> Vec<&Slot> { g.slots.iter().filter(|s| s.route == r).collect() };
+    let mut st = route_state(&of(0));
+    for r in 1..g.routes.len() {
+        let mut rs = route_state(&of(r));
+        rs.senders = Some(g.ready.map().label(r).to_string());
+        st.routes.push(rs);
+    }
+    st
+}
+
+/// Record the relays' state (written by the main loop, at most once a second). A route
+/// still down keeps the "since" the file already has (across probes, reloads and flush
+/// runs).
+pub(super) fn note_relay(ctx: &Ctx, g: &Shared) {
+    let mut st = relay_state(g);
     if let Ok(mut note) = ctx.relay_note.lock() {
-        if let (Some(s), Some(prev)) = (
-            st.down_since.as_mut(),
-            note.saved().and_then(|p| p.down_since),
-        ) {
-            *s = (*s).min(prev);
+        if let Some(prev) = note.saved() {
+            keep_since(&mut st, prev);
+            for r in st.routes.iter_mut() {
+                if let Some(p) = prev.routes.iter().find(|p| p.senders == r.senders) {
+                    keep_since(r, p);
+                }
+            }
         }
         note.set(st);
     }
 }
 
-/// Connect to the first usable relay, in order (failover). None if none can be reached,
-/// or the first usable one has no room for one more connection (a full relay is not a
-/// reason to fail over).
-pub(super) fn connect_any(ctx: &Ctx) -> Option<Conn> {
-    let n = ctx.shared.lock().expect("lock").slots.len();
-    for i in 0..n {
+fn keep_since(st: &mut state::RelayState, prev: &state::RelayState) {
+    if let (Some(s), Some(p)) = (st.down_since.as_mut(), prev.down_since) {
+        *s = (*s).min(p);
+    }
+}
+
+/// Connect to route `route`'s first usable relay, in order (failover within the route
+/// only). None if none can be reached, or the first usable one has no room for one more
+/// connection (a full relay is not a reason to fail over).
+pub(super) fn connect_any(ctx: &Ctx, route: usize) -> Option<Conn> {
+    let mine = ctx.shared.lock().expect("lock").routes.get(route)?.clone();
+    for i in mine {
         let (generation, probe) = {
             let mut g = ctx.shared.lock().expect("lock");
             let now = Instant::now();
@@ -533,7 +617,8 @@ pub(super) fn connect_any(ctx: &Ctx) -> Option<Conn> {
         };
         let res = connect_slot(ctx, i);
         let mut g = ctx.shared.lock().expect("lock");
-        let current = g.generation == generation && i < g.slots.len();
+        let current =
+            g.generation == generation && g.slots.get(i).is_some_and(|s| s.route == route);
         match res {
             Ok(session) if !current => {
                 drop(g);
@@ -560,7 +645,7 @@ pub(super) fn connect_any(ctx: &Ctx) -> Option<Conn> {
                 if s.mark_up() {
                     info!("relay {} is reachable again ({})", s.name, session.peer());
                 }
-                note_relay(ctx, &g.slots);
+                note_relay(ctx, &g);
                 return Some(Conn {
                     session,
                     slot: i,
@@ -591,10 +676,10 @@ pub(super) fn connect_any(ctx: &Ctx) -> Option<Conn> {
                     ctx.cv.notify_all();
                     continue;
                 }
-                note_relay(ctx, &g.slots);
+                note_relay(ctx, &g);
                 let retry = g.slots[i].interval().as_secs();
                 if sender_refused(&e) {
-                    log_sender_refused(&name, &g.slots[i].reason, &g.relay_sender, retry);
+                    log_sender_refused(&name, &g.slots[i].reason, &g.slots[i].probe_sender, retry);
                 } else if config_problem {
                     error!(
                         "relay {name}: {e} -- this is a configuration problem: mail stays queued; fix the config and run `{}` (retrying in {retry}s)",

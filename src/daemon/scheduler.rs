@@ -651,8 +651,8 @@ impl Daemon {
         }
     }
 
-    /// Queue a DSN about `m` (see `bounce::queue_dsn`), reporting the first relay as the
-    /// Remote-MTA.
+    /// Queue a DSN about `m` (see `bounce::queue_dsn`), reporting the first relay of its
+    /// route as the Remote-MTA.
     fn queue_dsn(
         &self,
         m: &Msg,
@@ -660,14 +660,15 @@ impl Daemon {
         kind: bounce::Kind,
         now: u64,
     ) -> crate::error::Result<Option<String>> {
-        let remote = self
-            .ctx
-            .shared
-            .lock()
-            .expect("lock")
-            .slots
-            .first()
-            .map(|s| s.target.host.clone());
+        let remote = {
+            let g = self.ctx.shared.lock().expect("lock");
+            let r = g.ready.map().route(&m.env.sender);
+            g.routes
+                .get(r)
+                .and_then(|v| v.first())
+                .and_then(|&i| g.slots.get(i))
+                .map(|s| s.target.host.clone())
+        };
         let reporter = bounce::Reporter {
             spool: self.spool(),
             cfg: &self.cfg,

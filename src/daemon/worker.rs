@@ -2,18 +2,19 @@
 //! shared ready queue, delivers them on a connection it keeps open and reuses, records each
 //! transaction's result in the message's journal (or removes the delivered message) before
 //! anything else, and reports the outcome to the main loop. A worker with no usable relay
-//! leaves the job in the queue and waits for the next probe.
+//! leaves the job in the queue and waits for the next probe. Each worker serves one route
+//! (`routes`): its jobs, its relays, its connections.
 
 use super::ratelimit::{Hold, RateFile};
 use super::relays::{
     Conn, Slot, connect_any, log_sender_refused, note_relay, rate_moved, refused_sender_reason,
     release, sender_refused, throttled,
 };
+use super::routes::Ready;
 use crate::relay::{self, OutEnvelope, OutRcpt};
 use crate::spool::{Envelope, Queue, QueueId, Spool};
 use crate::state::{self, Event, Journal, RcptState, State, now};
 use log::{error, info, warn};
-use std::collections::VecDeque;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, mpsc};
@@ -34,19 +35,20 @@ pub(super) struct Job {
 /// What the main thread and the workers share, under one lock: the ready queue, the relays
 /// and their outage state, and the settings a reload changes.
 pub(super) struct Shared {
-    pub(super) ready: VecDeque<Job>,
+    /// Jobs waiting, per route.
+    pub(super) ready: Ready,
     pub(super) slots: Vec<Slot>,
+    /// Each route's slots (indices into `slots`), in failover order.
+    pub(super) routes: Vec<Vec<usize>>,
     pub(super) stop: bool,
     /// One pass only (flush): workers leave instead of waiting for a relay to come back.
     pub(super) once: bool,
     pub(super) idle_timeout: Duration,
-    /// Workers waiting with an open connection: a worker without one leaves them the jobs.
-    pub(super) idle_connected: usize,
+    /// Workers waiting with an open connection, per route: a worker without one leaves
+    /// them the jobs.
+    pub(super) idle_connected: Vec<usize>,
     /// Bumped by each reload: a connection opened under an older config is not reused.
     pub(super) generation: u64,
-    /// The sender local mail and bounces go out as: a 5xx to it at MAIL is a relay-wide
-    /// configuration problem, not a property of the message.
-    pub(super) relay_sender: String,
     /// Messages deferred by a relay-wide failure detected only after them (the same 4xx at
     /// DATA for several messages in a row): the main loop puts them back in the ready queue,
     /// so they go with everything else when the relay is back.
@@ -56,38 +58,65 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// Whether a new connection may be opened now: the first relay usable (failover
-    /// order) has room under its current concurrency.
-    fn can_connect(&self, now: Instant) -> bool {
-        self.slots
-            .iter()
+    /// Route `r`'s slots, in failover order.
+    fn route_slots(&self, r: usize) -> impl Iterator<Item = &Slot> {
+        self.routes
+            .get(r)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.slots.get(i))
+    }
+    /// Whether a new connection may be opened now for route `r`: its first relay usable
+    /// (failover order) has room under its current concurrency.
+    fn can_connect(&self, r: usize, now: Instant) -> bool {
+        self.route_slots(r)
             .find(|s| s.usable(now))
             .is_some_and(|s| s.has_room())
     }
-    /// Every relay is marked down, or the one mail goes to has reached its daily cap or is
-    /// throttling: nothing more goes in one pass (flush).
+    /// Every route's relays are marked down, or the one its mail goes to has reached its
+    /// daily cap or is throttling: nothing more goes in one pass (flush).
     pub(super) fn all_down(&self) -> bool {
         let now = Instant::now();
-        self.slots.iter().all(|s| s.down_until.is_some())
-            || self.slot_for(None, now).is_some_and(|i| {
-                matches!(
-                    self.slots[i].rate_hold(now),
-                    Some(Hold::Daily(_) | Hold::Throttled(_))
-                )
-            })
+        (0..self.routes.len()).all(|r| {
+            self.route_down(r)
+                || self.slot_for(r, None, now).is_some_and(|i| {
+                    matches!(
+                        self.slots[i].rate_hold(now),
+                        Some(Hold::Daily(_) | Hold::Throttled(_))
+                    )
+                })
+        })
     }
-    /// The relay a worker's next transaction goes to: its connection's, else the first
-    /// usable one (failover order).
-    fn slot_for(&self, conn: Option<&Conn>, now: Instant) -> Option<usize> {
-        conn.map(|c| c.slot)
-            .or_else(|| self.slots.iter().position(|s| s.usable(now)))
+    /// The relay a worker of route `r` sends its next transaction to: its connection's, else
+    /// the route's first usable one (failover order).
+    fn slot_for(&self, r: usize, conn: Option<&Conn>, now: Instant) -> Option<usize> {
+        conn.map(|c| c.slot).or_else(|| {
+            self.routes
+                .get(r)?
+                .iter()
+                .copied()
+                .find(|&i| self.slots.get(i).is_some_and(|s| s.usable(now)))
+        })
     }
-    fn earliest_probe(&self) -> Option<Instant> {
-        self.slots
-            .iter()
+    /// Every relay of route `r` is marked down.
+    fn route_down(&self, r: usize) -> bool {
+        self.route_slots(r).all(|s| s.down_until.is_some())
+    }
+    /// Jobs waiting for a route that has a relay not marked down.
+    pub(super) fn sendable(&self) -> bool {
+        (0..self.routes.len()).any(|r| self.ready.len_of(r) > 0 && !self.route_down(r))
+    }
+    fn earliest_probe(&self, r: usize) -> Option<Instant> {
+        self.route_slots(r)
             .filter(|s| !s.probing)
             .filter_map(|s| s.down_until)
             .min()
+    }
+    fn idle_count(&mut self, r: usize) -> &mut usize {
+        if self.idle_connected.len() <= r {
+            self.idle_connected.resize(r + 1, 0);
+        }
+        &mut self.idle_connected[r]
     }
 }
 
@@ -169,7 +198,8 @@ struct Owed {
     slot: usize,
 }
 
-pub(super) fn worker(ctx: Arc<Ctx>) {
+/// A worker of route `route` (see `routes`): until stopped, or the route is gone (a reload).
+pub(super) fn worker(ctx: Arc<Ctx>, route: usize) {
     enum Next {
         /// A job, and the relay its transaction was counted against (rate limits).
         Job(Job, Option<usize>),
@@ -184,7 +214,7 @@ pub(super) fn worker(ctx: Arc<Ctx>) {
             let mut g = ctx.shared.lock().expect("lock");
             loop {
                 let now = Instant::now();
-                if g.stop {
+                if g.stop || route >= g.routes.len() {
                     break Next::Exit;
                 }
                 // A connection opened under an older config, or to a relay since marked down.
@@ -194,15 +224,18 @@ pub(super) fn worker(ctx: Arc<Ctx>) {
                 {
                     break Next::CloseIdle;
                 }
-                let spare = g.ready.len() > g.idle_connected;
+                let waiting = g.ready.len_of(route);
+                let spare = waiting > *g.idle_count(route);
                 // The relay's rate limit: a transaction starts only when it allows one (a
                 // worker without a connection opens none while one is idle).
-                let slot = g.slot_for(conn.as_ref(), now);
+                let slot = g.slot_for(route, conn.as_ref(), now);
                 let held = slot.and_then(|i| g.slots[i].rate_hold(now));
                 let limited = slot.is_some_and(|i| g.slots[i].limiter.limited());
-                let may_open = spare && g.can_connect(now) && !(limited && g.idle_connected > 0);
-                if !g.ready.is_empty() && held.is_none() && (conn.is_some() || may_open) {
-                    match g.ready.pop_front() {
+                let may_open = spare
+                    && g.can_connect(route, now)
+                    && !(limited && *g.idle_count(route) > 0);
+                if waiting > 0 && held.is_none() && (conn.is_some() || may_open) {
+                    match g.ready.pop_front(route) {
                         Some(j) => {
                             if let Some(s) = slot.and_then(|i| g.slots.get_mut(i)) {
                                 s.limiter.take(now, state::now(), j.pending.len() as u64);
@@ -215,16 +248,16 @@ pub(super) fn worker(ctx: Arc<Ctx>) {
                 if owed.is_some() {
                     break Next::Settle;
                 }
-                if g.once && (g.ready.is_empty() || (conn.is_none() && g.all_down())) {
+                if g.once && (waiting == 0 || (conn.is_none() && g.route_down(route))) {
                     break Next::Exit;
                 }
                 let deadline = match &conn {
                     Some(c) => Some(c.last_used + g.idle_timeout),
-                    None if !g.ready.is_empty() => g.earliest_probe(),
+                    None if waiting > 0 => g.earliest_probe(route),
                     None => None,
                 };
                 let unix = state::now();
-                let deadline = match held.filter(|_| !g.ready.is_empty()) {
+                let deadline = match held.filter(|_| waiting > 0) {
                     Some(h) => {
                         Some(deadline.map_or(h.until(now, unix), |d| d.min(h.until(now, unix))))
                     }
@@ -232,11 +265,11 @@ pub(super) fn worker(ctx: Arc<Ctx>) {
                 };
                 let connected = conn.is_some();
                 if connected {
-                    g.idle_connected += 1;
+                    *g.idle_count(route) += 1;
                 }
                 g = match deadline {
                     Some(d) if d <= now && connected => {
-                        g.idle_connected -= 1;
+                        *g.idle_count(route) -= 1;
                         break Next::CloseIdle;
                     }
                     // Another worker is probing: look again shortly.
@@ -250,7 +283,7 @@ pub(super) fn worker(ctx: Arc<Ctx>) {
                     None => ctx.cv.wait(g).expect("lock"),
                 };
                 if connected {
-                    g.idle_connected -= 1;
+                    *g.idle_count(route) -= 1;
                 }
             }
         };
@@ -270,7 +303,7 @@ pub(super) fn worker(ctx: Arc<Ctx>) {
             }
             Next::Settle => settle(&ctx, &mut conn, &mut owed),
             Next::Job(job, permit) => {
-                if let Some(outcome) = run_job(&ctx, &mut conn, &mut owed, &job, permit) {
+                if let Some(outcome) = run_job(&ctx, &mut conn, &mut owed, &job, permit, route) {
                     ctx.report(Report {
                         id: job.id.to_string(),
                         outcome,
@@ -326,12 +359,13 @@ fn run_job(
     owed: &mut Option<Owed>,
     job: &Job,
     mut permit: Option<usize>,
+    route: usize,
 ) -> Option<Outcome> {
     let dkim = dkim_field(ctx, job);
     for _attempt in 0..3 {
         if conn.is_none() {
             settle(ctx, conn, owed);
-            *conn = connect_any(ctx);
+            *conn = connect_any(ctx, route);
         }
         // Counted against the relay it goes to (none: not sent).
         let to = conn.as_ref().map(|c| c.slot);
@@ -558,7 +592,7 @@ fn fail_job(
                     e.down_words(),
                     s.interval().as_secs()
                 );
-                note_relay(ctx, &g.slots);
+                note_relay(ctx, &g);
             }
         }
     }
@@ -568,13 +602,18 @@ fn fail_job(
     })
 }
 
-/// The relay refused `job`'s sender. When it is the configured sender (bounces use it too),
-/// that is a relay-wide configuration problem: the relay is marked down and the message
-/// waits, untried, as in an outage. None when the sender is another one.
+/// The relay refused `job`'s sender. When it is the configured sender (bounces use it too;
+/// for a sender route, the sender its probes use), that is a relay-wide configuration
+/// problem: the relay is marked down and the message waits, untried, as in an outage.
+/// None when the sender is another one.
 fn hold_for_sender(ctx: &Ctx, job: &Job, slot: usize, reason: String) -> Option<Outcome> {
     let sender = &job.env.sender;
     let mut g = ctx.shared.lock().expect("lock");
-    if !g.relay_sender.eq_ignore_ascii_case(sender) {
+    if !g
+        .slots
+        .get(slot)
+        .is_some_and(|s| s.probe_sender.eq_ignore_ascii_case(sender))
+    {
         return None;
     }
     if let Some(s) = g.slots.get_mut(slot)
@@ -583,7 +622,7 @@ fn hold_for_sender(ctx: &Ctx, job: &Job, slot: usize, reason: String) -> Option<
         s.mark_down(true, reason);
         s.mail_probe = true;
         log_sender_refused(&s.name, &s.reason, sender, s.interval().as_secs());
-        note_relay(ctx, &g.slots);
+        note_relay(ctx, &g);
     }
     g.ready.push_front(job.clone());
     drop(g);
@@ -680,7 +719,7 @@ fn finish_tx(
                     // Those deferred just before go again with everything else on recovery.
                     let ids = std::mem::take(&mut s.data_deferred);
                     g.released.extend(ids);
-                    note_relay(ctx, &g.slots);
+                    note_relay(ctx, &g);
                     drop(g);
                     let _ = (&ctx.wake).write(&[1]);
                     return requeue(ctx, job);

@@ -228,7 +228,12 @@ fn check_permissions(r: &mut Report, cfg: &Config) {
         Err(p) => r.problem("permissions", p),
     }
     let owner = perms::spool_owner(&layout).ok();
-    for pw in cfg.relays().iter().filter_map(|x| x.password_file.as_ref()) {
+    for pw in cfg
+        .routes()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.password_file.as_ref())
+    {
         match perms::password_file(pw, owner) {
             Ok(()) => r.pass(
                 "permissions",

@@ -166,6 +166,8 @@ type Sourced = Option<(String, String)>;
 #[derive(Debug, Default)]
 struct Imported {
     relays: Vec<RelaySpec>,
+    /// Relays chosen by sender (`[[sender_relay]]`): the senders, the relay.
+    sender_relays: Vec<SenderSpec>,
     admin: Sourced,
     sender: Sourced,
     domain: Sourced,
@@ -174,6 +176,14 @@ struct Imported {
     warn_after: Sourced,
     lifetime: Sourced,
     notes: Vec<String>,
+}
+
+/// A relay for some senders (Postfix's sender_dependent_relayhost_maps, msmtp's accounts).
+#[derive(Debug)]
+struct SenderSpec {
+    /// relayq's patterns: `user@domain` or `*@domain`.
+    senders: Vec<String>,
+    relay: RelaySpec,
 }
 
 impl Imported {
@@ -310,6 +320,9 @@ pub(crate) fn run(p: &crate::args::Parsed) -> Result<i32> {
         if r.secret.is_some() {
             crate::conffile::check_absent(&secret_path, force)?;
         }
+        for (p, _) in &r.extra_secrets {
+            crate::conffile::check_absent(p, force)?;
+        }
     }
     println!("relayq import: from {} ({source})", a.tool.name());
     println!("carried over:");
@@ -327,10 +340,17 @@ pub(crate) fn run(p: &crate::args::Parsed) -> Result<i32> {
     if a.dry_run {
         println!("\n--dry-run: would write {}:\n", out.display());
         print!("{}", r.toml);
-        if r.secret.is_some() {
+        let extra = r.extra_secrets.iter().map(|(p, _)| p.as_path());
+        for p in r
+            .secret
+            .as_ref()
+            .map(|_| secret_path.as_path())
+            .into_iter()
+            .chain(extra)
+        {
             println!(
                 "\n--dry-run: would write {} (mode 0600, or 0640 root:relayq): <the password, not shown>",
-                secret_path.display()
+                p.display()
             );
         }
         println!();
@@ -342,6 +362,11 @@ pub(crate) fn run(p: &crate::args::Parsed) -> Result<i32> {
         .secret
         .as_deref()
         .map(|s| (secret_path.as_path(), s.as_bytes()));
+    // The [[sender_relay]]s' secrets first: the config is written last and names them.
+    for (p, pw) in &r.extra_secrets {
+        crate::conffile::write_secret(p, pw.as_bytes())?;
+        println!("wrote {} (the password of a relay by sender)", p.display());
+    }
     let w = crate::conffile::write(&out, &r.toml, secret, force)?;
     if example {
         println!(

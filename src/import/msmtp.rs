@@ -1,10 +1,74 @@
-//! Import from msmtp: msmtprc's accounts (the default one is used).
+//! Import from msmtp: msmtprc's accounts: the default one is [relay]; each other account
+//! with a `from` of its own is a `[[sender_relay]]` for that sender.
 
 use super::text::{ca_file, conf_lines, no, port_of, set, sha256_pin, split_word, unquote, yes};
 use super::{
     Imported, RelaySpec, Sources, WHY_AUTH, WHY_CERTCHECK, WHY_CLIENT_CERT, WHY_FROM, WHY_NONE,
     Wire,
 };
+
+/// The relay an account's settings describe (host, port, TLS, credentials, auth).
+fn account_relay(
+    label: &str,
+    settings: &[(usize, String, String)],
+    imp: &mut Imported,
+) -> std::result::Result<RelaySpec, String> {
+    let get = |key: &str| {
+        settings
+            .iter()
+            .rev()
+            .find(|(_, k, _)| k == key)
+            .map(|(_, _, v)| v.clone())
+    };
+    let host = get("host").ok_or_else(|| format!("{label}: no host"))?;
+    let mut r = RelaySpec::new(label, &host, None);
+    if let Some(p) = get("port") {
+        r.port = Some(port_of(&p).map_err(|e| format!("{label}: {e}"))?);
+    }
+    let tls = get("tls").is_some_and(|v| yes(&v));
+    let starttls = get("tls_starttls").is_none_or(|v| yes(&v));
+    r.wire = match (tls, starttls) {
+        (false, _) => Wire::Plain,
+        (true, true) => Wire::StartTls,
+        (true, false) => Wire::Implicit,
+    };
+    r.port
+        .get_or_insert(if r.wire == Wire::Implicit { 465 } else { 25 });
+    r.username = get("user");
+    r.password = get("password");
+    r.password_command = get("passwordeval");
+    r.ca_file = get("tls_trust_file").and_then(|f| ca_file(&f));
+    r.ehlo_name = get("domain").filter(|d| d != "localhost");
+    if let Some(fp) = get("tls_fingerprint") {
+        r.pin_sha256 = sha256_pin(&fp);
+        if r.pin_sha256.is_none() {
+            imp.skip(
+                "tls_fingerprint",
+                "only a SHA-256 fingerprint can become pin_sha256",
+            );
+        }
+    }
+    match get("auth")
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("on") => {}
+        Some("off") => r.auth = Some("none"),
+        Some(m @ ("plain" | "login" | "xoauth2")) => {
+            r.auth = Some(match m {
+                "plain" => "plain",
+                "login" => "login",
+                _ => "xoauth2",
+            })
+        }
+        Some(m) => imp.skip(format!("auth {m}"), WHY_AUTH),
+    }
+    if get("tls_certcheck").is_some_and(|v| no(&v)) {
+        imp.skip("tls_certcheck off", WHY_CERTCHECK);
+    }
+    Ok(r)
+}
 
 /// msmtprc: `defaults`, `account NAME [: PARENT...]`, `account default : NAME`, then
 /// `key value` lines. The account used is `default` (as msmtp-mta does).
@@ -66,14 +130,6 @@ pub(super) fn msmtp(src: &Sources) -> std::result::Result<Imported, String> {
         Some(a) if name == "default" => format!("account {a}"),
         _ => format!("account {name}"),
     };
-    for (a, _) in &accounts {
-        if a != name && Some(a) != default_alias.as_ref() {
-            imp.skip(
-                format!("account {a}"),
-                "relayq relays through one account (and [[fallback_relay]]s); only the default account is imported",
-            );
-        }
-    }
     let get = |key: &str| {
         settings
             .iter()
@@ -81,52 +137,41 @@ pub(super) fn msmtp(src: &Sources) -> std::result::Result<Imported, String> {
             .find(|(_, k, _)| k == key)
             .map(|(_, _, v)| v.clone())
     };
-    let host = get("host").ok_or_else(|| format!("{label}: no host"))?;
-    let mut r = RelaySpec::new(&label, &host, None);
-    if let Some(p) = get("port") {
-        r.port = Some(port_of(&p).map_err(|e| format!("{label}: {e}"))?);
-    }
-    let tls = get("tls").is_some_and(|v| yes(&v));
-    let starttls = get("tls_starttls").is_none_or(|v| yes(&v));
-    r.wire = match (tls, starttls) {
-        (false, _) => Wire::Plain,
-        (true, true) => Wire::StartTls,
-        (true, false) => Wire::Implicit,
-    };
-    r.port
-        .get_or_insert(if r.wire == Wire::Implicit { 465 } else { 25 });
-    r.username = get("user");
-    r.password = get("password");
-    r.password_command = get("passwordeval");
-    r.ca_file = get("tls_trust_file").and_then(|f| ca_file(&f));
-    r.ehlo_name = get("domain").filter(|d| d != "localhost");
-    if let Some(fp) = get("tls_fingerprint") {
-        r.pin_sha256 = sha256_pin(&fp);
-        if r.pin_sha256.is_none() {
-            imp.skip(
-                "tls_fingerprint",
-                "only a SHA-256 fingerprint can become pin_sha256",
-            );
+    let r = account_relay(&label, settings, &mut imp)?;
+    let default_from = get("from");
+    // Other accounts with a `from` of their own: relays by sender (msmtp picks the account
+    // by the envelope sender the same way, with --read-envelope-from or -f).
+    for (a, st) in &accounts {
+        if a == name || Some(a) == default_alias.as_ref() {
+            continue;
         }
-    }
-    match get("auth")
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None | Some("on") => {}
-        Some("off") => r.auth = Some("none"),
-        Some(m @ ("plain" | "login" | "xoauth2")) => {
-            r.auth = Some(match m {
-                "plain" => "plain",
-                "login" => "login",
-                _ => "xoauth2",
-            })
+        let from = st
+            .iter()
+            .rev()
+            .find(|(_, k, _)| k == "from")
+            .map(|(_, _, v)| v.clone());
+        let pattern = from
+            .filter(|f| Some(f) != default_from.as_ref())
+            .filter(|f| crate::daemon::routes::Pattern::parse(f).is_ok())
+            .filter(|f| {
+                !imp.sender_relays
+                    .iter()
+                    .any(|s| s.senders.iter().any(|x| x.eq_ignore_ascii_case(f)))
+            });
+        let label = format!("account {a}");
+        match pattern {
+            Some(f) => match account_relay(&label, st, &mut imp) {
+                Ok(r) => imp.sender_relays.push(super::SenderSpec {
+                    senders: vec![f],
+                    relay: r,
+                }),
+                Err(e) => imp.skip(&label, &format!("{e}: not carried over")),
+            },
+            None => imp.skip(
+                &label,
+                "no `from` address of its own: relayq relays the mail of other senders through the default account (and [[fallback_relay]]s)",
+            ),
         }
-        Some(m) => imp.skip(format!("auth {m}"), WHY_AUTH),
-    }
-    if get("tls_certcheck").is_some_and(|v| no(&v)) {
-        imp.skip("tls_certcheck off", WHY_CERTCHECK);
     }
     if let Some(f) = get("from") {
         if let Some(d) = f.strip_prefix("%U@").filter(|d| !d.contains('%')) {

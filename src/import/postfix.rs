@@ -1,5 +1,6 @@
 //! Import from Postfix as a null client: main.cf (parameters, `$name` expansion, Postfix
-//! time values) and the SASL password map's source file (root's alias: [`super::identity`]).
+//! time values), the SASL password map's source file, and sender_dependent_relayhost_maps'
+//! source file (`[[sender_relay]]`) (root's alias: [`super::identity`]).
 
 use super::text::{ca_file, conf_lines, host_port, mailname, set, split_eq, split_word, yes};
 use super::{Imported, RelaySpec, Sources, WHY_AUTH, WHY_CLIENT_CERT, WHY_FROM, Wire};
@@ -132,9 +133,15 @@ pub(super) fn postfix(src: &Sources) -> std::result::Result<Imported, String> {
         }
         _ => Vec::new(),
     };
-    let all = hosts.split([',', ' ']).chain(fallback.split([',', ' ']));
-    for (i, h) in all.filter(|h| !h.is_empty()).enumerate() {
-        let origin = if i == 0 { "relayhost" } else { "relay list" };
+    let ca = get("smtp_tls_CAfile").and_then(|f| ca_file(&f));
+    let ehlo = get("smtp_helo_name").filter(|n| !n.contains('$'));
+    // One relay from a host spec; its credentials under the first of `first` (sender keys),
+    // then the host's keys. Err when it names no usable host; Ok(None) for the credentials
+    // when SASL is on and the map has no entry.
+    let spec = |h: &str,
+                origin: &str,
+                first: &[String]|
+     -> std::result::Result<(RelaySpec, bool), String> {
         let (host, port) = host_port(h).map_err(|e| format!("{origin}: {e}"))?;
         let mut r = RelaySpec::new(origin, &host, port.or(Some(25)));
         r.wire = match (wrapper, level.as_str()) {
@@ -147,23 +154,105 @@ pub(super) fn postfix(src: &Sources) -> std::result::Result<Imported, String> {
             r.wire = Wire::Implicit;
         }
         let bare = host.clone();
-        let keys = [h.to_string(), format!("[{bare}]"), bare.clone()];
-        if let Some((_, cred)) = keys
+        let keys = first
             .iter()
-            .find_map(|k| secrets.iter().find(|(sk, _)| sk == k))
+            .cloned()
+            .chain([h.to_string(), format!("[{bare}]"), bare.clone()]);
+        let mut found = false;
+        if let Some(cred) = keys
+            .into_iter()
+            .find_map(|k| secrets.iter().find(|(sk, _)| *sk == k).map(|(_, c)| c))
         {
             let (u, p) = cred.split_once(':').unwrap_or((cred.as_str(), ""));
             r.username = Some(u.to_string());
             r.password = Some(p.to_string());
-        } else if sasl {
+            found = true;
+        }
+        r.ca_file = ca.clone();
+        r.ehlo_name = ehlo.clone();
+        Ok((r, found))
+    };
+    let all = hosts.split([',', ' ']).chain(fallback.split([',', ' ']));
+    for (i, h) in all.filter(|h| !h.is_empty()).enumerate() {
+        let origin = if i == 0 { "relayhost" } else { "relay list" };
+        let (r, found) = spec(h, origin, &[])?;
+        if sasl && !found {
             imp.skip(
                 format!("{origin} {h}"),
                 "no entry in smtp_sasl_password_maps: no credentials",
             );
         }
-        r.ca_file = get("smtp_tls_CAfile").and_then(|f| ca_file(&f));
-        r.ehlo_name = get("smtp_helo_name").filter(|n| !n.contains('$'));
         imp.relays.push(r);
+    }
+    // Relays by sender: the source text of sender_dependent_relayhost_maps (`sender
+    // relayhost`), with credentials by sender when smtp_sender_dependent_authentication.
+    let by_sender = get("smtp_sender_dependent_authentication").is_some_and(|v| yes(&v));
+    for m in get("sender_dependent_relayhost_maps")
+        .unwrap_or_default()
+        .split([',', ' '])
+        .filter(|m| !m.is_empty())
+    {
+        let path = m.split_once(':').map_or(m, |(_, p)| p);
+        let Some(text) = (src.read)(path) else {
+            imp.skip(
+                m,
+                "its source file could not be read: not carried over (relayq needs the plain text file, not the .db)",
+            );
+            continue;
+        };
+        for (n, line) in conf_lines(&text) {
+            let (k, v) = split_word(line);
+            let v = v.trim();
+            let origin = format!("{path} line {n}");
+            if v.is_empty() || v.eq_ignore_ascii_case("dunno") {
+                continue;
+            }
+            let pattern = if k.starts_with('@') {
+                format!("*{k}")
+            } else {
+                k.to_string()
+            };
+            if crate::daemon::routes::Pattern::parse(&pattern).is_err() {
+                imp.skip(
+                    format!("{origin}: {k}"),
+                    "not a sender address or @domain: not carried over",
+                );
+                continue;
+            }
+            let first: Vec<String> = if by_sender {
+                let domain = k.rsplit_once('@').map(|(_, d)| format!("@{d}"));
+                std::iter::once(k.to_string()).chain(domain).collect()
+            } else {
+                Vec::new()
+            };
+            let (r, found) = match spec(v, &origin, &first) {
+                Ok(x) => x,
+                Err(e) => {
+                    imp.skip(format!("{origin}: {k}"), &e);
+                    continue;
+                }
+            };
+            if sasl && !found {
+                imp.skip(
+                    format!("{origin}: {k} {v}"),
+                    "no entry in smtp_sasl_password_maps: no credentials",
+                );
+            }
+            // Senders of the same relay with the same credentials share one entry.
+            let same = imp.sender_relays.iter_mut().find(|s| {
+                s.relay.host == r.host
+                    && s.relay.port == r.port
+                    && s.relay.username == r.username
+                    && s.relay.password == r.password
+            });
+            match same {
+                Some(s) => s.senders.push(pattern),
+                None => imp.sender_relays.push(super::SenderSpec {
+                    senders: vec![pattern],
+                    relay: r,
+                }),
+            }
+        }
     }
     if level == "encrypt" {
         imp.skip(
@@ -224,10 +313,6 @@ pub(super) fn postfix(src: &Sources) -> std::result::Result<Imported, String> {
         ("sender_canonical_maps", WHY_FROM),
         ("smtp_generic_maps", WHY_FROM),
         ("canonical_maps", WHY_FROM),
-        (
-            "sender_dependent_relayhost_maps",
-            "relayq has one relay for all senders",
-        ),
         ("smtp_sasl_mechanism_filter", WHY_AUTH),
         ("transport_maps", "relayq sends all mail through the relay"),
         ("smtp_tls_cert_file", WHY_CLIENT_CERT),

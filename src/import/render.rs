@@ -10,6 +10,8 @@ use std::path::Path;
 pub(super) struct Rendered {
     pub toml: String,
     pub secret: Option<String>,
+    /// The `[[sender_relay]]`s' secrets, each to its own file (path, password).
+    pub extra_secrets: Vec<(std::path::PathBuf, String)>,
     pub carried: Vec<String>,
     pub notes: Vec<String>,
 }
@@ -72,6 +74,101 @@ fn preset_for(url: &str) -> Option<String> {
         .map(|p| p.name.to_string())
 }
 
+/// The secrets file of `[[sender_relay]]` number `n`: beside the first (`password` →
+/// `password-sender1`), one per relay, never inside relayq.toml.
+pub(super) fn sender_secret_path(secret_path: &Path, n: usize) -> std::path::PathBuf {
+    let name = secret_path
+        .file_name()
+        .map_or("password".into(), |f| f.to_string_lossy().into_owned());
+    secret_path.with_file_name(format!("{name}-sender{}", n + 1))
+}
+
+/// The relay's password to write to a secrets file, if it has a usable one (notes say
+/// why not otherwise).
+fn password_of<'a>(r: &'a RelaySpec, notes: &mut Vec<String>) -> Option<&'a str> {
+    if r.password_command.is_some() {
+        return None;
+    }
+    match r.password.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) if p.contains(['\n', '\r']) => {
+            notes.push(format!(
+                "{}: the password has a line break: relayq reads the first line of password_file; not carried over",
+                r.origin
+            ));
+            None
+        }
+        Some(p) => Some(p),
+        None => {
+            if r.username.is_some() {
+                notes.push(format!(
+                    "{}: a user name but no password: set password_file or password_command",
+                    r.origin
+                ));
+            }
+            None
+        }
+    }
+}
+
+/// One relay's keys (`key`: how the report names its table), its password in the secrets
+/// file `password_file` when it has one.
+fn relay_keys(
+    r: &RelaySpec,
+    url: &str,
+    plaintext: bool,
+    key: &str,
+    password_file: Option<&Path>,
+    toml: &mut String,
+    carried: &mut Vec<String>,
+) {
+    let mut put = |k: &str, v: String, shown: Option<&str>| {
+        toml.push_str(&format!("{k} = {v}\n"));
+        let shown = shown.map_or(v, str::to_string);
+        carried.push(format!("{key}.{k} = {shown}   (from {})", r.origin));
+    };
+    match preset_for(url) {
+        Some(p) => put(
+            "provider",
+            quote(&p),
+            Some(&format!("{} ({url})", quote(&p))),
+        ),
+        None => put("url", quote(url), None),
+    }
+    if plaintext {
+        put("allow_plaintext", "true".into(), None);
+    }
+    if let Some(u) = &r.username {
+        put("username", quote(u), None);
+    }
+    if let Some(c) = &r.password_command {
+        put("password_command", quote(c), None);
+    } else if let Some(p) = password_file {
+        let sp = p.display().to_string();
+        put(
+            "password_file",
+            quote(&sp),
+            Some(&format!("{} (the password, not shown)", quote(&sp))),
+        );
+    }
+    if let Some(a) = r.auth {
+        put("auth", quote(a), None);
+    }
+    if let Some(ca) = &r.ca_file {
+        put("ca_file", quote(ca), None);
+        put("ca_only", "true".into(), None);
+    }
+    if let Some(pin) = &r.pin_sha256 {
+        put("pin_sha256", quote(pin), None);
+    }
+    if let Some(e) = r
+        .ehlo_name
+        .as_deref()
+        .filter(|e| crate::address::is_valid_domain(e))
+    {
+        put("ehlo_name", quote(e), None);
+    }
+}
+
 /// Turn what a parser found into relayq's config text, the secret, and the report lines.
 /// `secret_path` is where the secret will be written (the config names it).
 pub(super) fn render(
@@ -87,6 +184,7 @@ pub(super) fn render(
         tool.name()
     );
     let mut secret: Option<String> = None;
+    let mut extra_secrets = Vec::new();
     let mut n_relays = 0;
     for r in &imp.relays {
         let (url, plaintext) = relay_url(r, &mut notes);
@@ -107,70 +205,64 @@ pub(super) fn render(
         };
         n_relays += 1;
         toml.push_str(&format!("\n{table}\n"));
-        let mut put = |k: &str, v: String, shown: Option<&str>| {
-            toml.push_str(&format!("{k} = {v}\n"));
-            let shown = shown.map_or(v, str::to_string);
-            carried.push(format!("{key}.{k} = {shown}   (from {})", r.origin));
-        };
-        match preset_for(&url) {
-            Some(p) => put(
-                "provider",
-                quote(&p),
-                Some(&format!("{} ({url})", quote(&p))),
-            ),
-            None => put("url", quote(&url), None),
-        }
-        if plaintext {
-            put("allow_plaintext", "true".into(), None);
-        }
-        if let Some(u) = &r.username {
-            put("username", quote(u), None);
-        }
-        if let Some(c) = &r.password_command {
-            put("password_command", quote(c), None);
-        } else if let Some(p) = r.password.as_deref().filter(|p| !p.is_empty()) {
-            if p.contains(['\n', '\r']) {
-                notes.push(format!(
-                    "{}: the password has a line break: relayq reads the first line of password_file; not carried over",
-                    r.origin
-                ));
-            } else if secret.is_none() || secret.as_deref() == Some(p) {
+        // The first password goes to the secrets file; another one cannot share it.
+        let pw = match password_of(r, &mut notes) {
+            Some(p) if secret.is_none() || secret.as_deref() == Some(p) => {
                 secret = Some(p.to_string());
-                let sp = secret_path.display().to_string();
-                put(
-                    "password_file",
-                    quote(&sp),
-                    Some(&format!("{} (the password, not shown)", quote(&sp))),
-                );
-            } else {
+                Some(secret_path.to_path_buf())
+            }
+            Some(_) => {
                 notes.push(format!(
                     "{}: its password differs from the first relay's: relayq import writes one secrets file; put this one in a file of its own (mode 600) and set password_file in {key}",
                     r.origin
                 ));
+                None
             }
-        } else if r.username.is_some() {
-            notes.push(format!(
-                "{}: a user name but no password: set password_file or password_command",
-                r.origin
-            ));
+            None => None,
+        };
+        relay_keys(
+            r,
+            &url,
+            plaintext,
+            &key,
+            pw.as_deref(),
+            &mut toml,
+            &mut carried,
+        );
+    }
+    // Relays by sender: each with its own secrets file beside the first.
+    for (n, s) in imp.sender_relays.iter().enumerate() {
+        let r = &s.relay;
+        let (url, plaintext) = relay_url(r, &mut notes);
+        if let Err(e) = crate::provider::parse_url(&url, plaintext) {
+            notes.push(format!("{}: {e}: this relay is skipped", r.origin));
+            continue;
         }
-        if let Some(a) = r.auth {
-            put("auth", quote(a), None);
-        }
-        if let Some(ca) = &r.ca_file {
-            put("ca_file", quote(ca), None);
-            put("ca_only", "true".into(), None);
-        }
-        if let Some(pin) = &r.pin_sha256 {
-            put("pin_sha256", quote(pin), None);
-        }
-        if let Some(e) = r
-            .ehlo_name
-            .as_deref()
-            .filter(|e| crate::address::is_valid_domain(e))
-        {
-            put("ehlo_name", quote(e), None);
-        }
+        let key = format!("sender_relay[{n}]");
+        let senders: Vec<String> = s.senders.iter().map(|x| quote(x)).collect();
+        toml.push_str(&format!(
+            "\n[[sender_relay]]\nsenders = [{}]\n",
+            senders.join(", ")
+        ));
+        carried.push(format!(
+            "{key}.senders = [{}]   (from {})",
+            senders.join(", "),
+            r.origin
+        ));
+        let pw = password_of(r, &mut notes).map(|p| {
+            let path = sender_secret_path(secret_path, n);
+            extra_secrets.push((path.clone(), p.to_string()));
+            path
+        });
+        relay_keys(
+            r,
+            &url,
+            plaintext,
+            &key,
+            pw.as_deref(),
+            &mut toml,
+            &mut carried,
+        );
     }
     if n_relays == 0 {
         return Err("no usable relay found".into());
@@ -214,6 +306,7 @@ pub(super) fn render(
     Ok(Rendered {
         toml,
         secret,
+        extra_secrets,
         carried,
         notes,
     })

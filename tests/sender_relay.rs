@@ -1,0 +1,328 @@
+//! Relays chosen by sender (`[[sender_relay]]`) against real test relays with different AUTH
+//! credentials: each sender's mail arrives through its own relay only, a route whose relay
+//! is down fails over to its own fallback and never to another route's relay, `relayq test
+//! --from` tests the relay the address maps to, and a bad map is refused (exit 78).
+
+mod support;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use support::*;
+
+/// The shop's password file (mode 0600) in `dir`.
+fn shop_password(dir: &Path) -> PathBuf {
+    let p = dir.join("shop.password");
+    std::fs::write(&p, "shoppw\n").unwrap();
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    p
+}
+
+/// A `[[sender_relay]]` entry (or, with `table` = "sender_relay.fallback", its fallback)
+/// for the shop's relay on `port`, as the shop's user.
+fn shop_table(table: &str, senders: &str, port: u16, pw: &Path) -> String {
+    let body = relay_toml("smtp", port)
+        .replace("username = \"user\"", "username = \"shop\"")
+        .replace("PASSWORD_FILE", &pw.display().to_string());
+    format!("\n[[{table}]]\n{senders}{body}\n")
+}
+
+fn shop_relay(dir: &Path) -> Relay {
+    Relay::start(
+        dir,
+        RelayOpts {
+            auth: Some("shop:shoppw"),
+            ..RelayOpts::default()
+        },
+    )
+}
+
+/// (sender, subject, auth user) of each message a relay took.
+fn seen(r: &Relay) -> Vec<(String, String, String)> {
+    r.arrived()
+        .iter()
+        .map(|m| {
+            (
+                m["mail_from"].as_str().unwrap_or("").to_ascii_lowercase(),
+                subject_of(m),
+                m["auth_user"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn send_as(env: &Env, from: &str, subject: &str) {
+    let msg = format!("Subject: {subject}\n\nbody\n");
+    let o = env.sendmail(&["-f", from, "to@example.net"], msg.as_bytes());
+    assert!(o.status.success(), "sendmail: {}", stderr(&o));
+}
+
+#[test]
+fn each_sender_goes_through_its_own_relay_and_fails_over_within_its_route() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = ["company", "shop", "shop2"]
+        .iter()
+        .map(|n| tmp.path().join(n))
+        .collect();
+    for d in &dirs {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let company = Relay::start(&dirs[0], RelayOpts::default());
+    let shop = shop_relay(&dirs[1]);
+    let shop2 = shop_relay(&dirs[2]);
+    let pw = shop_password(tmp.path());
+    let senders = "senders = [\"*@shop.example\", \"alerts@example.org\"]\n";
+    let extra = format!(
+        "{}{}",
+        shop_table("sender_relay", senders, shop.port, &pw),
+        shop_table("sender_relay.fallback", "", shop2.port, &pw)
+    );
+    let env = Env::new(&relay_toml("smtp", company.port), &extra);
+
+    send_as(&env, "orders@Shop.Example", "shop-1");
+    send_as(&env, "alerts@example.org", "alerts-1");
+    env.send(&["to@example.net"], "company-1");
+    env.sendmail(
+        &["-f", "other@example.org", "to@example.net"],
+        b"Subject: other-1\n\nx\n",
+    );
+    let o = env.flush();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut got = seen(&shop);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "alerts@example.org".into(),
+                "alerts-1".into(),
+                "shop".into()
+            ),
+            ("orders@shop.example".into(), "shop-1".into(), "shop".into()),
+        ],
+        "the shop's senders through the shop's relay, as the shop"
+    );
+    let mut got = seen(&company);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("other@example.org".into(), "other-1".into(), "user".into()),
+            (
+                "server@example.com".into(),
+                "company-1".into(),
+                "user".into()
+            ),
+        ],
+        "everyone else through [relay]"
+    );
+
+    // The shop's relay is down: its own fallback takes the shop's mail.
+    drop(shop);
+    send_as(&env, "orders@shop.example", "shop-2");
+    env.send(&["to@example.net"], "company-2");
+    let o = env.flush();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        seen(&shop2),
+        vec![("orders@shop.example".into(), "shop-2".into(), "shop".into())]
+    );
+    assert_eq!(company.wait_for(3, Duration::from_secs(5)).len(), 3);
+
+    // Both of the shop's relays down: its mail waits, and never goes through the company's.
+    drop(shop2);
+    send_as(&env, "orders@shop.example", "shop-3");
+    env.send(&["to@example.net"], "company-3");
+    let o = env.flush();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let company_got = company.wait_for(4, Duration::from_secs(5));
+    assert_eq!(company_got.len(), 4, "{:?}", seen(&company));
+    assert!(
+        seen(&company).iter().all(|(s, _, _)| !s.contains("shop")),
+        "{:?}",
+        seen(&company)
+    );
+    assert_eq!(
+        env.queued(),
+        1,
+        "the shop's message waits for the shop's relays"
+    );
+    // relayq status names each route's state.
+    let o = env.relayq(&["status"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("relay:         up") && out.contains("*@shop.example,alerts@example.org"),
+        "{out}"
+    );
+    let shop_line = out
+        .lines()
+        .find(|l| l.contains("*@shop.example"))
+        .unwrap_or("");
+    assert!(shop_line.contains("down"), "{out}");
+}
+
+#[test]
+fn the_daemon_keeps_each_routes_mail_on_its_relay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let company = Relay::start(&a, RelayOpts::default());
+    let shop = shop_relay(&b);
+    let pw = shop_password(tmp.path());
+    let extra = shop_table(
+        "sender_relay",
+        "senders = [\"@shop.example\"]\n",
+        shop.port,
+        &pw,
+    );
+    let env = Env::new(&relay_toml("smtp", company.port), &extra);
+    let mut d = env.daemon_listening();
+    for i in 0..5 {
+        send_as(&env, "orders@shop.example", &format!("shop-{i}"));
+        env.send(&["to@example.net"], &format!("company-{i}"));
+    }
+    let shop_got = shop.wait_for(5, Duration::from_secs(20));
+    let company_got = company.wait_for(5, Duration::from_secs(20));
+    let _ = d.kill();
+    let _ = d.wait();
+    assert_eq!(shop_got.len(), 5, "{}", env.daemon_log());
+    assert_eq!(company_got.len(), 5, "{}", env.daemon_log());
+    assert!(
+        seen(&shop)
+            .iter()
+            .all(|(s, _, u)| s.ends_with("@shop.example") && u == "shop")
+    );
+    assert!(
+        seen(&company)
+            .iter()
+            .all(|(s, _, u)| s == "server@example.com" && u == "user")
+    );
+}
+
+#[test]
+fn relayq_test_from_tests_the_relay_the_sender_maps_to() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let company = Relay::start(&a, RelayOpts::default());
+    let shop = shop_relay(&b);
+    let pw = shop_password(tmp.path());
+    let extra = shop_table(
+        "sender_relay",
+        "senders = [\"*@shop.example\"]\n",
+        shop.port,
+        &pw,
+    );
+    let env = Env::new(&relay_toml("smtp", company.port), &extra);
+    let o = env.relayq(&["test", "--from", "orders@shop.example", "--no-send"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.contains(&format!("localhost:{}", shop.port)), "{out}");
+    assert!(
+        !out.contains(&format!("localhost:{}", company.port)),
+        "{out}"
+    );
+    assert!(
+        out.contains("accepted as shop") && out.contains("<orders@shop.example> accepted"),
+        "{out}"
+    );
+    // Without --from: the configured sender's relay, the company's.
+    let o = env.relayq(&["test", "--no-send"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(
+        out.contains(&format!("localhost:{}", company.port)),
+        "{out}"
+    );
+    assert!(out.contains("accepted as user"), "{out}");
+    let o = env.relayq(&["test", "--from", "not an address"]);
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+}
+
+#[test]
+fn overlapping_or_malformed_patterns_are_a_config_error() {
+    for (senders, want) in [
+        (
+            "senders = [\"*@shop.example\"]\n",
+            "*@shop.example is already in sender_relay[0]",
+        ),
+        ("senders = [\"shop.example\"]\n", "is not a sender pattern"),
+    ] {
+        let pw = Path::new("/nonexistent");
+        let extra = format!(
+            "{}{}",
+            shop_table("sender_relay", "senders = [\"@shop.example\"]\n", 1, pw),
+            shop_table("sender_relay", senders, 2, pw)
+        );
+        let env_dir = tempfile::tempdir().unwrap();
+        let cfg = env_dir.path().join("relayq.toml");
+        std::fs::write(
+            &cfg,
+            format!("[relay]\nurl = \"smtps://relay.example:465\"\n{extra}"),
+        )
+        .unwrap();
+        let o = std::process::Command::new(BIN)
+            .arg("-C")
+            .arg(&cfg)
+            .args(["test", "--no-send"])
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(78), "{err}");
+        assert!(
+            err.contains(want) && err.trim().lines().count() == 1,
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn import_from_postfix_carries_the_sender_dependent_relays() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = dir.path().join("etc/relayq.toml");
+    let src = repo().join("tests/fixtures/import/postfix/by-sender");
+    let o = std::process::Command::new(BIN)
+        .arg("-C")
+        .arg(&cfg_path)
+        .args(["import", "--from", "postfix", "--path"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let text = std::fs::read_to_string(&cfg_path).unwrap();
+    let cfg = relayq::config::Config::parse(&text, &cfg_path).unwrap();
+    for secret in ["Company-Secret-1", "Shop-Secret-2"] {
+        assert!(
+            !out.contains(secret) && !text.contains(secret),
+            "{out}\n{text}"
+        );
+    }
+    let r = cfg.relay.as_ref().unwrap();
+    assert_eq!(r.url.as_deref(), Some("smtp://smtp.company.example:587"));
+    assert_eq!(r.username.as_deref(), Some("company"));
+    assert_eq!(cfg.sender_relay.len(), 1, "{text}");
+    let s = &cfg.sender_relay[0];
+    assert_eq!(
+        s.senders,
+        ["*@shop.example", "alerts@example.org"],
+        "{text}"
+    );
+    assert_eq!(
+        s.relay.url.as_deref(),
+        Some("smtp://smtp.shop-mail.example:587")
+    );
+    assert_eq!(s.relay.username.as_deref(), Some("shop"));
+    let pw = s.relay.password_file.clone().unwrap();
+    assert_ne!(Some(&pw), r.password_file.as_ref(), "a file of its own");
+    assert_eq!(std::fs::read_to_string(&pw).unwrap(), "Shop-Secret-2\n");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&pw).unwrap().permissions());
+    assert!(matches!(mode & 0o777, 0o600 | 0o640), "{mode:o}");
+    let main_pw = r.password_file.as_ref().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(main_pw).unwrap(),
+        "Company-Secret-1\n"
+    );
+    assert!(!out.contains("sender_dependent_relayhost_maps:"), "{out}");
+}
