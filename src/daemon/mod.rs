@@ -192,7 +192,6 @@ impl Daemon {
                 idle_connected: Vec::new(),
                 released: Vec::new(),
                 generation: 0,
-                relay_sender: bounce::sender(&cfg, &crate::submit::host_names().1),
                 dkim,
             }),
             cv: Condvar::new(),
@@ -472,7 +471,6 @@ impl Daemon {
                 g.routes = routes;
                 g.ready.reroute(map);
                 g.idle_timeout = c.queue.idle_timeout;
-                g.relay_sender = bounce::sender(&c, &self.fqdn);
                 g.dkim = dkim;
                 g.generation += 1;
                 drop(g);

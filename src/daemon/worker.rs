@@ -231,9 +231,8 @@ pub(super) fn worker(ctx: Arc<Ctx>, route: usize) {
                 let slot = g.slot_for(route, conn.as_ref(), now);
                 let held = slot.and_then(|i| g.slots[i].rate_hold(now));
                 let limited = slot.is_some_and(|i| g.slots[i].limiter.limited());
-                let may_open = spare
-                    && g.can_connect(route, now)
-                    && !(limited && *g.idle_count(route) > 0);
+                let may_open =
+                    spare && g.can_connect(route, now) && !(limited && *g.idle_count(route) > 0);
                 if waiting > 0 && held.is_none() && (conn.is_some() || may_open) {
                     match g.ready.pop_front(route) {
                         Some(j) => {
