@@ -102,6 +102,9 @@ pub(super) struct Slot {
     pub(super) mail_probe: bool,
     /// Connections open (or being opened) to this relay under the current config.
     pub(super) open: usize,
+    /// Of those, the ones whose session is up: only a refusal while one of them works says
+    /// the relay limits connections (two opened at once to a relay that is down are not).
+    pub(super) established: usize,
     /// How many may be open now: starts at [`START_CONNECTIONS`], one more for each
     /// connection that succeeds, down to what is open when the relay refuses one more
     /// (slow start, as Postfix's), never above `cap`.
@@ -344,6 +347,7 @@ pub(super) fn build_slots(cfg: &Config) -> Result<(Vec<Slot>, Vec<Vec<usize>>)> 
             reason: String::new(),
             mail_probe: false,
             open: 0,
+            established: 0,
             allowed: cap.min(START_CONNECTIONS),
             cap,
             data_tempfails: 0,
@@ -380,6 +384,7 @@ pub(super) fn release(ctx: &Ctx, c: Conn, quit: bool) {
             && let Some(s) = g.slots.get_mut(c.slot)
         {
             s.open = s.open.saturating_sub(1);
+            s.established = s.established.saturating_sub(1);
         }
     }
     ctx.cv.notify_all();
@@ -636,6 +641,7 @@ pub(super) fn connect_any(ctx: &Ctx, route: usize) -> Option<Conn> {
             }
             Ok(session) => {
                 let s = &mut g.slots[i];
+                s.established += 1;
                 // Slow start: a connection that works makes room for one more.
                 if s.allowed < s.cap {
                     s.allowed += 1;
@@ -658,8 +664,8 @@ pub(super) fn connect_any(ctx: &Ctx, route: usize) -> Option<Conn> {
             Err((e, config_problem, name, reason)) => {
                 let s = &mut g.slots[i];
                 s.open = s.open.saturating_sub(1);
-                if s.open > 0 && connection_limit(&e) {
-                    // Others are open: the relay's connection limit, not an outage. Stay
+                if s.established > 0 && connection_limit(&e) {
+                    // Others work: the relay's connection limit, not an outage. Stay
                     // below it; the job goes on on a connection that works.
                     s.allowed = s.open;
                     info!(
