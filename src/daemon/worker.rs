@@ -77,15 +77,18 @@ impl Shared {
     /// daily cap or is throttling: nothing more goes in one pass (flush).
     pub(super) fn all_down(&self) -> bool {
         let now = Instant::now();
-        (0..self.routes.len()).all(|r| {
-            self.route_down(r)
-                || self.slot_for(r, None, now).is_some_and(|i| {
-                    matches!(
-                        self.slots[i].rate_hold(now),
-                        Some(Hold::Daily(_) | Hold::Throttled(_))
-                    )
-                })
-        })
+        (0..self.routes.len()).all(|r| self.route_done(r, now))
+    }
+    /// Nothing more goes through route `r` in this pass: its relays are all down, or the one
+    /// its mail goes to has reached its daily cap or is throttling.
+    fn route_done(&self, r: usize, now: Instant) -> bool {
+        self.route_down(r)
+            || self.slot_for(r, None, now).is_some_and(|i| {
+                matches!(
+                    self.slots[i].rate_hold(now),
+                    Some(Hold::Daily(_) | Hold::Throttled(_))
+                )
+            })
     }
     /// The relay a worker of route `r` sends its next transaction to: its connection's, else
     /// the route's first usable one (failover order).
@@ -247,7 +250,7 @@ pub(super) fn worker(ctx: Arc<Ctx>, route: usize) {
                 if owed.is_some() {
                     break Next::Settle;
                 }
-                if g.once && (waiting == 0 || (conn.is_none() && g.route_down(route))) {
+                if g.once && (waiting == 0 || (conn.is_none() && g.route_done(route, now))) {
                     break Next::Exit;
                 }
                 let deadline = match &conn {
