@@ -25,6 +25,25 @@ fn shop_table(table: &str, senders: &str, port: u16, pw: &Path) -> String {
     format!("\n[[{table}]]\n{senders}{body}\n")
 }
 
+/// The company relay as [relay] and the shop's as the `[[sender_relay]]` for `senders` (one
+/// pattern), each started in a directory of its own under `dir`.
+fn company_and_shop(dir: &Path, senders: &str) -> (Env, Relay, Relay) {
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let company = Relay::start(&a, RelayOpts::default());
+    let shop = shop_relay(&b);
+    let pw = shop_password(dir);
+    let extra = shop_table(
+        "sender_relay",
+        &format!("senders = [\"{senders}\"]\n"),
+        shop.port,
+        &pw,
+    );
+    let env = Env::new(&relay_toml("smtp", company.port), &extra);
+    (env, company, shop)
+}
+
 fn shop_relay(dir: &Path) -> Relay {
     Relay::start(
         dir,
@@ -162,19 +181,7 @@ fn each_sender_goes_through_its_own_relay_and_fails_over_within_its_route() {
 #[test]
 fn the_daemon_keeps_each_routes_mail_on_its_relay() {
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    std::fs::create_dir_all(&a).unwrap();
-    std::fs::create_dir_all(&b).unwrap();
-    let company = Relay::start(&a, RelayOpts::default());
-    let shop = shop_relay(&b);
-    let pw = shop_password(tmp.path());
-    let extra = shop_table(
-        "sender_relay",
-        "senders = [\"@shop.example\"]\n",
-        shop.port,
-        &pw,
-    );
-    let env = Env::new(&relay_toml("smtp", company.port), &extra);
+    let (env, company, shop) = company_and_shop(tmp.path(), "@shop.example");
     let mut d = env.daemon_listening();
     for i in 0..5 {
         send_as(&env, "orders@shop.example", &format!("shop-{i}"));
@@ -201,19 +208,7 @@ fn the_daemon_keeps_each_routes_mail_on_its_relay() {
 #[test]
 fn relayq_test_from_tests_the_relay_the_sender_maps_to() {
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    std::fs::create_dir_all(&a).unwrap();
-    std::fs::create_dir_all(&b).unwrap();
-    let company = Relay::start(&a, RelayOpts::default());
-    let shop = shop_relay(&b);
-    let pw = shop_password(tmp.path());
-    let extra = shop_table(
-        "sender_relay",
-        "senders = [\"*@shop.example\"]\n",
-        shop.port,
-        &pw,
-    );
-    let env = Env::new(&relay_toml("smtp", company.port), &extra);
+    let (env, company, shop) = company_and_shop(tmp.path(), "*@shop.example");
     let o = env.relayq(&["test", "--from", "orders@shop.example", "--no-send"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}{}", stderr(&o));

@@ -7,19 +7,22 @@ use super::{
     Wire,
 };
 
+/// An account's last value for `key` (a later line overrides an earlier one, as in msmtp).
+fn setting(settings: &[(usize, String, String)], key: &str) -> Option<String> {
+    settings
+        .iter()
+        .rev()
+        .find(|(_, k, _)| k == key)
+        .map(|(_, _, v)| v.clone())
+}
+
 /// The relay an account's settings describe (host, port, TLS, credentials, auth).
 fn account_relay(
     label: &str,
     settings: &[(usize, String, String)],
     imp: &mut Imported,
 ) -> std::result::Result<RelaySpec, String> {
-    let get = |key: &str| {
-        settings
-            .iter()
-            .rev()
-            .find(|(_, k, _)| k == key)
-            .map(|(_, _, v)| v.clone())
-    };
+    let get = |key: &str| setting(settings, key);
     let host = get("host").ok_or_else(|| format!("{label}: no host"))?;
     let mut r = RelaySpec::new(label, &host, None);
     if let Some(p) = get("port") {
@@ -130,13 +133,7 @@ pub(super) fn msmtp(src: &Sources) -> std::result::Result<Imported, String> {
         Some(a) if name == "default" => format!("account {a}"),
         _ => format!("account {name}"),
     };
-    let get = |key: &str| {
-        settings
-            .iter()
-            .rev()
-            .find(|(_, k, _)| k == key)
-            .map(|(_, _, v)| v.clone())
-    };
+    let get = |key: &str| setting(settings, key);
     let r = account_relay(&label, settings, &mut imp)?;
     let default_from = get("from");
     // Other accounts with a `from` of their own: relays by sender (msmtp picks the account
