@@ -30,7 +30,8 @@ class Relay:
         self.faults = os.path.join(d, "faults.json")
         port_file = os.path.join(d, "port")
         self.p = subprocess.Popen([PY, os.path.join(REPO, "tests/relay/relay.py"), "--port", "0", "--port-file", port_file,
-                                   "--outdir", self.out, "--stats", self.stats, "--faults", self.faults, *extra],
+                                   "--outdir", self.out, "--stats", self.stats, "--stats-ms", "10", "--faults", self.faults,
+                                   *extra],
                                   stdout=subprocess.DEVNULL)
         for _ in range(400):
             if os.path.exists(port_file) and open(port_file).read().strip():
@@ -114,7 +115,7 @@ def wait_for(pred, timeout):
     while time.monotonic() < end:
         if pred():
             return True
-        time.sleep(0.002)
+        time.sleep(0.005)
     return pred()
 
 

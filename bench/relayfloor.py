@@ -42,7 +42,8 @@ def _session(port, count, pipelining, body, errors):
         if pipelining:
             s.sendall(cmds)
             for i in range(count):
-                for _ in range(3):
+                # MAIL, RCPT, DATA's 354, and from the second on the previous dot's 250 first.
+                for _ in range(3 if i == 0 else 4):
                     _reply(f)
                 s.sendall(dot + (cmds if i + 1 < count else b""))
             _reply(f)

@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${RELAYQ_BIN:-$PWD/target/release/relayq}
 mkdir -p bench/out
+bash scripts/deps.sh --bench   # Postfix's smtp-sink and smtp-source for the 0 ms sink row
 python3 bench/enqueue.py --bin "$BIN" --out bench/out
 python3 bench/daemon.py --bin "$BIN" --out bench/out ${BENCH_QUICK:+--quick}
 python3 bench/scale.py --bin "$BIN" --out bench/out ${BENCH_QUICK:+--quick} ${BENCH_MILLION:+--million "$BENCH_MILLION"}

@@ -9,6 +9,9 @@ Rows:
   pipelining   1,000 messages, the project's relay with and without PIPELINING
                (--no-pipelining), at 0 and 25 ms round trip (--rtt-ms), default config
                (no `connections` set): msg/s and daemon CPU ms per message.
+  sink         5,000 messages (--quick: 1,000) at 0 ms to Postfix's smtp-sink (bench/sink.py),
+               a relay that is not the limit: msg/s and CPU per message against the 0 ms
+               targets, and smtp-source on as many sessions as the floor.
   burst451     300 queued, the relay answers 451 at DATA to every message for 2 s: seconds
                from the relay's recovery until the queue is empty (no `relayq flush`).
   rate10       300 queued, `rate = "10/s"` on the relay: the most MAILs the relay saw in any
@@ -35,6 +38,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon import MSG, Env, Relay, wait_for  # noqa: E402
 from relayfloor import floor  # noqa: E402
+from sink import sink_drain  # noqa: E402
 
 # Targets from issue #14.
 T_PIPE_25 = 350.0       # msg/s, 25 ms, PIPELINING relay (2x dma)
@@ -259,11 +263,11 @@ def main():
     ap.add_argument("--quick", action="store_true", help="100,000 queued instead of a million")
     ap.add_argument("--million", type=int, default=None, help="how many queued for the million row")
     ap.add_argument("--only", default="",
-                    help="comma-separated rows: pipelining,burst451,rate10,throttle454,million")
+                    help="comma-separated rows: pipelining,sink,burst451,rate10,throttle454,million")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     binary = os.path.abspath(a.bin)
-    rows = set(a.only.split(",")) if a.only else {"pipelining", "burst451", "rate10", "throttle454", "million"}
+    rows = set(a.only.split(",")) if a.only else {"pipelining", "sink", "burst451", "rate10", "throttle454", "million"}
     n_big = a.million or (100_000 if a.quick else 1_000_000)
     res = {}
     rate0 = None
@@ -292,6 +296,21 @@ def main():
                       f"{row['connections_used']:>3} connections ({row['peak_sessions']} at once)  "
                       f"{row['daemon_cpu_ms_per_msg']} ms CPU/msg  {tail}; relay floor {row['relay_floor_msgs_per_s']} "
                       f"msg/s on as many connections: {row['vs_floor']}x", flush=True)
+    if "sink" in rows:
+        n_sink = 1000 if a.quick else 5000
+        print(f"== scale: {n_sink:,} messages at 0 ms to Postfix's smtp-sink, default config")
+        row = sink_drain(binary, n_sink, write_queue)
+        res["drain_0ms_smtp_sink"] = row
+        if "skipped" in row:
+            print(f"  skipped: {row['skipped']}", flush=True)
+        else:
+            row["target_msgs_per_s"], row["target_cpu_ms_per_msg"] = T_RATE_0, T_CPU_0
+            row["ratio"] = ratio(row["msgs_per_s"], T_RATE_0)
+            row["cpu_ratio"] = ratio(row["daemon_cpu_ms_per_msg"], T_CPU_0, higher_is_better=False)
+            print(f"  {row['msgs_per_s']:>7} msg/s  {row['connections_used']:>3} connections  "
+                  f"{row['daemon_cpu_ms_per_msg']} ms CPU/msg  (target >= {T_RATE_0:.0f} msg/s: {row['ratio']}x; "
+                  f"<= {T_CPU_0} ms CPU: {row['cpu_ratio']}x); smtp-source floor {row['floor_msgs_per_s']} msg/s "
+                  f"on as many sessions: {row['vs_floor']}x{'' if row['complete'] else ' INCOMPLETE'}", flush=True)
     if "burst451" in rows:
         print("== scale: 300 queued, 451 at DATA for 2 s, then recovery")
         row = burst451(binary)

@@ -16,7 +16,14 @@
 #                        (PyPI) and nodemailer (npm), both in $RELAYQ_TEST_DEPS (below);
 #                        in the same venv dkimpy and PyNaCl (ed25519), the independent DKIM
 #                        verifier of tests/dkim.rs
+#
+# With --bench (bench/run.sh), also Postfix's smtp-sink and smtp-source: C programs, the
+# relay and the floor client of the 0 ms row, where the Python relay would be the limit.
+# They are unpacked from Debian's postfix package into $deps_dir/postfix, never installed
+# (no MTA on the machine); libdb5.3 ... libssl3 are what they link.
 set -euo pipefail
+bench=false
+[ "${1:-}" = --bench ] && bench=true
 
 # Where the test clients that come from PyPI and npm live: outside the work tree, so a fresh
 # clone or `cargo clean` does not fetch them again. tests/listener.rs looks in the same place.
@@ -45,11 +52,33 @@ clients() {
     did+=(nodemailer)
   fi
   if [ ${#did[@]} -gt 0 ]; then echo "deps: installed ${did[*]} into $deps_dir"; fi
+  if $bench; then postfix_tools; fi
+}
+
+postfix_tools() {
+  local dir=$deps_dir/postfix tmp
+  [ -x "$dir/usr/sbin/smtp-sink" ] && [ -x "$dir/usr/sbin/smtp-source" ] && return 0
+  tmp=$(mktemp -d)
+  # apt-get download needs package lists (a fresh machine has none).
+  if ! { (cd "$tmp" && apt-get download postfix) ||
+         { $SUDO apt-get update -qq && (cd "$tmp" && apt-get download postfix); }; } >"$log" 2>&1 ||
+     ! dpkg-deb -x "$tmp"/postfix_*.deb "$tmp/root" >>"$log" 2>&1; then
+    cat "$log" >&2
+    rm -rf "$tmp"
+    echo "deps: FAILED to fetch Debian's postfix package for smtp-sink" >&2
+    exit 1
+  fi
+  mkdir -p "$dir"
+  rm -rf "$dir/usr"
+  mv "$tmp/root/usr" "$dir/usr"
+  rm -rf "$tmp"
+  echo "deps: unpacked postfix's smtp-sink and smtp-source into $dir"
 }
 
 pkgs=(python3-aiosmtpd openssl swaks libnet-ssleay-perl iproute2 util-linux man-db groff-base procps adduser strace python3-venv)
 # Node.js may come from elsewhere than Debian (NodeSource ships npm inside its nodejs).
 command -v node >/dev/null && command -v npm >/dev/null || pkgs+=(nodejs npm)
+if $bench; then pkgs+=(libdb5.3 libicu72 libnsl2 libsasl2-2 libssl3); fi
 
 need=()
 for p in "${pkgs[@]}"; do
@@ -59,6 +88,11 @@ done
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO=sudo
+else
+  SUDO=
+fi
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "deps: all ${#pkgs[@]} packages already installed"
@@ -66,11 +100,6 @@ if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
 
-if [ "$(id -u)" -ne 0 ]; then
-  SUDO=sudo
-else
-  SUDO=
-fi
 export DEBIAN_FRONTEND=noninteractive
 # A fresh machine has no package lists; a stale one may lack a package: update first.
 # apt's chatter goes to a log that is shown only if something fails.

@@ -8,8 +8,9 @@
 
 use super::scheduler::Schedule;
 use super::{Admit, Daemon};
-use crate::spool::{Queue, QueueId, is_id};
+use crate::spool::{Queue, QueueId, Spool, is_id};
 use std::collections::BinaryHeap;
+use std::io;
 use std::time::Duration;
 
 /// The `k` smallest of the items offered (the oldest queue IDs), in memory for `k` only.
@@ -123,6 +124,20 @@ impl Schedule {
         }
         ids.len()
     }
+}
+
+/// The `k` oldest names in a queue directory, and whether more are there: one streamed
+/// pass, memory for `k` names only.
+pub(super) fn oldest_in(spool: &Spool, q: Queue, k: usize) -> io::Result<(Vec<String>, bool)> {
+    let mut pick: Oldest<String> = Oldest::new(k);
+    spool.scan(q, |name| {
+        if pick.wants(|top| name < top.as_str()) {
+            pick.offer(name.to_string());
+        } else {
+            pick.skip();
+        }
+    })?;
+    Ok(pick.finish())
 }
 
 /// Offer a name found on disk, allocating only for one that may be kept.

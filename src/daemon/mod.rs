@@ -284,17 +284,16 @@ impl Daemon {
             self.refill();
             return;
         }
-        let Ok(mut names) = self.spool().list(Queue::New) else {
+        // Only as many names as there is room for are kept (a burst into new/ while the
+        // daemon was busy can be large); more there: the next ones wait for `refill`.
+        let Ok((names, more)) = backlog::oldest_in(self.spool(), Queue::New, self.sched.room())
+        else {
             return;
         };
-        names.sort_by(|a, b| a.name.cmp(&b.name));
+        self.sched.backlog |= more;
         let mut n = 0;
-        for l in names {
-            if self.sched.room() == 0 {
-                self.sched.backlog = true;
-                break;
-            }
-            n += usize::from(self.take_new(&l.name));
+        for name in names {
+            n += usize::from(self.take_new(&name));
         }
         if n > 0 {
             let _ = self.spool().sync(Queue::Active);

@@ -130,16 +130,21 @@ impl Spool {
             Queue::New,
             Queue::Corrupt,
         ] {
-            let (Ok(names), Ok(src)) = (self.list(q), self.qdir(q)) else {
+            // Streamed: only the (rare) journals are kept, never a million queue names.
+            let mut old = Vec::new();
+            let scanned = self.scan(q, |name| {
+                if name.strip_suffix(".st").is_some_and(is_id) {
+                    old.push(name.to_string());
+                }
+            });
+            let (Ok(()), Ok(src)) = (scanned, self.qdir(q)) else {
                 continue;
             };
-            for l in names {
-                let Some(id) = l.name.strip_suffix(".st").filter(|i| is_id(i)) else {
-                    continue;
-                };
+            for name in old {
+                let id = &name[..name.len() - 3];
                 if nix::fcntl::renameat2(
                     src,
-                    l.name.as_str(),
+                    name.as_str(),
                     jdir,
                     id,
                     RenameFlags::RENAME_NOREPLACE,
