@@ -30,7 +30,8 @@ deps:
 test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) test --release -- --test-threads=2
+	CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=4 \
+	  $(CARGO) test --release -- --test-threads=2
 
 demo: deps build
 	bash scripts/demo.sh
