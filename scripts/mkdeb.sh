@@ -88,6 +88,7 @@ Version: $version
 Architecture: $arch
 Maintainer: $maintainer
 Installed-Size: $installed_size
+Pre-Depends: init-system-helpers (>= 1.54~)
 Depends: $depends, adduser
 Provides: mail-transport-agent
 Conflicts: mail-transport-agent
