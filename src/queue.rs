@@ -1,7 +1,9 @@
 //! Queue listing (`mailq`, `sendmail -bp`, `relayq queue [--json]`): one entry per message
 //! with its recipients' states, in Postfix's familiar layout or as JSON lines like
 //! `postqueue -j`. Root and the spool owner read the spool; other users ask the daemon,
-//! which shows them only their own messages.
+//! which shows them only their own messages. Above the listing, a line for each route whose
+//! relays are down (run/relay) and for each relay holding mail for its rate limit
+//! (run/ratelimit: its daily cap reached, or throttling).
 
 use crate::error::{Error, Result};
 use crate::spool::{Envelope, Layout, Queue, QueueId, Spool};
@@ -248,6 +250,37 @@ impl Ctime {
     }
 }
 
+/// A relay holding mail for its rate limit, as the daemon last recorded it (run/ratelimit):
+/// the relay (its URL with the user name, as `relayq status` names it), why ("daily cap
+/// reached", "throttled by the relay") and when sending goes on (unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateHold {
+    pub relay: String,
+    pub why: &'static str,
+    pub until: u64,
+}
+
+/// The relays holding mail for their rate limit now.
+pub fn rate_holds(layout: &Layout) -> Vec<RateHold> {
+    use crate::daemon::ratelimit::RateFile;
+    let now = state::now();
+    let mut holds: Vec<RateHold> = RateFile::load(&RateFile::path(layout))
+        .0
+        .iter()
+        .filter_map(|r| {
+            let (why, until) = r.waiting(now)?;
+            Some(RateHold {
+                relay: r.relay.clone(),
+                why,
+                until,
+            })
+        })
+        .collect();
+    // Two routes through the same relay account: one line.
+    holds.dedup();
+    holds
+}
+
 /// Indent of recipient lines: the ID column (a 22-character ID and the `!` of a held
 /// message), size, arrival time, each with its separating space.
 const PAD: &str = "                                                      ";
@@ -257,6 +290,8 @@ const ID_WIDTH: usize = 23;
 pub struct Listing<'a> {
     w: &'a mut dyn io::Write,
     relay: Option<&'a state::RelayState>,
+    /// Relays holding mail for their rate limit: a line each above the listing.
+    holds: Vec<RateHold>,
     ctime: Ctime,
     /// Messages and bytes listed so far.
     n: usize,
@@ -272,10 +307,18 @@ impl<'a> Listing<'a> {
         Listing {
             w,
             relay,
+            holds: Vec::new(),
             ctime: Ctime::default(),
             n: 0,
             total: 0,
         }
+    }
+
+    /// `holds`: relays holding mail for their rate limit (see [`rate_holds`]), a line each
+    /// above the listing.
+    pub fn holding(mut self, holds: Vec<RateHold>) -> Self {
+        self.holds = holds;
+        self
     }
 
     /// Write these entries (the heading before the first).
@@ -302,6 +345,16 @@ impl<'a> Listing<'a> {
                         since.unwrap_or_default()
                     )?;
                 }
+            }
+            // One line per relay waiting for its rate limit (daily cap, throttling).
+            for h in &self.holds {
+                writeln!(
+                    self.w,
+                    "-- relay {} waiting for the rate limit ({}) until {}",
+                    h.relay,
+                    h.why,
+                    self.ctime.get(h.until)
+                )?;
             }
             self.w.write_all(
                 b"-Queue ID-              --Size-- ----Arrival Time---- -Sender/Recipient-------\n",
@@ -367,13 +420,15 @@ impl<'a> Listing<'a> {
     }
 }
 
-/// The Postfix `mailq` layout of `entries`, written to `w` (`relay`: see [`Listing::new`]).
+/// The Postfix `mailq` layout of `entries`, written to `w` (`relay`: see [`Listing::new`];
+/// `holds`: [`Listing::holding`]).
 pub fn render_to(
     entries: &[Entry],
     relay: Option<&state::RelayState>,
+    holds: Vec<RateHold>,
     w: &mut dyn io::Write,
 ) -> io::Result<()> {
-    let mut l = Listing::new(relay, w);
+    let mut l = Listing::new(relay, w).holding(holds);
     l.entries(entries)?;
     l.finish()
 }
@@ -393,9 +448,13 @@ fn to_string(f: impl FnOnce(&mut dyn io::Write) -> io::Result<()>) -> String {
     String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// The Postfix `mailq` layout (`relay`: see [`render_to`]).
-pub fn render(entries: &[Entry], relay: Option<&state::RelayState>) -> String {
-    to_string(|w| render_to(entries, relay, w))
+/// The Postfix `mailq` layout (`relay`, `holds`: see [`render_to`]).
+pub fn render(
+    entries: &[Entry],
+    relay: Option<&state::RelayState>,
+    holds: Vec<RateHold>,
+) -> String {
+    to_string(|w| render_to(entries, relay, holds, w))
 }
 
 pub fn json(entries: &[Entry]) -> String {
@@ -414,7 +473,7 @@ pub fn list(layout: &Layout, as_json: bool, out: &mut dyn io::Write) -> Result<(
             scan_batches(&spool, |e| json_to(&e, out).and_then(|()| out.flush()))
         } else {
             let relay = state::RelayState::down(layout);
-            let mut l = Listing::new(relay.as_ref(), out);
+            let mut l = Listing::new(relay.as_ref(), out).holding(rate_holds(layout));
             scan_batches(&spool, |e| l.entries(&e).and_then(|()| l.w.flush()))
                 .and_then(|()| l.finish())
         }

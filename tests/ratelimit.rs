@@ -30,6 +30,17 @@ fn setup(limits: &str) -> (Env, Relay) {
     (env, relay)
 }
 
+/// `mailq`'s lines saying a relay waits for its rate limit.
+fn mailq_rate_lines(env: &Env) -> Vec<String> {
+    let o = env.relayq(&["queue"]);
+    assert!(o.status.success(), "mailq: {}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.starts_with("-- relay ") && l.contains("rate limit"))
+        .map(str::to_string)
+        .collect()
+}
+
 fn status_json(env: &Env) -> serde_json::Value {
     let o = env.relayq(&["status", "--json"]);
     serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("status: {}", stderr(&o)))
@@ -133,6 +144,8 @@ fn daily_count_survives_a_restart_and_a_torn_file_does_not_stop_mail() {
     for i in 0..5 {
         env.send(&["r@example.org"], &format!("daily {i}"));
     }
+    // Queued, nothing held yet: no rate-limit line in mailq.
+    assert_eq!(mailq_rate_lines(&env), Vec::<String>::new());
     let mut d = env.daemon();
     assert_eq!(relay.wait_for(3, Duration::from_secs(30)).len(), 3);
     // The cap holds the rest; status says why and until when.
@@ -158,6 +171,16 @@ fn daily_count_survives_a_restart_and_a_torn_file_does_not_stop_mail() {
         text.contains("waiting for the rate limit (daily cap reached)"),
         "{text}"
     );
+    // mailq says it too, once, above the listing, with the time sending goes on.
+    let lines = mailq_rate_lines(&env);
+    let key = format!("smtp://127.0.0.1:{}", relay.port);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "-- relay {key} waiting for the rate limit (daily cap reached) until "
+        )),
+        "{lines:?}"
+    );
     assert_eq!(env.queued(), 2);
     // A new process (a flush pass runs the daemon's machinery once) still counts the 3:
     // it sends nothing, and leaves at once.
@@ -175,4 +198,7 @@ fn daily_count_survives_a_restart_and_a_torn_file_does_not_stop_mail() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(relay.arrived().len(), 5, "{}", stderr(&o));
     assert_eq!(env.queued(), 0);
+    // Not held any more: no line (and an empty queue has no heading at all).
+    env.send(&["r@example.org"], "after");
+    assert_eq!(mailq_rate_lines(&env), Vec::<String>::new());
 }

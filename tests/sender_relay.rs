@@ -26,8 +26,9 @@ fn shop_table(table: &str, senders: &str, port: u16, pw: &Path) -> String {
 }
 
 /// The company relay as [relay] and the shop's as the `[[sender_relay]]` for `senders` (one
-/// pattern), each started in a directory of its own under `dir`.
-fn company_and_shop(dir: &Path, senders: &str) -> (Env, Relay, Relay) {
+/// pattern) with `shop_limits` (TOML lines, e.g. `daily = 2`), each started in a directory
+/// of its own under `dir`.
+fn company_and_shop(dir: &Path, senders: &str, shop_limits: &str) -> (Env, Relay, Relay) {
     let (a, b) = (dir.join("a"), dir.join("b"));
     std::fs::create_dir_all(&a).unwrap();
     std::fs::create_dir_all(&b).unwrap();
@@ -39,7 +40,7 @@ fn company_and_shop(dir: &Path, senders: &str) -> (Env, Relay, Relay) {
         &format!("senders = [\"{senders}\"]\n"),
         shop.port,
         &pw,
-    );
+    ) + shop_limits;
     let env = Env::new(&relay_toml("smtp", company.port), &extra);
     (env, company, shop)
 }
@@ -181,7 +182,7 @@ fn each_sender_goes_through_its_own_relay_and_fails_over_within_its_route() {
 #[test]
 fn the_daemon_keeps_each_routes_mail_on_its_relay() {
     let tmp = tempfile::tempdir().unwrap();
-    let (env, company, shop) = company_and_shop(tmp.path(), "@shop.example");
+    let (env, company, shop) = company_and_shop(tmp.path(), "@shop.example", "");
     let mut d = env.daemon_listening();
     for i in 0..5 {
         send_as(&env, "orders@shop.example", &format!("shop-{i}"));
@@ -206,9 +207,87 @@ fn the_daemon_keeps_each_routes_mail_on_its_relay() {
 }
 
 #[test]
+fn a_routes_daily_cap_holds_only_its_own_mail_and_counts_only_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (env, company, shop) = company_and_shop(tmp.path(), "@shop.example", "daily = 2\n");
+    for i in 0..2 {
+        env.send(&["to@example.net"], &format!("company-{i}"));
+    }
+    for i in 0..3 {
+        send_as(&env, "orders@shop.example", &format!("shop-{i}"));
+    }
+    let mut d = env.daemon_listening();
+    let shop_got = shop.wait_for(2, Duration::from_secs(20));
+    assert_eq!(shop_got.len(), 2, "{}", env.daemon_log());
+    // The shop's route reaches its cap (status says so) ...
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let o = env.relayq(&["status", "--json"]);
+        let v: serde_json::Value =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("status: {}", stderr(&o)));
+        if !v["rate_limits"][0]["waiting"].is_null() || std::time::Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // ... while the company's mail keeps flowing, sent after it too.
+    for i in 2..5 {
+        env.send(&["to@example.net"], &format!("company-{i}"));
+    }
+    let company_got = company.wait_for(5, Duration::from_secs(20));
+    let q = env.relayq(&["queue", "--json"]);
+    let mailq = String::from_utf8_lossy(&env.relayq(&["queue"]).stdout).into_owned();
+    stop_daemon(&mut d);
+    let log = env.daemon_log();
+    assert_eq!(company_got.len(), 5, "{log}");
+    assert!(
+        seen(&company)
+            .iter()
+            .all(|(s, _, _)| s == "server@example.com")
+    );
+    assert_eq!(shop.arrived().len(), 2, "{log}");
+    // Only the shop's relay is limited, and its count is its own 2 recipients, not the
+    // company's 5 as well.
+    let limits = status["rate_limits"].as_array().expect("rate_limits");
+    assert_eq!(limits.len(), 1, "{status}");
+    let shop_key = format!("smtp://shop@localhost:{}", shop.port);
+    assert_eq!(
+        limits[0]["relay"].as_str(),
+        Some(shop_key.as_str()),
+        "{status}"
+    );
+    assert_eq!(limits[0]["daily_count"].as_u64(), Some(2), "{status}");
+    assert_eq!(
+        limits[0]["waiting"].as_str(),
+        Some("daily cap reached"),
+        "{status}"
+    );
+    // The third shop message waits: queued, untried (no deferral, no backoff), no bounce.
+    let entries: Vec<serde_json::Value> = String::from_utf8_lossy(&q.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let e = &entries[0];
+    assert_eq!(e["sender"], "orders@shop.example", "{e}");
+    assert_eq!(e["queue_name"], "active", "{e}");
+    assert_eq!(e["recipients"][0]["state"], "queued", "{e}");
+    assert!(e["next_attempt"].is_null(), "{e}");
+    assert!(!log.contains("status=deferred"), "{log}");
+    assert_eq!(env.count("failed"), 0);
+    // mailq says why it waits.
+    assert!(
+        mailq.contains(&format!(
+            "-- relay {shop_key} waiting for the rate limit (daily cap reached) until "
+        )),
+        "{mailq}"
+    );
+}
+
+#[test]
 fn relayq_test_from_tests_the_relay_the_sender_maps_to() {
     let tmp = tempfile::tempdir().unwrap();
-    let (env, company, shop) = company_and_shop(tmp.path(), "*@shop.example");
+    let (env, company, shop) = company_and_shop(tmp.path(), "*@shop.example", "");
     let o = env.relayq(&["test", "--from", "orders@shop.example", "--no-send"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}{}", stderr(&o));

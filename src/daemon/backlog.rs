@@ -6,8 +6,9 @@
 //! fit), and taking a file from new/ (`Daemon::take_new`). A million queued costs one
 //! directory pass per refill, never a million envelopes in memory.
 
+use super::Daemon;
+use super::pickup::Admit;
 use super::scheduler::Schedule;
-use super::{Admit, Daemon};
 use crate::spool::{Queue, QueueId, Spool, is_id};
 use std::collections::BinaryHeap;
 use std::io;

@@ -2,24 +2,34 @@
 //! drains it through the relay with a small pool of reused connections. `relayq flush` is
 //! one pass of the same machinery.
 //!
-//! This file owns the `Daemon` (the main thread): its main loop (`run`) and one pass
-//! (`run_once`), taking messages into the queue (pickup, admit, forget, corrupt), cleanup,
-//! reload, and the entry points `daemon()` and `flush()`. Beside it: `scheduler` (which
-//! message is tried when: timers, backoff, expiry, delay warnings), `backlog` (the bounded
-//! active queue: parking, and reading mail on disk oldest first as room frees), `worker` (the pool that
-//! delivers), `relays` (relay selection and outage probing) and `socket` (the local socket
-//! and flush requests). Bounces and delay warnings are composed by `crate::bounce`.
+//! This file owns the `Daemon` (the main thread): its state, start-up (the lock, the spool
+//! and group checks), its main loop (`run`: signals, inotify, timers, forgetting what an
+//! admin took out of queue/), starting workers, the run/ notes, cleanup, reload, and the
+//! entry point `daemon()`. Beside it: `pickup` (new/ into queue/, admitting a queue file),
+//! `backlog` (the bounded active queue: parking, and reading mail on disk oldest first as
+//! room frees), `scheduler` (which message is tried when: timers, backoff, expiry, delay
+//! warnings; pure decisions), `reports` (applying them: a worker's report, expiry, bounces,
+//! delay warnings, retiring), `flush` (flush requests, and `relayq flush`'s one pass),
+//! `worker` (the pool that delivers) with `commit` (a transaction's result) and `throttle`
+//! (the rate-limit hooks; `ratelimit` the limiter), `relays` (relay selection and outage
+//! probing), `routes` (sender routes), `socket` (the local socket; `flush()`), `listen`
+//! (the loopback SMTP listener). Bounces and delay warnings are composed by `crate::bounce`.
 //!
 //! Commit rule: after the relay's final 250 a worker records the result (or unlinks the
 //! message) before it does anything else, so a crash can at worst resend that one message.
 
 mod backlog;
+mod commit;
+mod flush;
 mod listen;
+mod pickup;
 pub mod ratelimit;
 mod relays;
+mod reports;
 pub mod routes;
 mod scheduler;
 mod socket;
+mod throttle;
 mod worker;
 
 /// The clock lives in `state`; kept here for the callers that know it as `daemon::now`.
@@ -29,17 +39,16 @@ pub use socket::flush;
 
 use crate::config::Config;
 use crate::error::{Class, Error, Result};
-use crate::spool::{self, Layout, Queue, QueueId, Spool};
-use crate::state::{self, Event, RcptState, State};
+use crate::spool::{Layout, Queue, QueueId, Spool};
+use crate::state::{self, Event};
 use log::{error, info, warn};
 use relays::build_slots;
-use scheduler::{Msg, Schedule, Start};
-use socket::{FlushReq, listen, selected, serve_socket};
+use scheduler::Schedule;
+use socket::{FlushReq, listen, serve_socket};
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, mpsc};
@@ -74,18 +83,6 @@ struct Daemon {
     release_on_report: HashSet<String>,
     /// Workers started for each route (`spawn_workers`).
     route_workers: Vec<usize>,
-}
-
-/// How a message is taken into memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Admit {
-    /// Just came through new/ (new, or released): logged, tried at once.
-    Fresh,
-    /// Read again from queue/ (a restart, a refill, a parked message due): its journal's
-    /// next attempt holds.
-    Restart,
-    /// Flushed while parked: tried at once.
-    Now,
 }
 
 /// What a pass did, for the summary line of `relayq flush`.
@@ -266,158 +263,6 @@ impl Daemon {
         }
     }
 
-    /// Take over queue/ (after a restart): an older spool's journals, then as much as fits
-    /// in memory, oldest first; the rest is read as room frees.
-    fn load_queue(&mut self) {
-        let n = self.spool().migrate_journals();
-        if n > 0 {
-            info!("moved {n} delivery journal(s) of an older relayq into journal/");
-        }
-        self.sched.backlog = true;
-        self.balance();
-    }
-
-    /// Move new arrivals (and released mail) from new/ into queue/ and admit them, oldest
-    /// first, as many as fit; with mail waiting on disk, they wait their turn (`refill`).
-    fn pickup(&mut self) {
-        if self.sched.backlog {
-            self.refill();
-            return;
-        }
-        // Only as many names as there is room for are kept (a burst into new/ while the
-        // daemon was busy can be large); more there: the next ones wait for `refill`.
-        let Ok((names, more)) = backlog::oldest_in(self.spool(), Queue::New, self.sched.room())
-        else {
-            return;
-        };
-        self.sched.backlog |= more;
-        let mut n = 0;
-        for name in names {
-            n += usize::from(self.take_new(&name));
-        }
-        if n > 0 {
-            let _ = self.spool().sync(Queue::Active);
-        }
-    }
-
-    /// A message we stopped tracking, released while a worker had it: it waits in new/,
-    /// where pickup skipped it then.
-    fn pickup_released(&mut self, id: &str) {
-        if QueueId::parse(id).is_some_and(|q| self.spool().contains(Queue::New, &q)) {
-            self.pickup();
-        }
-    }
-
-    fn corrupt(&self, q: Queue, name: &str, why: &str) {
-        match self.spool().set_aside(q, name) {
-            Ok(_) => warn!("{name}: moved to corrupt/: {why}"),
-            Err(e) => error!("{name}: {why}, and cannot move it to corrupt/: {e}"),
-        }
-    }
-
-    /// Whether the message (past its envelope at `off`) holds a NUL byte.
-    fn has_nul(&self, id: &QueueId, off: u64) -> bool {
-        self.spool()
-            .open_file(Queue::Active, id.as_str())
-            .and_then(|(mut f, _)| {
-                f.seek(SeekFrom::Start(off))?;
-                crate::message::contains_nul(&mut f)
-            })
-            .unwrap_or(false)
-    }
-
-    /// Validate and start tracking a queue file. False if it was set aside (or a flush
-    /// pass does not select it).
-    fn admit(&mut self, qid: QueueId, how: Admit) -> bool {
-        let id = qid.as_str();
-        if self.sched.msgs.contains_key(id) {
-            return true;
-        }
-        // Parked or waiting: read again now (flushed: tried now).
-        let how = match (self.sched.unpark(id), how) {
-            (true, Admit::Restart) => Admit::Now,
-            (_, how) => how,
-        };
-        let fresh = how == Admit::Fresh;
-        let (env, off, meta) = match self.spool().read_envelope(Queue::Active, id) {
-            Ok(x) => x,
-            Err(why) => {
-                self.corrupt(Queue::Active, id, &why);
-                return false;
-            }
-        };
-        if meta.len() > spool::queue_file_limit(self.cfg.max_message_size) {
-            self.corrupt(
-                Queue::Active,
-                id,
-                &format!("larger than max_message_size ({} bytes)", meta.len()),
-            );
-            return false;
-        }
-        if let Some(f) = &self.filter
-            && !selected(f, id, &env)
-        {
-            self.skip.insert(id.to_string());
-            return false;
-        }
-        let uid = env.submitter(meta.uid(), self.spool_owner);
-        let mtime = meta.mtime().max(0) as u64;
-        let t = now();
-        let arrival = env.time.clamp(mtime.saturating_sub(86400), t.max(mtime));
-        let mut st = State::parse(&self.spool().journal(&qid), env.rcpts.len());
-        // A NUL byte cannot go over SMTP: sendmail refuses it, but postdrop and the socket
-        // take what a user writes. Failed at once, so the sender hears of it (a bounce).
-        if fresh && self.has_nul(&qid, off) {
-            let why =
-                "554 5.6.0 the message contains a NUL byte, which SMTP cannot carry: not sent";
-            let events: Vec<Event> = st
-                .pending()
-                .map(|i| Event::Failed(i, t, why.into()))
-                .collect();
-            warn!("{id}: {why}");
-            if let Err(e) = self.ctx.record(&qid, &mut st, &events) {
-                error!("{id}: cannot record the failure: {e}");
-            }
-        }
-        if fresh && st.rcpts.iter().any(|r| *r != RcptState::Pending) {
-            info!(
-                "{id}: back in the queue (released), nrcpt={}",
-                env.rcpts.len()
-            );
-        } else if fresh {
-            info!(
-                "{id}: from=<{}>, size={}, nrcpt={}, uid={uid}{}",
-                env.sender,
-                meta.len() - off,
-                env.rcpts.len(),
-                env.message_id
-                    .as_deref()
-                    .map(|m| format!(", message-id={m}"))
-                    .unwrap_or_default()
-            );
-        }
-        let next = if how == Admit::Restart { st.next } else { 0 };
-        let id = id.to_string();
-        let id = id.as_str();
-        let mut msg = Msg::new(qid.clone(), env, off, arrival, st);
-        msg.trace = crate::message::trace_field(&self.fqdn, uid, id, arrival).into();
-        self.sched.msgs.insert(id.to_string(), msg);
-        let (after, life) = (self.cfg.queue.warn_after, self.cfg.queue.lifetime.as_secs());
-        self.sched.touch(id, after, life);
-        if self.sched.msgs[id].state.all_done() {
-            self.finish(id);
-            return true;
-        }
-        let lifetime = self.cfg.queue.lifetime.as_secs();
-        match scheduler::start(arrival, next, t, lifetime, self.once) {
-            // Past its lifetime: left for expire(), which bounces it.
-            Start::Expired => {}
-            Start::At(next) => self.sched.at(next, id),
-            Start::Now => self.enqueue(id),
-        }
-        true
-    }
-
     /// Remove failed/ and corrupt/ entries older than keep_failed, tmp/ files left by a
     /// writer that died (an hour untouched: nothing legitimate stays there that long), and
     /// journals whose message is gone. Returns when the next removal is due.
@@ -490,102 +335,11 @@ impl Daemon {
         }
     }
 
-    /// Flush (the socket, SIGUSR1): the messages `filter` selects are tried now, ignoring
-    /// backoff; the others keep their timers. Returns how many of them are being tried.
-    /// Only a flush from root or the spool's owner (`privileged`) cuts a down relay's probe
-    /// wait short: an ordinary user looping `relayq flush` cannot make the daemon hammer a
-    /// relay that is refusing connections.
-    fn flush_matching(&mut self, filter: &crate::cli::QueueFilter, privileged: bool) -> usize {
-        self.pickup();
-        let matched: HashSet<String> = self
-            .sched
-            .msgs
-            .iter()
-            .filter(|(id, m)| selected(filter, id, &m.env))
-            .map(|(id, _)| id.clone())
-            .collect();
-        let jobs = self.sched.flush(&matched);
-        self.ctx.shared.lock().expect("lock").ready.extend(jobs);
-        // Parked ones (their envelope on disk) wait for room, to be tried at once.
-        let spool = &self.ctx.spool;
-        let by_env = filter.domain.is_some() || filter.sender.is_some();
-        let parked = self.sched.flush_parked(|id| {
-            if !by_env {
-                return selected(filter, id, &spool::Envelope::default());
-            }
-            spool
-                .read_envelope(Queue::Active, id)
-                .is_ok_and(|(env, _, _)| selected(filter, id, &env))
-        });
-        self.refill();
-        let n = parked
-            + matched
-                .iter()
-                .filter(|id| self.sched.msgs.get(*id).is_some_and(|m| m.in_flight))
-                .count();
-        // A relay marked down is probed now rather than at its next probe time.
-        if privileged && (n > 0 || filter == &crate::cli::QueueFilter::default()) {
-            let mut g = self.ctx.shared.lock().expect("lock");
-            for s in g.slots.iter_mut() {
-                if s.down_until.is_some() {
-                    s.down_until = Some(Instant::now());
-                }
-            }
-        }
-        self.ctx.cv.notify_all();
-        n
-    }
-
-    fn drain_reports(&mut self) {
-        self.ctx
-            .woken
-            .store(false, std::sync::atomic::Ordering::Release);
-        let mut b = [0u8; 256];
-        while (&self.wake_rx).read(&mut b).map(|n| n > 0).unwrap_or(false) {}
-        while let Ok(r) = self.reports.try_recv() {
-            let id = (!self.release_on_report.is_empty()).then(|| r.id.clone());
-            self.handle(r);
-            if let Some(id) = id
-                && self.release_on_report.remove(&id)
-            {
-                self.release_now(HashSet::from([id]));
-            }
-        }
-        self.take_released();
-    }
-
-    /// Messages a worker deferred just before it found their relay down (worker.rs,
-    /// `Shared::released`): back to the ready queue, to go when the relay is back.
-    fn take_released(&mut self) {
-        let ids: HashSet<String> =
-            std::mem::take(&mut self.ctx.shared.lock().expect("lock").released)
-                .into_iter()
-                .collect();
-        let (later, now): (HashSet<String>, HashSet<String>) = ids
-            .into_iter()
-            .partition(|id| self.sched.msgs.get(id).is_some_and(|m| m.in_flight));
-        self.release_on_report.extend(later);
-        self.release_now(now);
-    }
-
-    /// Messages `ids` go to the ready queue at once, ignoring their backoff.
-    fn release_now(&mut self, ids: HashSet<String>) {
-        if !ids.is_empty() {
-            let jobs = self.sched.flush(&ids);
-            self.ctx.shared.lock().expect("lock").ready.extend(jobs);
-            // Parked meanwhile (their envelope back on disk): read again, to go at once.
-            if self.sched.flush_parked(|id| ids.contains(id)) > 0 {
-                self.refill();
-            }
-            self.ctx.cv.notify_all();
-        }
-    }
-
     /// Write run/last-delivery, run/relay and run/ratelimit if due (`now`: whatever is pending). True when
     /// a write is still pending.
     fn note_delivery(&self, now: bool) -> bool {
         let relay = self.ctx.relay_note.lock().is_ok_and(|mut n| n.write(now));
-        let rates = relays::rate_file(&self.ctx.shared.lock().expect("lock").slots);
+        let rates = throttle::rate_file(&self.ctx.shared.lock().expect("lock").slots);
         let rate = self.ctx.rate_note.lock().is_ok_and(|mut n| {
             n.set(rates);
             n.write(now)
@@ -596,118 +350,6 @@ impl Daemon {
             .lock()
             .is_ok_and(|mut n| n.write(now));
         relay || delivery || rate
-    }
-
-    /// One pass (flush): deliver what can be delivered now, then return. The pass goes on
-    /// until nothing it could send now is left: mail read as room frees, and the bounces and
-    /// delay warnings it queued itself. Each message is tried once.
-    fn run_once(mut self, filter: &crate::cli::QueueFilter, progress: bool) -> Result<Stats> {
-        let started = Instant::now();
-        let _lock = take_lock(self.spool())?;
-        if filter != &crate::cli::QueueFilter::default() {
-            self.filter = Some(filter.clone());
-        }
-        self.load_queue();
-        self.expire();
-        let total = if self.sched.backlog {
-            // Counted name by name: a million names are not held as a list.
-            let mut n = 0u64;
-            for q in [Queue::Active, Queue::New] {
-                let _ = self
-                    .spool()
-                    .scan(q, |name| n += u64::from(spool::is_id(name)));
-            }
-            n
-        } else {
-            self.sched.msgs.len() as u64
-        };
-        // A progress line only for a queue that takes a while.
-        let mut shown = false;
-        let mut last_shown = started;
-        loop {
-            self.spawn_workers();
-            loop {
-                let workers_alive = self.workers.iter().any(|w| !w.is_finished());
-                self.drain_reports();
-                self.retire_passed();
-                self.balance();
-                self.expire();
-                if progress && total >= 100 && last_shown.elapsed() >= Duration::from_secs(1) {
-                    last_shown = Instant::now();
-                    shown = true;
-                    eprint!(
-                        "\r{}\x1b[K",
-                        progress_line(self.stats.attempted, total, started.elapsed())
-                    );
-                }
-                self.note_delivery(false);
-                if !workers_alive {
-                    self.drain_reports();
-                    break;
-                }
-                let mut fds = [nix::poll::PollFd::new(
-                    self.wake_rx.as_fd(),
-                    nix::poll::PollFlags::POLLIN,
-                )];
-                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16));
-            }
-            for w in self.workers.drain(..) {
-                let _ = w.join();
-            }
-            self.retire_passed();
-            // What the pass queued itself (bounces, delay warnings) and what room let in
-            // meanwhile: another round, unless every relay is down.
-            if self.ctx.shared.lock().expect("lock").all_down() || !self.more_to_send() {
-                break;
-            }
-        }
-        // The pass is over: nothing is in flight any more (jobs blocked by an unreachable
-        // relay included). Delay warnings now due are queued, for the next pass (or the
-        // daemon) to deliver.
-        for m in self.sched.msgs.values_mut() {
-            m.in_flight = false;
-        }
-        self.sched.msg_due = 0;
-        self.warn();
-        if shown {
-            eprintln!(
-                "\r{}\x1b[K",
-                progress_line(self.stats.attempted, total, started.elapsed())
-            );
-        }
-        self.note_delivery(true);
-        self.cleanup();
-        self.stats.elapsed = started.elapsed();
-        Ok(self.stats)
-    }
-
-    /// A flush pass whose workers left: take in what it queued itself (bounces, delay
-    /// warnings) and what is still on disk. True when that gave the workers something.
-    fn more_to_send(&mut self) -> bool {
-        // Bounded: each round takes mail in or retires it; files in new/ that stay there (a
-        // worker's stale copy) must not keep the pass going.
-        for round in 0..1000 {
-            self.balance();
-            if round > 0 {
-                self.refill_with(true);
-            }
-            self.expire();
-            self.warn();
-            self.pickup();
-            if self.ctx.shared.lock().expect("lock").sendable() {
-                return true;
-            }
-            let waiting = self.sched.backlog || !self.sched.waiting.is_empty();
-            let mut new = false;
-            let _ = self.spool().scan(Queue::New, |_| new = true);
-            if !waiting && !new {
-                return false;
-            }
-            if !waiting && self.sched.room() == 0 {
-                return false;
-            }
-        }
-        false
     }
 
     /// Run until SIGTERM/SIGINT; `smtp`: the loopback SMTP listener's sockets, if any.
@@ -937,18 +579,6 @@ impl Daemon {
         let queued = self.ctx.shared.lock().expect("lock").ready.len();
         self.sched.in_flight().saturating_sub(queued)
     }
-}
-
-/// The progress line of a flush on a terminal: done/total, rate, ETA.
-fn progress_line(done: u64, total: u64, elapsed: Duration) -> String {
-    let secs = elapsed.as_secs_f64().max(0.001);
-    let rate = done as f64 / secs;
-    let eta = if rate > 0.0 {
-        format!("{:.0}s", total.saturating_sub(done) as f64 / rate)
-    } else {
-        "?".into()
-    };
-    format!("relayq: flush: {done}/{total} messages, {rate:.0} msg/s, ETA {eta}")
 }
 
 /// `relayq daemon`: run until SIGTERM or SIGINT.

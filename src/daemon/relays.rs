@@ -3,9 +3,9 @@
 //! (failover), and the outage state: a relay found down is marked so once, probed at
 //! growing intervals rather than retried per message, and recorded in run/relay for
 //! `relayq status`. Each relay's send-rate limiter (`ratelimit`) lives in its slot, shared
-//! by every connection to it. Also the password file and `password_command`, read before the
-//! daemon drops its privileges. Each route (`routes`) has slots of its own: failover walks
-//! the route's slots only.
+//! by every connection to it (`throttle` has the hooks that count and pause it). Also the
+//! password file and `password_command`, read before the daemon drops its privileges. Each
+//! route (`routes`) has slots of its own: failover walks the route's slots only.
 
 use super::ratelimit::{self, Hold, Limiter};
 use super::worker::{Ctx, Shared};
@@ -711,50 +711,4 @@ pub(super) fn connect_any(ctx: &Ctx, route: usize) -> Option<Conn> {
         }
     }
     None
-}
-
-/// A transaction of `rcpts` recipients counted against relay `from` goes to relay `to`
-/// instead (failover while connecting), or nowhere (None: no connection): move its count.
-pub(super) fn rate_moved(ctx: &Ctx, from: Option<usize>, to: Option<usize>, rcpts: usize) {
-    if from == to {
-        return;
-    }
-    let mut g = ctx.shared.lock().expect("lock");
-    let (t, unix) = (Instant::now(), now());
-    if let Some(s) = from.and_then(|i| g.slots.get_mut(i)) {
-        s.limiter.refund(unix, rcpts as u64);
-    }
-    if let Some(s) = to.and_then(|i| g.slots.get_mut(i)) {
-        s.limiter.take(t, unix, rcpts as u64);
-    }
-}
-
-/// The relay answered a throttling reply (`421`/`454` "rate exceeded"): pause it (every
-/// connection), and take the transaction back from the daily count. The message is not
-/// deferred: the caller puts it back in the ready queue, to go when the pause is over.
-pub(super) fn throttled(ctx: &Ctx, slot: usize, rcpts: usize, reply: &str) {
-    let mut g = ctx.shared.lock().expect("lock");
-    if let Some(s) = g.slots.get_mut(slot) {
-        s.limiter.refund(now(), rcpts as u64);
-        let pause = s.limiter.throttled(Instant::now());
-        info!(
-            "relay {} is throttling relayq (a rate limit): {reply}; waiting for the rate limit, sending again in {:.1}s",
-            s.name,
-            pause.as_secs_f64()
-        );
-    }
-    drop(g);
-    ctx.cv.notify_all();
-}
-
-/// run/ratelimit's content: every limited relay's state.
-pub(super) fn rate_file(slots: &[Slot]) -> ratelimit::RateFile {
-    let (t, unix) = (Instant::now(), now());
-    ratelimit::RateFile(
-        slots
-            .iter()
-            .filter(|s| s.limiter.limited())
-            .map(|s| s.limiter.record(&s.rate_key, t, unix))
-            .collect(),
-    )
 }

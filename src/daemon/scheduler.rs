@@ -3,22 +3,17 @@
 //! in memory: `Schedule::park_idle`), the backoff after a deferral, the queue lifetime (expiry), the
 //! delay warning's timing, and what becomes of a message whose recipients are all done. The
 //! decisions take the time as a parameter (`now`, unix seconds): the daemon reads the clock
-//! (`state::now`) and passes it in, the tests pass any time they like. The `impl Daemon`
-//! below applies them: journal lines, bounces and delay warnings, the ready queue.
+//! (`state::now`) and passes it in, the tests pass any time they like. `reports` applies
+//! them (journal lines, bounces and delay warnings, the ready queue); `backlog` owns parking.
 
-use super::Daemon;
-use super::worker::{Job, Outcome, Report};
+use super::worker::Job;
 use crate::bounce;
 use crate::config;
-use crate::spool::{Envelope, Queue, QueueId};
+use crate::spool::{Envelope, QueueId};
 use crate::state::{Event, RcptState, State, now};
-use log::{error, info, warn};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// How long before a DSN that could not be queued is tried again (seconds).
-const DSN_RETRY: u64 = 300;
 
 /// A queued message as the main thread tracks it.
 pub(super) struct Msg {
@@ -97,7 +92,7 @@ impl Msg {
     }
 
     /// For a DSN about this message.
-    fn queued(&self) -> bounce::Queued<'_> {
+    pub(super) fn queued(&self) -> bounce::Queued<'_> {
         bounce::Queued {
             id: &self.id,
             env: &self.env,
@@ -175,7 +170,7 @@ impl Schedule {
     }
 
     /// Drop message `id`'s timers (and its parking).
-    fn cancel(&mut self, id: &str) {
+    pub(super) fn cancel(&mut self, id: &str) {
         self.waiting.remove(id);
         match self.parked.remove(id) {
             Some(due) => {
@@ -193,7 +188,7 @@ impl Schedule {
 
     /// Mark message `id` in flight: its job for the ready queue, or None when it is unknown
     /// or already in flight.
-    fn start(&mut self, id: &str) -> Option<Job> {
+    pub(super) fn start(&mut self, id: &str) -> Option<Job> {
         let m = self.msgs.get_mut(id)?;
         if m.in_flight {
             return None;
@@ -240,7 +235,7 @@ impl Schedule {
     }
 
     /// The messages past their lifetime at `now`.
-    fn expired(&self, now: u64, lifetime: u64) -> Vec<String> {
+    pub(super) fn expired(&self, now: u64, lifetime: u64) -> Vec<String> {
         self.msgs
             .iter()
             .filter(|(_, m)| m.expired(now, lifetime))
@@ -249,7 +244,12 @@ impl Schedule {
     }
 
     /// The messages whose delay warning is due at `now`.
-    fn warnings_due(&self, now: u64, warn_after: Option<Duration>, lifetime: u64) -> Vec<String> {
+    pub(super) fn warnings_due(
+        &self,
+        now: u64,
+        warn_after: Option<Duration>,
+        lifetime: u64,
+    ) -> Vec<String> {
         self.msgs
             .iter()
             .filter(|(_, m)| m.warn_at(warn_after, lifetime).is_some_and(|at| at <= now))
@@ -314,7 +314,12 @@ fn backoff_with(q: &config::Queue, attempts: u32, random: u16) -> u64 {
 /// After a transaction at `now` that left recipients to do: when the message is tried next,
 /// and its count of message-level deferrals. A deferral of the message as a whole backs off;
 /// otherwise the others are tried at once.
-fn next_attempt(q: &config::Queue, st: &State, message_deferral: bool, now: u64) -> (u64, u32) {
+pub(super) fn next_attempt(
+    q: &config::Queue,
+    st: &State,
+    message_deferral: bool,
+    now: u64,
+) -> (u64, u32) {
     let attempts = st.attempts + u32::from(message_deferral);
     let delay = if message_deferral {
         backoff(q, attempts)
@@ -347,7 +352,7 @@ pub(super) fn start(arrival: u64, next: u64, now: u64, lifetime: u64, once: bool
 }
 
 /// The journal events that give up a message's remaining recipients at `now`.
-fn expiry_events(st: &State, now: u64, lifetime: Duration) -> Vec<Event> {
+pub(super) fn expiry_events(st: &State, now: u64, lifetime: Duration) -> Vec<Event> {
     let days = lifetime.as_secs_f64() / 86400.0;
     st.rcpts
         .iter()
@@ -369,7 +374,7 @@ fn expiry_events(st: &State, now: u64, lifetime: Duration) -> Vec<Event> {
 
 /// What becomes of a message whose recipients are all done.
 #[derive(Debug, PartialEq, Eq)]
-enum Retire {
+pub(super) enum Retire {
     /// Delivered to all: removed.
     Remove,
     /// Some failed and the bounce is still to be queued: then to failed/.
@@ -378,304 +383,13 @@ enum Retire {
     Fail,
 }
 
-fn retire(st: &State) -> Retire {
+pub(super) fn retire(st: &State) -> Retire {
     if !st.rcpts.iter().any(|r| matches!(r, RcptState::Failed(..))) {
         Retire::Remove
     } else if !st.bounced {
         Retire::Bounce
     } else {
         Retire::Fail
-    }
-}
-
-impl Daemon {
-    /// Start a message (put its job in the ready queue) unless it is in flight already.
-    pub(super) fn enqueue(&mut self, id: &str) {
-        let Some(job) = self.sched.start(id) else {
-            return;
-        };
-        self.ctx.shared.lock().expect("lock").ready.push_back(job);
-        self.ctx.cv.notify_all();
-    }
-
-    /// Everything due now goes to the ready queue.
-    pub(super) fn run_timers(&mut self) {
-        for id in self.sched.take_due(now()) {
-            self.enqueue(&id);
-        }
-    }
-
-    /// Messages past their lifetime: give up on their pending recipients.
-    pub(super) fn expire(&mut self) {
-        let t = now();
-        if t < self.sched.msg_due {
-            return;
-        }
-        let lifetime = self.cfg.queue.lifetime;
-        for id in self.sched.expired(t, lifetime.as_secs()) {
-            let events = expiry_events(&self.sched.msgs[&id].state, t, lifetime);
-            if let Err(e) = self.journal(&id, &events) {
-                error!("{id}: cannot record expiry: {e}");
-                continue;
-            }
-            let m = &self.sched.msgs[&id];
-            for e in &events {
-                if let Event::Failed(i, _, r) = e {
-                    info!("{id}: to=<{}>, status=expired ({r})", m.env.rcpts[*i].addr);
-                }
-            }
-            self.sched.cancel(&id);
-            self.finish(&id);
-        }
-    }
-
-    /// A worker finished a job.
-    pub(super) fn handle(&mut self, r: Report) {
-        let (after, life) = (self.cfg.queue.warn_after, self.cfg.queue.lifetime.as_secs());
-        self.sched.touch(&r.id, after, life);
-        let Some(m) = self.sched.msgs.get_mut(&r.id) else {
-            return;
-        };
-        m.in_flight = false;
-        m.blocked = matches!(r.outcome, Outcome::Blocked);
-        if !m.blocked {
-            self.stats.attempted += 1;
-        }
-        match r.outcome {
-            Outcome::Blocked => {
-                // The job sits in the ready queue again; keep it marked in flight.
-                m.in_flight = true;
-            }
-            Outcome::Gone(why) => {
-                warn!("{}: queue file disappeared ({why}); forgetting it", r.id);
-                self.sched.msgs.remove(&r.id);
-                self.pickup_released(&r.id);
-            }
-            Outcome::Done {
-                message_deferral,
-                removed,
-            } => {
-                if removed || !self.ctx.spool.contains(Queue::Active, &m.id) {
-                    // Delivered to all and removed by the worker; or held (or deleted) while
-                    // it was being sent, its journal has the results (and it may be back
-                    // in new/, released). A file the worker removed cannot be in new/: it
-                    // was in queue/ until then.
-                    self.stats.delivered += m.state.pending().count() as u64;
-                    self.sched.msgs.remove(&r.id);
-                    if !removed {
-                        self.pickup_released(&r.id);
-                    }
-                    return;
-                }
-                let before: Vec<bool> = m
-                    .state
-                    .rcpts
-                    .iter()
-                    .map(|x| matches!(x, RcptState::Delivered(..)))
-                    .collect();
-                // Keep a warning sent whose journal line could not be written: once per run.
-                let warned = m.state.warned;
-                m.state = self.ctx.load_state(&m.id, m.env.rcpts.len());
-                m.state.warned |= warned;
-                self.stats.delivered += m
-                    .state
-                    .rcpts
-                    .iter()
-                    .zip(before)
-                    .filter(|(x, b)| matches!(x, RcptState::Delivered(..)) && !b)
-                    .count() as u64;
-                if m.state.all_done() {
-                    self.finish(&r.id);
-                    return;
-                }
-                // Some recipients failed for good while others wait: bounce those now.
-                self.bounce_failed(&r.id);
-                let Some(m) = self.sched.msgs.get_mut(&r.id) else {
-                    return;
-                };
-                let t = now();
-                let (next, attempts) = next_attempt(&self.cfg.queue, &m.state, message_deferral, t);
-                if let Err(e) = self
-                    .ctx
-                    .record(&m.id, &mut m.state, &[Event::Next(next, attempts)])
-                {
-                    error!("{}: cannot record next attempt: {e}", r.id);
-                }
-                self.stats.deferred += 1;
-                if self.once {
-                    // One pass only: the next run (or the daemon) picks it up.
-                    self.passed.push(r.id);
-                } else if next == t {
-                    self.enqueue(&r.id);
-                } else {
-                    self.sched.at(next, &r.id);
-                }
-            }
-        }
-    }
-
-    /// All recipients are done: bounce the failed ones not bounced yet, then retire the
-    /// message.
-    pub(super) fn finish(&mut self, id: &str) {
-        let Some(m) = self.sched.msgs.get(id) else {
-            return;
-        };
-        let qid = m.id.clone();
-        match retire(&m.state) {
-            Retire::Remove => {
-                match self.spool().remove(&qid, Queue::Active) {
-                    Ok(()) => info!("{id}: removed"),
-                    Err(e) => warn!("{id}: cannot remove it from queue/: {e}"),
-                }
-                self.sched.msgs.remove(id);
-                return;
-            }
-            Retire::Bounce => {
-                if !self.bounce_failed(id) {
-                    self.sched.at(now() + DSN_RETRY, id);
-                    return;
-                }
-                let _ = self.journal(id, &[Event::Bounced]);
-            }
-            Retire::Fail => {}
-        }
-        if self
-            .spool()
-            .transition(&qid, Queue::Active, Queue::Failed)
-            .is_ok()
-        {
-            info!(
-                "{id}: moved to failed/ (kept {} days)",
-                self.cfg.queue.keep_failed.as_secs() / 86400
-            );
-        }
-        self.sched.msgs.remove(id);
-    }
-
-    /// Bounce the recipients that failed and have not been reported yet (those whose NOTIFY
-    /// allows it), as soon as they fail: the sender learns of a bad address now, not when
-    /// the message's last recipient is done. Then `B <i>` journal lines, so that each is
-    /// bounced once (the DSN is durable first: a crash in between duplicates it, never loses
-    /// it). False when the bounce could not be queued: try again later.
-    fn bounce_failed(&mut self, id: &str) -> bool {
-        let Some(m) = self.sched.msgs.get(id) else {
-            return true;
-        };
-        let failed = m.state.unreported();
-        if failed.is_empty() {
-            return true;
-        }
-        let notify: Vec<usize> = failed
-            .iter()
-            .copied()
-            .filter(|&i| bounce::wants_failure(m.env.rcpts[i].notify.as_deref()))
-            .collect();
-        if notify.is_empty() {
-            info!("{id}: no bounce (NOTIFY excludes FAILURE)");
-        } else {
-            match self.queue_dsn(m, &notify, bounce::Kind::Failure, now()) {
-                Ok(Some(bid)) => info!("{id}: sender non-delivery notification: {bid}"),
-                Ok(None) => {}
-                Err(e) => {
-                    error!("{id}: cannot create bounce: {e}; will try again later");
-                    return false;
-                }
-            }
-            self.stats.bounced += notify.len() as u64;
-        }
-        let events: Vec<Event> = failed.into_iter().map(Event::Reported).collect();
-        if let Err(e) = self.journal(id, &events) {
-            error!("{id}: cannot record the bounce: {e}");
-        }
-        true
-    }
-
-    /// Messages still undelivered `queue.warn_after` after arrival: one delay DSN each, to
-    /// whoever would get the bounce, for the recipients still queued whose NOTIFY allows it.
-    /// Then the `w` journal event, so that it is sent once, across restarts too.
-    pub(super) fn warn(&mut self) {
-        let (after, life) = (self.cfg.queue.warn_after, self.cfg.queue.lifetime.as_secs());
-        if now() < self.sched.msg_due {
-            return;
-        }
-        let due = self.sched.warnings_due(now(), after, life);
-        self.warn_these(due);
-    }
-
-    /// The delay warnings of messages `ids` (due now).
-    pub(super) fn warn_these(&mut self, ids: Vec<String>) {
-        let t = now();
-        let life = self.cfg.queue.lifetime.as_secs();
-        for id in ids {
-            let m = &self.sched.msgs[&id];
-            if !self.ctx.spool.contains(Queue::Active, &m.id) {
-                // Held or deleted meanwhile: not due here (a released message is admitted
-                // again, from its journal).
-                if let Some(m) = self.sched.msgs.get_mut(&id) {
-                    m.state.warned = true;
-                }
-                continue;
-            }
-            let delayed: Vec<usize> = m
-                .state
-                .pending()
-                .filter(|&i| bounce::wants_delay(m.env.rcpts[i].notify.as_deref()))
-                .collect();
-            if delayed.is_empty() {
-                info!("{id}: no delay notification (NOTIFY excludes DELAY)");
-            } else {
-                let kind = bounce::Kind::Delay {
-                    retry_until: m.arrival.saturating_add(life),
-                };
-                match self.queue_dsn(m, &delayed, kind, t) {
-                    Ok(Some(did)) => info!("{id}: sender delay notification: {did}"),
-                    Ok(None) => {}
-                    Err(e) => {
-                        error!("{id}: cannot create delay notification: {e}; will try again later");
-                        if let Some(m) = self.sched.msgs.get_mut(&id) {
-                            m.warn_retry = t + DSN_RETRY;
-                        }
-                        continue;
-                    }
-                }
-            }
-            // The DSN is durable in new/ before this line is: a crash in between makes the
-            // restarted daemon queue it again (a duplicate warning), never lose it. The other
-            // order could lose it, with the journal saying it was sent.
-            // On failure `m.state.warned` is set anyway: not sent again by this process. A
-            // blocked job may meanwhile be taken by a worker that journals too: each record
-            // is one O_APPEND write, so the lines do not mix.
-            if let Err(e) = self.journal(&id, &[Event::Warned(t)]) {
-                error!("{id}: cannot record the delay notification: {e}");
-            }
-        }
-    }
-
-    /// Queue a DSN about `m` (see `bounce::queue_dsn`), reporting the first relay of its
-    /// route as the Remote-MTA.
-    fn queue_dsn(
-        &self,
-        m: &Msg,
-        rcpts: &[usize],
-        kind: bounce::Kind,
-        now: u64,
-    ) -> crate::error::Result<Option<String>> {
-        let remote = {
-            let g = self.ctx.shared.lock().expect("lock");
-            let r = g.ready.map().route(&m.env.sender);
-            g.routes
-                .get(r)
-                .and_then(|v| v.first())
-                .and_then(|&i| g.slots.get(i))
-                .map(|s| s.target.host.clone())
-        };
-        let reporter = bounce::Reporter {
-            spool: self.spool(),
-            cfg: &self.cfg,
-            fqdn: &self.fqdn,
-            remote: remote.as_deref(),
-        };
-        bounce::queue_dsn(&reporter, &m.queued(), rcpts, kind, now)
     }
 }
 

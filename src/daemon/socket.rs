@@ -210,6 +210,7 @@ fn handle_client(
                 crate::queue::render(
                     &entries,
                     state::RelayState::down(ctx.spool.layout()).as_ref(),
+                    crate::queue::rate_holds(ctx.spool.layout()),
                 )
             } else {
                 crate::queue::json(&entries)
