@@ -36,10 +36,7 @@ fn sendmail(args: Vec<OsString>) -> Result<i32> {
     }
     let cfg = Config::load(req.config.as_deref())?;
     match &req.mode {
-        Mode::Print => {
-            default_sigpipe();
-            return queue_list(&cfg, false);
-        }
+        Mode::Print => return queue_list(&cfg, false),
         Mode::Flush(f) => return crate::daemon::flush(cfg, req.config.clone(), f),
         _ => {}
     }
@@ -245,6 +242,9 @@ fn exec_beside(prog: &str, config: Option<&std::path::Path>, args: &[OsString]) 
 }
 
 fn queue_list(cfg: &Config, json: bool) -> Result<i32> {
+    // `mailq | head -1`: a closed pipe ends the listing with exit 0, quietly (not SIGPIPE's
+    // 141, which `set -o pipefail` would report as a failure).
+    ignore_sigpipe();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
     crate::queue::list(&Layout::new(&cfg.spool_dir), json, &mut out)?;
     Ok(0)

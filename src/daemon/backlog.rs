@@ -9,58 +9,9 @@
 use super::Daemon;
 use super::pickup::Admit;
 use super::scheduler::Schedule;
-use crate::spool::{Queue, QueueId, Spool, is_id};
-use std::collections::BinaryHeap;
+use crate::spool::{Oldest, Queue, QueueId, Spool, is_id};
 use std::io;
 use std::time::Duration;
-
-/// The `k` smallest of the items offered (the oldest queue IDs), in memory for `k` only.
-pub(super) struct Oldest<T: Ord> {
-    k: usize,
-    heap: BinaryHeap<T>,
-    /// More than `k` were offered: some were left out.
-    more: bool,
-}
-
-impl<T: Ord> Oldest<T> {
-    pub(super) fn new(k: usize) -> Self {
-        Oldest {
-            k,
-            heap: BinaryHeap::with_capacity(k.min(65_536)),
-            more: false,
-        }
-    }
-
-    /// Offer one; `small` first says whether it could be kept, so a caller allocates only
-    /// for those.
-    pub(super) fn wants(&self, small: impl FnOnce(&T) -> bool) -> bool {
-        self.heap.len() < self.k || self.heap.peek().is_some_and(small)
-    }
-
-    pub(super) fn offer(&mut self, x: T) {
-        if self.heap.len() < self.k {
-            self.heap.push(x);
-        } else {
-            self.more = true;
-            if self.heap.peek().is_some_and(|top| x < *top) {
-                self.heap.pop();
-                self.heap.push(x);
-            }
-        }
-    }
-
-    /// Note one offered and not kept (`wants` said no).
-    pub(super) fn skip(&mut self) {
-        self.more = true;
-    }
-
-    /// The kept items, smallest first, and whether some were left out.
-    pub(super) fn finish(self) -> (Vec<T>, bool) {
-        let mut v = self.heap.into_vec();
-        v.sort();
-        (v, self.more)
-    }
-}
 
 /// Where a message the scan found is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -311,31 +262,6 @@ mod tests {
     use super::*;
     use crate::spool::Envelope;
     use crate::state::State;
-
-    fn oldest(k: usize, items: &[u32]) -> (Vec<u32>, bool) {
-        let mut o = Oldest::new(k);
-        for &x in items {
-            if o.wants(|top| x < *top) {
-                o.offer(x);
-            } else {
-                o.skip();
-            }
-        }
-        o.finish()
-    }
-
-    #[test]
-    fn oldest_keeps_the_k_smallest_sorted_and_says_if_more() {
-        assert_eq!(oldest(3, &[9, 2, 7, 1, 8, 3]), (vec![1, 2, 3], true));
-        assert_eq!(oldest(3, &[5, 4]), (vec![4, 5], false));
-        assert_eq!(
-            oldest(2, &[5, 4]),
-            (vec![4, 5], false),
-            "exactly k: none left"
-        );
-        assert_eq!(oldest(0, &[1]), (vec![], true));
-        assert_eq!(oldest(4, &[]), (vec![], false));
-    }
 
     /// A one-recipient message that arrived at `arrival`, in a schedule of `limit`.
     fn tracked(s: &mut Schedule, arrival: u64) -> String {

@@ -10,7 +10,6 @@ use crate::cli::QueueFilter;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::spool::{Draft, Envelope, Layout, Queue, Spool};
-use crate::state;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
@@ -126,12 +125,15 @@ pub(super) fn serve_socket(
                 uid,
                 privileged,
                 conns: &conns,
+                id,
             };
             let reply = match handle_client(&s, &ctx, max_size, &flush, &peer) {
                 Ok(r) => r,
-                Err(e) => format!("ERR {}", e.replace('\n', " ")),
+                Err(e) => Some(format!("ERR {}", e.replace('\n', " "))),
             };
-            let _ = (&s).write_all(format!("{reply}\n").as_bytes());
+            if let Some(reply) = reply {
+                let _ = (&s).write_all(format!("{reply}\n").as_bytes());
+            }
             let mut g = conns.lock().unwrap_or_else(|e| e.into_inner());
             g.open.remove(&id);
             if let Some(n) = g.per_uid.get_mut(&uid) {
@@ -168,9 +170,19 @@ struct Peer<'a> {
     uid: u32,
     privileged: bool,
     conns: &'a Mutex<Conns>,
+    /// This connection's, in `Conns::open`.
+    id: u64,
 }
 
 impl Peer<'_> {
+    /// A listing may take longer than a request: its reader sets the pace (`mailq | less`).
+    fn allow(&self, d: Duration) {
+        let mut g = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = g.open.get_mut(&self.id) {
+            c.0 = Instant::now() + d;
+        }
+    }
+
     /// An ordinary user may ask for a flush once per `USER_FLUSH_EVERY`.
     fn may_flush(&self) -> std::result::Result<(), String> {
         if self.privileged {
@@ -199,23 +211,22 @@ fn handle_client(
     max_size: u64,
     flush: &mpsc::Sender<FlushReq>,
     peer: &Peer,
-) -> std::result::Result<String, String> {
+) -> std::result::Result<Option<String>, String> {
     let cred = peer;
     let mut verb = [0u8; 4];
     (&*s).read_exact(&mut verb).map_err(|e| e.to_string())?;
-    match &verb {
+    let reply = match &verb {
         b"LIST" | b"LSTJ" => {
-            let entries = crate::queue::scan(&ctx.spool, (cred.uid != 0).then_some(cred.uid));
-            let text = if &verb == b"LIST" {
-                crate::queue::render(
-                    &entries,
-                    state::RelayState::down(ctx.spool.layout()).as_ref(),
-                    crate::queue::rate_holds(ctx.spool.layout()),
-                )
-            } else {
-                crate::queue::json(&entries)
-            };
-            Ok(format!("OK\n{}", text.trim_end_matches('\n')))
+            // Streamed as it is read, in bounded memory; the closed connection ends it.
+            let _turn = Listings::turn()?;
+            peer.allow(LISTING_DEADLINE);
+            let mut w = std::io::BufWriter::with_capacity(64 * 1024, s);
+            let only = (cred.uid != 0).then_some(cred.uid);
+            w.write_all(b"OK\n")
+                .and_then(|()| crate::queue::write_to(&ctx.spool, only, &verb == b"LSTJ", &mut w))
+                .and_then(|()| w.flush())
+                .map_err(|e| e.to_string())?;
+            return Ok(None);
         }
         b"FLSH" => {
             // Everything, answered at once: what clients before FLSQ send and expect.
@@ -280,6 +291,45 @@ fn handle_client(
             Some(op) => crate::admin::serve(&ctx.spool, cred.uid, op, s),
             None => Err("unknown request".into()),
         },
+    };
+    reply.map(Some)
+}
+
+/// Listings served at once. Each holds a pass's names and a batch of entries (see
+/// `queue::read`), so their number bounds what listings cost the daemon, however many users
+/// ask; the next waits its turn.
+const LISTINGS: usize = 2;
+/// The longest a listing may take, once its turn came (a million queued, read by a slow
+/// reader); a reader that stops is cut off after `IO_TIMEOUT`.
+const LISTING_DEADLINE: Duration = Duration::from_secs(600);
+/// The longest a listing waits for its turn.
+const LISTING_WAIT: Duration = Duration::from_secs(60);
+
+/// A turn to list the queue, given back when dropped.
+struct Listings;
+
+static LISTING: (Mutex<usize>, std::sync::Condvar) = (Mutex::new(0), std::sync::Condvar::new());
+
+impl Listings {
+    fn turn() -> std::result::Result<Listings, String> {
+        let (n, free) = &LISTING;
+        let g = n.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut g, _) = free
+            .wait_timeout_while(g, LISTING_WAIT, |n| *n >= LISTINGS)
+            .unwrap_or_else(|e| e.into_inner());
+        if *g >= LISTINGS {
+            return Err("the relayq daemon is busy listing the queue for others; try again".into());
+        }
+        *g += 1;
+        Ok(Listings)
+    }
+}
+
+impl Drop for Listings {
+    fn drop(&mut self) {
+        let (n, free) = &LISTING;
+        *n.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        free.notify_one();
     }
 }
 

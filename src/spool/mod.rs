@@ -13,6 +13,7 @@
 //!   spool's owner, as Postfix's postsuper runs as `mail_owner`.
 //! - [`Draft`]: the durable write path (`tmp/` → fsync → rename into `new/` → fsync).
 //! - [`Layout::init`]: the only code that must stay root; it works on fds too.
+//! - [`Oldest`]: the oldest `k` names of a directory too large to list, in memory for `k`.
 //!
 //! See docs/spool.md for the layout and who owns what.
 
@@ -20,9 +21,11 @@ mod draft;
 mod envelope;
 mod files;
 mod init;
+mod oldest;
 pub use draft::Draft;
 pub use envelope::*;
 pub use files::{DEFAULT_QUEUE_FILE_LIMIT, PIDFILE, PidFile, queue_file_limit};
+pub use oldest::Oldest;
 
 use crate::error::{Error, Result};
 use nix::errno::Errno;
@@ -180,6 +183,19 @@ fn open_regular(dir: &OwnedFd, name: &str) -> io::Result<(File, std::fs::Metadat
         return Err(io::Error::other("not a regular file"));
     }
     Ok((f, meta))
+}
+
+/// `dir` opened again, to read its entries. Not a dup: a dup shares the read position, and
+/// two threads reading a directory at once (the daemon's refill and a listing, say) would
+/// each see names twice and miss others.
+fn reading(dir: &OwnedFd) -> io::Result<nix::dir::Dir> {
+    nix::dir::Dir::openat(
+        dir,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(nix_io)
 }
 
 /// Open a directory below `dir` without following a link, as a real directory.
@@ -387,8 +403,7 @@ impl Spool {
 
     /// The names in a directory (UTF-8 names only; nothing else is ever ours).
     fn list_dir(&self, i: usize) -> io::Result<Vec<Listed>> {
-        let fd = self.dir(i)?.try_clone()?;
-        let mut d = nix::dir::Dir::from_fd(fd).map_err(nix_io)?;
+        let mut d = reading(self.dir(i)?)?;
         let mut v = Vec::new();
         for e in d.iter() {
             let e = e.map_err(nix_io)?;
@@ -409,15 +424,19 @@ impl Spool {
     /// Every name in a queue, one at a time, in directory order: for a queue too large to
     /// hold as a list (the daemon's scan of a million queued, oldest first).
     pub fn scan(&self, q: Queue, mut f: impl FnMut(&str)) -> io::Result<()> {
-        let fd = self.qdir(q)?.try_clone()?;
-        let mut d = nix::dir::Dir::from_fd(fd).map_err(nix_io)?;
+        self.scan_ino(q, |name, _| f(name))
+    }
+
+    /// [`Spool::scan`] with each name's inode (to read the files in disk order).
+    pub fn scan_ino(&self, q: Queue, mut f: impl FnMut(&str, u64)) -> io::Result<()> {
+        let mut d = reading(self.qdir(q)?)?;
         for e in d.iter() {
             let e = e.map_err(nix_io)?;
             if let Ok(name) = e.file_name().to_str()
                 && name != "."
                 && name != ".."
             {
-                f(name);
+                f(name, e.ino());
             }
         }
         Ok(())
@@ -433,7 +452,7 @@ impl Spool {
     fn scan_regular(&self, i: usize, mut f: impl FnMut(&str)) -> io::Result<()> {
         use nix::dir::Type;
         let dir = self.dir(i)?;
-        let mut d = nix::dir::Dir::from_fd(dir.try_clone()?).map_err(nix_io)?;
+        let mut d = reading(dir)?;
         for e in d.iter() {
             let e = e.map_err(nix_io)?;
             let Ok(name) = e.file_name().to_str() else {
