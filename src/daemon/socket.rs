@@ -16,7 +16,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// Listen on run/submit.sock. The socket is made under a temporary name and renamed into
@@ -70,20 +70,9 @@ pub(super) fn serve_socket(
     flush: mpsc::Sender<FlushReq>,
 ) {
     let conns = Arc::new(Mutex::new(Conns::default()));
-    // The reaper: shuts down connections past their deadline (a blocked read then returns).
-    let reaper = conns.clone();
-    std::thread::spawn(move || {
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-            let now = Instant::now();
-            let g = reaper.lock().unwrap_or_else(|e| e.into_inner());
-            for (deadline, s) in g.open.values() {
-                if *deadline <= now {
-                    let _ = s.shutdown(std::net::Shutdown::Both);
-                }
-            }
-        }
-    });
+    let opened = Arc::new(Condvar::new());
+    let (reaper, woken) = (conns.clone(), opened.clone());
+    std::thread::spawn(move || reap(&reaper, &woken));
     let owner = ctx.spool.owner();
     for s in l.incoming() {
         let Ok(s) = s else { continue };
@@ -117,6 +106,7 @@ pub(super) fn serve_socket(
             .insert(id, (Instant::now() + REQUEST_DEADLINE, handle));
         *g.per_uid.entry(uid).or_default() += 1;
         drop(g);
+        opened.notify_one();
         let (ctx, conns, flush) = (ctx.clone(), conns.clone(), flush.clone());
         std::thread::spawn(move || {
             let _ = s.set_read_timeout(Some(IO_TIMEOUT));
@@ -143,6 +133,31 @@ pub(super) fn serve_socket(
                 }
             }
         });
+    }
+}
+
+/// The reaper: shuts down connections past their deadline (a blocked read then returns).
+/// It sleeps until the next deadline, and while no connection is open until one opens
+/// (`opened`): an idle daemon is not woken.
+fn reap(conns: &Mutex<Conns>, opened: &Condvar) {
+    let mut g = conns.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        for (deadline, s) in g.open.values() {
+            if *deadline <= now {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            } else {
+                next = Some(next.map_or(*deadline, |n| n.min(*deadline)));
+            }
+        }
+        g = match next {
+            None => opened.wait(g).unwrap_or_else(|e| e.into_inner()),
+            Some(at) => match opened.wait_timeout(g, at - now) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            },
+        };
     }
 }
 
