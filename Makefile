@@ -80,19 +80,23 @@ install: $(INSTALL_NEEDS)
 	  id -nG relayq | grep -qw relayqdrop || usermod -a -G relayqdrop relayq; fi
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(UNITDIR)
 	install -m 0755 $(REL)/relayq $(DESTDIR)$(SBINDIR)/relayq
+	install -m 0755 $(REL)/relayq-sendmail $(DESTDIR)$(SBINDIR)/relayq-sendmail
 	install -m 0755 $(REL)/relayq-postdrop $(DESTDIR)$(SBINDIR)/relayq-postdrop
 	install -m 0755 $(REL)/relayq-doctor $(DESTDIR)$(SBINDIR)/relayq-doctor
 	@if [ -z "$(DESTDIR)" ]; then chgrp relayqdrop $(SBINDIR)/relayq-postdrop && chmod 2755 $(SBINDIR)/relayq-postdrop; fi
-	ln -sf relayq $(DESTDIR)$(SBINDIR)/sendmail
-	ln -sf ../sbin/relayq $(DESTDIR)$(PREFIX)/lib/sendmail
+	@# sendmail is the submission front end (it hands -bp and -q to relayq beside it).
+	ln -sf relayq-sendmail $(DESTDIR)$(SBINDIR)/sendmail
+	ln -sf ../sbin/relayq-sendmail $(DESTDIR)$(PREFIX)/lib/sendmail
 	ln -sf ../sbin/relayq $(DESTDIR)$(BINDIR)/mailq
 	ln -sf ../sbin/relayq $(DESTDIR)$(BINDIR)/newaliases
 	install -m 0644 docs/man/sendmail.8 docs/man/relayq.8 $(DESTDIR)$(MANDIR)/man8/
 	install -m 0644 docs/man/relayq.toml.5 $(DESTDIR)$(MANDIR)/man5/
 # A page for every program, linked to the page that documents it: mailq, newaliases (the
-# NAME line) and relayq-postdrop (PRIVILEGES) in sendmail.8, relayq-doctor in relayq.8.
+# NAME line), relayq-sendmail and relayq-postdrop (PRIVILEGES) in sendmail.8, relayq-doctor
+# in relayq.8.
 	ln -sf sendmail.8 $(DESTDIR)$(MANDIR)/man8/mailq.8
 	ln -sf sendmail.8 $(DESTDIR)$(MANDIR)/man8/newaliases.8
+	ln -sf sendmail.8 $(DESTDIR)$(MANDIR)/man8/relayq-sendmail.8
 	ln -sf sendmail.8 $(DESTDIR)$(MANDIR)/man8/relayq-postdrop.8
 	ln -sf relayq.8 $(DESTDIR)$(MANDIR)/man8/relayq-doctor.8
 	install -m 0644 contrib/relayq.service contrib/relayq.socket contrib/relayq-flush.service contrib/relayq-flush.timer $(DESTDIR)$(UNITDIR)/
@@ -117,11 +121,11 @@ uninstall:
 	-command -v systemctl >/dev/null && systemctl disable --now relayq relayq.socket relayq-flush.timer 2>/dev/null
 	-[ -n "$(DESTDIR)" ] || [ ! -x $(SYSCONFDIR)/init.d/relayq ] || $(SYSCONFDIR)/init.d/relayq stop
 	-[ -n "$(DESTDIR)" ] || ! command -v update-rc.d >/dev/null || update-rc.d -f relayq remove >/dev/null 2>&1
-	rm -f $(DESTDIR)$(SBINDIR)/relayq $(DESTDIR)$(SBINDIR)/relayq-postdrop $(DESTDIR)$(SBINDIR)/relayq-doctor
+	rm -f $(DESTDIR)$(SBINDIR)/relayq $(DESTDIR)$(SBINDIR)/relayq-sendmail $(DESTDIR)$(SBINDIR)/relayq-postdrop $(DESTDIR)$(SBINDIR)/relayq-doctor
 	for l in $(DESTDIR)$(SBINDIR)/sendmail $(DESTDIR)$(PREFIX)/lib/sendmail $(DESTDIR)$(BINDIR)/mailq $(DESTDIR)$(BINDIR)/newaliases; do \
 	  if readlink $$l | grep -q relayq; then rm -f $$l; fi; done
 	rm -f $(DESTDIR)$(MANDIR)/man8/sendmail.8 $(DESTDIR)$(MANDIR)/man8/relayq.8 $(DESTDIR)$(MANDIR)/man5/relayq.toml.5
-	rm -f $(DESTDIR)$(MANDIR)/man8/mailq.8 $(DESTDIR)$(MANDIR)/man8/newaliases.8 $(DESTDIR)$(MANDIR)/man8/relayq-postdrop.8 $(DESTDIR)$(MANDIR)/man8/relayq-doctor.8
+	rm -f $(DESTDIR)$(MANDIR)/man8/mailq.8 $(DESTDIR)$(MANDIR)/man8/newaliases.8 $(DESTDIR)$(MANDIR)/man8/relayq-sendmail.8 $(DESTDIR)$(MANDIR)/man8/relayq-postdrop.8 $(DESTDIR)$(MANDIR)/man8/relayq-doctor.8
 	rm -f $(DESTDIR)$(UNITDIR)/relayq.service $(DESTDIR)$(UNITDIR)/relayq.socket $(DESTDIR)$(UNITDIR)/relayq-flush.service $(DESTDIR)$(UNITDIR)/relayq-flush.timer
 	rm -f $(DESTDIR)$(SYSCONFDIR)/init.d/relayq
 	@echo "Kept: $(SYSCONFDIR)/relayq (config, secrets) and $(SPOOL) (queued mail). Remove them by hand if you want."

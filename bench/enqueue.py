@@ -49,25 +49,34 @@ def main():
                     'sender = "server@example.com"\ndomain = "example.com"\n')
         binary = os.path.abspath(a.bin)
         subprocess.run([binary, "-C", cfg, "init"], check=True, stdout=subprocess.DEVNULL)
+        # Installed, sendmail is the submission front end beside relayq (relayq-sendmail).
+        front = os.path.join(os.path.dirname(binary), "relayq-sendmail")
         sendmail = os.path.join(base, "sendmail")
-        os.symlink(binary, sendmail)
-        fspool = os.path.join(base, "floor")
-        for d in ("tmp", "new"):
-            os.makedirs(os.path.join(fspool, d))
+        os.symlink(front if os.path.exists(front) else binary, sendmail)
+        # The floor writes into the spool's own tmp/ and new/: the same directories, so the
+        # same ext4 block group and inode bitmap. In separate directories the two differed by
+        # up to 0.5 ms a message from where the file system put them, not from the work.
+        fspool = os.path.join(base, "spool")
         msg = os.path.join(base, "msg.eml")
         with open(msg, "wb") as f:
             f.write(BODY)
         env = dict(os.environ, RELAYQ_CONFIG=cfg, FLOOR_SPOOL=fspool)
         per = a.messages // a.rounds
         r_rounds, f_rounds, r_cpu, f_cpu, r_rss, f_rss, bad = [], [], 0.0, 0.0, 0, 0, 0
-        for _ in range(a.rounds):
-            w, c, rss, b = run_n([sendmail, "-i", "rcpt@example.org"], env, msg, per)
-            r_rounds.append(w); r_cpu += c; r_rss = max(r_rss, rss); bad += b
-            w, c, rss, b = run_n([floor, "-i", "rcpt@example.org"], env, msg, per)
-            f_rounds.append(w); f_cpu += c; f_rss = max(f_rss, rss); bad += b
-            for d in (os.path.join(base, "spool/new"), os.path.join(fspool, "new")):
-                for x in os.listdir(d):
-                    os.unlink(os.path.join(d, x))
+        for i in range(a.rounds):
+            # Alternate which goes first: the first round after the deletions below creates
+            # files while ext4 skips the inodes freed in the last 30 s, which costs more.
+            order = ("relayq", "floor") if i % 2 == 0 else ("floor", "relayq")
+            for who in order:
+                if who == "relayq":
+                    w, c, rss, b = run_n([sendmail, "-i", "rcpt@example.org"], env, msg, per)
+                    r_rounds.append(w); r_cpu += c; r_rss = max(r_rss, rss); bad += b
+                else:
+                    w, c, rss, b = run_n([floor, "-i", "rcpt@example.org"], env, msg, per)
+                    f_rounds.append(w); f_cpu += c; f_rss = max(f_rss, rss); bad += b
+            d = os.path.join(fspool, "new")
+            for x in os.listdir(d):
+                os.unlink(os.path.join(d, x))
         n = per * a.rounds
         r_med, f_med = statistics.median(r_rounds), statistics.median(f_rounds)
         res = {

@@ -6,7 +6,7 @@
 # Prints the .deb's path on stdout (everything else goes to stderr). `make lint-deb` checks
 # the result with lintian.
 #
-#   REL=target/release        where relayq and relayq-postdrop are
+#   REL=target/release        where the relayq binaries are
 #   OUTDIR=target/debian      where the .deb goes
 #   DEB_VERSION=0.1.0         package version (default: Cargo.toml's)
 #   DEB_MAINTAINER="Name <a@example.org>"   Maintainer and changelog signer (default: a
@@ -24,7 +24,7 @@ maintainer=${DEB_MAINTAINER:-relayq maintainers <relayq@example.org>}
 # SOURCE_DATE_EPOCH, so that the same tree builds the same package.
 epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 
-for b in relayq relayq-postdrop relayq-doctor; do
+for b in relayq relayq-sendmail relayq-postdrop relayq-doctor; do
   [ -x "$REL/$b" ] || { echo "mkdeb: $REL/$b is missing: run 'make build' first" >&2; exit 1; }
 done
 
@@ -39,7 +39,7 @@ make -s --no-print-directory install DESTDIR="$root" REL="$REL" INSTALL_NEEDS= >
 # compressed man pages, copyright and changelog in /usr/share/doc.
 if command -v strip >/dev/null; then
   strip --strip-unneeded --remove-section=.comment --remove-section=.note \
-    "$root/usr/sbin/relayq" "$root/usr/sbin/relayq-postdrop" "$root/usr/sbin/relayq-doctor"
+    "$root/usr/sbin/relayq" "$root/usr/sbin/relayq-sendmail" "$root/usr/sbin/relayq-postdrop" "$root/usr/sbin/relayq-doctor"
 fi
 find "$root/usr/share/man" -type f -name '*.[0-9]' -exec gzip -9n {} +
 # The man page links (mailq.8 -> sendmail.8) now point at the .gz.
@@ -72,7 +72,7 @@ depends="libc6 (>= 2.34)"
 if command -v dpkg-shlibdeps >/dev/null; then
   mkdir -p "$stage/src/debian"
   printf 'Source: relayq\n\nPackage: relayq\nArchitecture: any\n' > "$stage/src/debian/control"
-  if line=$(cd "$stage/src" && dpkg-shlibdeps -O "$root/usr/sbin/relayq" "$root/usr/sbin/relayq-postdrop" "$root/usr/sbin/relayq-doctor" 2>/dev/null); then
+  if line=$(cd "$stage/src" && dpkg-shlibdeps -O "$root/usr/sbin/relayq" "$root/usr/sbin/relayq-sendmail" "$root/usr/sbin/relayq-postdrop" "$root/usr/sbin/relayq-doctor" 2>/dev/null); then
     depends=${line#shlibs:Depends=}
   fi
 fi

@@ -30,16 +30,48 @@ pub fn main(args: Vec<OsString>) -> std::result::Result<i32, (&'static str, Erro
 
 fn sendmail(args: Vec<OsString>) -> Result<i32> {
     let req = cli::parse_sendmail(args)?;
-    match req.mode {
-        Mode::Aliases | Mode::Nothing => return Ok(0),
-        _ => {}
+    if matches!(req.mode, Mode::Aliases | Mode::Nothing) {
+        return Ok(0);
     }
     let cfg = Config::load(req.config.as_deref())?;
     match &req.mode {
-        Mode::Print => return queue_list(&cfg, false),
-        Mode::Flush(f) => return crate::daemon::flush(cfg, req.config.clone(), f),
-        _ => {}
+        Mode::Print => queue_list(&cfg, false),
+        Mode::Flush(f) => crate::daemon::flush(cfg, req.config.clone(), f),
+        _ => submission(req, cfg),
     }
+}
+
+/// `sendmail` as the submission front end (`relayq-sendmail`) runs it: the same parsing and
+/// submission as `relayq`'s, without the queue listing and flush, which need the daemon's
+/// code. Those modes (`-bp`, `-q`) run `relayq` installed beside it, with the same argv, so
+/// the front end links only what a submission needs and starts fast.
+pub fn front_end(args: Vec<OsString>) -> std::result::Result<i32, (&'static str, Error)> {
+    let argv0 = args.first().cloned().unwrap_or_default();
+    let rest: Vec<OsString> = args.into_iter().skip(1).collect();
+    let run = || -> Result<i32> {
+        // Linked as mailq or newaliases by hand: those are relayq's.
+        if matches!(
+            cli::personality(&argv0.to_string_lossy()),
+            Personality::Mailq | Personality::Newaliases
+        ) {
+            return exec_full(&argv0, &rest);
+        }
+        let req = cli::parse_sendmail(rest.clone())?;
+        match req.mode {
+            Mode::Aliases | Mode::Nothing => Ok(0),
+            // As `sendmail`, whatever this was called (send-mail, relayq-sendmail).
+            Mode::Print | Mode::Flush(_) => exec_full(&OsString::from("sendmail"), &rest),
+            _ => {
+                let cfg = Config::load(req.config.as_deref())?;
+                submission(req, cfg)
+            }
+        }
+    };
+    run().map_err(|e| ("sendmail", e))
+}
+
+/// A submission (`-bm`, `-bs`, `-bv`) with its config loaded.
+fn submission(req: cli::Request, cfg: Config) -> Result<i32> {
     let ctx = Context::new(cfg, !req.no_aliases);
     let params = Params {
         sender: req.sender.clone(),
@@ -220,13 +252,7 @@ fn default_sigpipe() {
 /// `-C config` first when given. Only returns on failure.
 fn exec_beside(prog: &str, config: Option<&std::path::Path>, args: &[OsString]) -> Result<i32> {
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().map_err(|e| {
-        Error::new(
-            crate::error::Class::OsErr,
-            format!("cannot find myself: {e}"),
-        )
-    })?;
-    let path = exe.with_file_name(prog);
+    let path = beside(prog)?;
     let mut c = std::process::Command::new(&path);
     if let Some(cfg) = config {
         c.arg("-C").arg(cfg);
@@ -239,6 +265,35 @@ fn exec_beside(prog: &str, config: Option<&std::path::Path>, args: &[OsString]) 
             path.display()
         ),
     ))
+}
+
+/// The front end's hand-over: `relayq` beside it runs this argv, as `sendmail` (argv[0]
+/// kept, so its messages and personality are sendmail's). Only returns on failure.
+fn exec_full(argv0: &OsString, args: &[OsString]) -> Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let path = beside("relayq")?;
+    let e = std::process::Command::new(&path)
+        .arg0(argv0)
+        .args(args)
+        .exec();
+    Err(Error::new(
+        crate::error::Class::Unavailable,
+        format!(
+            "cannot run {}: {e} (it is installed beside relayq-sendmail; reinstall relayq)",
+            path.display()
+        ),
+    ))
+}
+
+/// A program installed in the same directory as this one.
+fn beside(prog: &str) -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe().map_err(|e| {
+        Error::new(
+            crate::error::Class::OsErr,
+            format!("cannot find myself: {e}"),
+        )
+    })?;
+    Ok(exe.with_file_name(prog))
 }
 
 fn queue_list(cfg: &Config, json: bool) -> Result<i32> {

@@ -9,19 +9,5 @@
 
 #[unsafe(no_mangle)]
 pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
-    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
-    relayq::sanitize_fds();
-    let code = match relayq::cmd::main(std::env::args_os().collect()) {
-        Ok(code) => code,
-        Err((prog, e)) => {
-            eprintln!("{prog}: {}", e.msg);
-            e.code()
-        }
-    };
-    // Without std's entry, nothing flushes stdout at exit.
-    let _ = std::io::Write::flush(&mut std::io::stdout());
-    code
+    relayq::start(relayq::cmd::main)
 }

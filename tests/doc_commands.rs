@@ -257,8 +257,8 @@ impl Session {
         let env = Env::new("url = \"smtp://localhost:1\"", "");
         let bin = env.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
-        for name in ["relayq", "sendmail", "mailq"] {
-            std::os::unix::fs::symlink(BIN, bin.join(name)).unwrap();
+        for (name, to) in [("relayq", BIN), ("sendmail", SENDMAIL), ("mailq", BIN)] {
+            std::os::unix::fs::symlink(to, bin.join(name)).unwrap();
         }
         let mut s = Session {
             subs: vec![

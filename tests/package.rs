@@ -257,15 +257,26 @@ fn check_installed(root: &Root, relayq_gid: u32) {
         "doctor: {}",
         text(&d)
     );
-    for link in [
-        "/usr/sbin/sendmail",
-        "/usr/lib/sendmail",
-        "/usr/bin/mailq",
-        "/usr/bin/newaliases",
+    assert_eq!(
+        stat(root, "/usr/sbin/relayq-sendmail"),
+        ("0755".into(), 0, 0)
+    );
+    // sendmail is the submission front end; mailq and newaliases are relayq's.
+    for (link, prog) in [
+        ("/usr/sbin/sendmail", "relayq-sendmail"),
+        ("/usr/lib/sendmail", "relayq-sendmail"),
+        ("/usr/bin/mailq", "relayq"),
+        ("/usr/bin/newaliases", "relayq"),
     ] {
         let to = std::fs::read_link(root.p(link)).unwrap_or_else(|e| panic!("{link}: {e}"));
-        assert!(to.ends_with("relayq"), "{link} -> {}", to.display());
+        assert!(to.ends_with(prog), "{link} -> {}", to.display());
     }
+    // The front end hands the listing to the relayq the package put beside it.
+    let listing = root.ok("/usr/sbin/sendmail", &["-bp"], 60);
+    assert!(
+        listing.contains("Mail queue is empty") || listing.contains("Request"),
+        "sendmail -bp: {listing}"
+    );
     for f in [
         "/usr/share/man/man8/sendmail.8.gz",
         "/usr/share/man/man8/relayq.8.gz",
@@ -444,7 +455,12 @@ fn deb_installs_relays_upgrades_removes_and_purges() {
     );
     assert!(err.lines().any(|l| l == "relayq: stopped"), "{err}");
     assert_eq!(dpkg_status(&root, "relayq"), "deinstall ok config-files");
-    for gone in ["/usr/sbin/relayq", "/usr/sbin/sendmail", "/usr/bin/mailq"] {
+    for gone in [
+        "/usr/sbin/relayq",
+        "/usr/sbin/relayq-sendmail",
+        "/usr/sbin/sendmail",
+        "/usr/bin/mailq",
+    ] {
         assert!(!exists(&root, gone), "{gone} removed");
     }
     assert_eq!(std::fs::read_to_string(root.p(CONF)).ok(), Some(conf));
@@ -582,7 +598,7 @@ fn replaces_postfix_on_a_host_without_systemd() {
     );
     assert_eq!(
         std::fs::read_link(root.p("/usr/sbin/sendmail")).ok(),
-        Some(PathBuf::from("relayq"))
+        Some(PathBuf::from("relayq-sendmail"))
     );
     assert!(
         root.running("relayq").is_empty(),

@@ -157,12 +157,13 @@ impl Host {
         let bin = env.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
         std::fs::copy(BIN, bin.join("relayq")).unwrap();
+        std::fs::copy(SENDMAIL, bin.join("relayq-sendmail")).unwrap();
         std::fs::copy(
             Path::new(BIN).with_file_name("relayq-postdrop"),
             bin.join("relayq-postdrop"),
         )
         .unwrap();
-        std::os::unix::fs::symlink("relayq", bin.join("sendmail")).unwrap();
+        std::os::unix::fs::symlink("relayq-sendmail", bin.join("sendmail")).unwrap();
         nix::unistd::chown(
             &bin.join("relayq-postdrop"),
             Some(nix::unistd::Uid::from_raw(0)),

@@ -244,7 +244,7 @@ fn git_send_email_keeps_lone_dots() {
 fn bsd_mailx_send_mail_name_strips_bcc() {
     let env = Env::new("url = \"smtp://127.0.0.1:1\"\nallow_plaintext = true", "");
     let link = env.path().join("send-mail");
-    std::os::unix::fs::symlink(BIN, &link).unwrap();
+    std::os::unix::fs::symlink(SENDMAIL, &link).unwrap();
     let mut c = std::process::Command::new(&link)
         .args(["-i", "--", "a@example.org", "hidden@example.org"])
         .env("RELAYQ_CONFIG", &env.cfg)
@@ -280,7 +280,7 @@ impl WithInput for std::process::Command {
 fn mailutils_with_stdout_and_stderr_closed() {
     let env = Env::new("url = \"smtp://127.0.0.1:1\"\nallow_plaintext = true", "");
     let link = env.path().join("sendmail");
-    std::os::unix::fs::symlink(BIN, &link).unwrap();
+    std::os::unix::fs::symlink(SENDMAIL, &link).unwrap();
     let o = std::process::Command::new("sh")
         .arg("-c")
         .arg("exec \"$0\" -oi -f root@localhost -t >&- 2>&-")
@@ -379,5 +379,51 @@ fn newaliases_and_mailq_names() {
     assert!(
         out.contains("a@example.org") && out.trim_end().ends_with("in 1 Request."),
         "{out}"
+    );
+}
+
+/// The installed sendmail is the submission front end: `-bp`, and mailq or newaliases by
+/// name, are relayq's, run from beside it with the same argv; without relayq there, a
+/// clear error and EX_UNAVAILABLE, never a message queued by mistake.
+#[test]
+fn front_end_hands_listing_and_names_to_relayq() {
+    let env = Env::new("url = \"smtp://127.0.0.1:1\"\nallow_plaintext = true", "");
+    env.send(&["a@example.org"], "listed");
+    let o = env.sendmail(&["-bp"], b"");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.trim_end().ends_with("in 1 Request."), "{out}");
+    let run = |link: &std::path::Path| {
+        std::process::Command::new(link)
+            .env("RELAYQ_CONFIG", &env.cfg)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    for (name, want) in [("mailq", "in 1 Request."), ("newaliases", "")] {
+        let link = env.path().join(format!("fe-{name}")).join(name);
+        std::fs::create_dir(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(SENDMAIL, &link).unwrap();
+        let o = run(&link);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains(want), "{name}");
+    }
+    assert_eq!(env.queued(), 1, "a name or -bp queued a message");
+    // A copy of the front end alone in a directory: no relayq beside it.
+    let alone = env.path().join("alone");
+    std::fs::create_dir(&alone).unwrap();
+    std::fs::copy(SENDMAIL, alone.join("sendmail")).unwrap();
+    let o = std::process::Command::new(alone.join("sendmail"))
+        .arg("-bp")
+        .env("RELAYQ_CONFIG", &env.cfg)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("sendmail: cannot run ")
+            && err.contains("relayq")
+            && err.lines().count() == 1,
+        "{err}"
     );
 }

@@ -26,7 +26,7 @@ fn files(env: &Env, sub: &str) -> Vec<std::path::PathBuf> {
 fn bs_dialogue_with_python_smtplib() {
     let env = env();
     let link = env.path().join("sendmail");
-    std::os::unix::fs::symlink(BIN, &link).unwrap();
+    std::os::unix::fs::symlink(SENDMAIL, &link).unwrap();
     // smtplib over a socketpair whose other end is sendmail's stdin/stdout, two messages in
     // one session, a leading-dot line, RSET and NOOP, as Symfony/Laravel drive -bs.
     let script = r#"
@@ -118,7 +118,7 @@ fn bs_symfony_dialogue_raw() {
 fn sigkill_never_leaves_a_partial_message_in_new() {
     let env = env();
     let link = env.path().join("sendmail");
-    std::os::unix::fs::symlink(BIN, &link).unwrap();
+    std::os::unix::fs::symlink(SENDMAIL, &link).unwrap();
     let mut seed: u64 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

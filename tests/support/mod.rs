@@ -9,6 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_relayq");
+/// What /usr/sbin/sendmail is installed as: the submission front end, beside `BIN`.
+pub const SENDMAIL: &str = env!("CARGO_BIN_EXE_relayq-sendmail");
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -236,7 +238,7 @@ impl Env {
     pub fn sendmail(&self, args: &[&str], input: &[u8]) -> Output {
         let link = self.dir.path().join("sendmail");
         if !link.exists() {
-            std::os::unix::fs::symlink(BIN, &link).unwrap();
+            std::os::unix::fs::symlink(SENDMAIL, &link).unwrap();
         }
         let mut c = Command::new(&link)
             .args(args)
