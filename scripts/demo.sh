@@ -51,7 +51,8 @@ sed 's/^/  /' "$W/relayq.toml"
 # The demo's spool is the caller's, even where a relayq user exists (after `make install`):
 # the daemon then needs no access to the demo's files in $W.
 "$BIN" -C "$W/relayq.toml" init --user "$(id -un)"
-ln -s "$BIN" "$W/sendmail"
+# As installed: sendmail is the submission front end beside relayq.
+ln -s "$(dirname "$BIN")/relayq-sendmail" "$W/sendmail"
 export RELAYQ_CONFIG="$W/relayq.toml"
 
 step "sendmail, as Debian cron calls it: sendmail -FCronDaemon -i -B8BITMIME -oem root"

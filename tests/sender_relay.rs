@@ -184,12 +184,26 @@ fn the_daemon_keeps_each_routes_mail_on_its_relay() {
     let tmp = tempfile::tempdir().unwrap();
     let (env, company, shop) = company_and_shop(tmp.path(), "@shop.example", "");
     let mut d = env.daemon_listening();
+    let threads = || {
+        std::fs::read_to_string(format!("/proc/{}/status", d.id()))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .unwrap()
+    };
+    // Idle: the main loop, the socket and its reaper; no worker for either route (they were
+    // 2 × queue.connections = 40 threads).
+    let idle = threads();
+    assert!(idle <= 3, "idle daemon: {idle} threads");
     for i in 0..5 {
         send_as(&env, "orders@shop.example", &format!("shop-{i}"));
         env.send(&["to@example.net"], &format!("company-{i}"));
     }
     let shop_got = shop.wait_for(5, Duration::from_secs(20));
     let company_got = company.wait_for(5, Duration::from_secs(20));
+    let busy = threads();
+    assert!(busy > idle, "workers started for the mail: {busy}");
     let _ = d.kill();
     let _ = d.wait();
     assert_eq!(shop_got.len(), 5, "{}", env.daemon_log());

@@ -6,7 +6,7 @@
 
 use crate::error::{Class, Error, Result};
 use crate::sink::ChunkWriter;
-use crate::spool::{Envelope, Layout, Queue, QueueId, Spool};
+use crate::spool::{Envelope, Layout, Oldest, Queue, QueueId, Spool, is_id};
 use crate::state::{self, Event, Journal, RcptState, State};
 use std::io::{BufRead, Read, Seek, Write};
 use std::os::unix::fs::MetadataExt;
@@ -24,14 +24,6 @@ fn require_access(spool: &Spool) -> Result<u32> {
         ));
     }
     Ok(owner)
-}
-
-/// The messages in `queues`, sorted, each once.
-fn all_ids(spool: &Spool, queues: &[Queue]) -> Vec<QueueId> {
-    let mut v: Vec<QueueId> = queues.iter().flat_map(|q| spool.ids(*q)).collect();
-    v.sort();
-    v.dedup();
-    v
 }
 
 /// Largest request an ordinary user may send the daemon (IDs, one a line): about 47,000 IDs.
@@ -180,26 +172,74 @@ fn locate(spool: &Spool, id: &str, scope: Scope) -> Option<(Queue, QueueId)> {
     scope.sees(spool, q, &id).then_some((q, id))
 }
 
-/// The IDs a request names: its arguments, or with `--all` every message `scope` may see in
-/// the directories `op` applies to.
-fn targets(spool: &Spool, op: Op, args: &[String], scope: Scope) -> Vec<String> {
+/// Names `--all` holds in memory at once: one pass over the directories.
+const ALL_PASS: usize = 65_536;
+
+/// Hand `f` each ID a request names: its arguments, or with `--all` every message `scope` may
+/// see in the directories `op` applies to, oldest first, [`ALL_PASS`] names a pass (a million
+/// queued is never a million names in memory, in the daemon least of all). Each pass starts
+/// after the last name of the one before, and a message `op` moves leaves those
+/// directories, so none is handed twice. Stops at `f`'s first error.
+fn each_target<E>(
+    spool: &Spool,
+    op: Op,
+    args: &[String],
+    scope: Scope,
+    f: impl FnMut(&str) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    each_target_by(spool, op, args, scope, ALL_PASS, f)
+}
+
+fn each_target_by<E>(
+    spool: &Spool,
+    op: Op,
+    args: &[String],
+    scope: Scope,
+    pass: usize,
+    mut f: impl FnMut(&str) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
     if !args.iter().any(|a| a == "--all") {
         return args
             .iter()
             .filter(|a| !a.starts_with("--"))
-            .cloned()
-            .collect();
+            .try_for_each(|a| f(a));
     }
     let queues: &[Queue] = match op {
         Op::Release => &[Queue::Hold],
         Op::Hold => &[Queue::Active, Queue::New],
         _ => &[Queue::Active, Queue::Hold, Queue::New],
     };
-    all_ids(spool, queues)
-        .into_iter()
-        .filter(|id| queues.iter().any(|q| scope.sees(spool, *q, id)))
-        .map(|id| id.to_string())
-        .collect()
+    let mut after: Option<String> = None;
+    loop {
+        let mut pick: Oldest<String> = Oldest::new(pass);
+        for q in queues {
+            // A directory that cannot be read has nothing to act on, as an empty one.
+            let _ = spool.scan(*q, |name| {
+                if !is_id(name) || after.as_deref().is_some_and(|a| name <= a) {
+                    return;
+                }
+                if pick.wants(|top| name < top.as_str()) {
+                    pick.offer(name.to_string());
+                } else {
+                    pick.skip();
+                }
+            });
+        }
+        let (mut names, more) = pick.finish();
+        // In two directories at once: caught between a rename's two links.
+        names.dedup();
+        for name in &names {
+            if let Some(id) = QueueId::parse(name)
+                && queues.iter().any(|q| scope.sees(spool, *q, &id))
+            {
+                f(name)?;
+            }
+        }
+        match names.pop() {
+            Some(last) if more => after = Some(last),
+            _ => return Ok(()),
+        }
+    }
 }
 
 /// What a successful operation reports: a line, or the message `show` prints.
@@ -423,12 +463,13 @@ pub fn manage(layout: &Layout, cmd: &str, args: &[String]) -> Result<i32> {
         let spool = Spool::open_as_owner(layout)?;
         spool.check()?;
         let scope = Scope { owner, only: None };
-        for id in targets(&spool, op, args, scope) {
-            tally.add(apply(&spool, scope, op, &id).and_then(|r| {
+        let _ = each_target(&spool, op, args, scope, |id| {
+            tally.add(apply(&spool, scope, op, id).and_then(|r| {
                 r.write(&mut out)
                     .map_err(|e| Failure::Io(format!("{id}: {e}")))
             }));
-        }
+            Ok::<(), std::convert::Infallible>(())
+        });
     } else {
         ask_daemon(layout, op, args, &mut tally, &mut out)?;
     }
@@ -570,8 +611,8 @@ pub fn serve(
         .collect();
     let io = |e: std::io::Error| e.to_string();
     let mut w = std::io::BufWriter::new(s);
-    for id in targets(spool, op, &args, scope) {
-        match apply(spool, scope, op, &id) {
+    each_target(spool, op, &args, scope, |id| {
+        match apply(spool, scope, op, id) {
             Ok(report) => {
                 w.write_all(b"OK\n").map_err(io)?;
                 let mut c = ChunkWriter::new(&mut w);
@@ -583,7 +624,96 @@ pub fn serve(
             }
             Err(f) => writeln!(w, "{}", f.wire()).map_err(io)?,
         }
-    }
+        Ok::<(), String>(())
+    })?;
     w.flush().map_err(io)?;
     Ok("END".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::Draft;
+
+    fn spool() -> (tempfile::TempDir, Spool) {
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::new(d.path().join("spool"));
+        l.init(
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+        .unwrap();
+        let s = Spool::open(&l).unwrap();
+        (d, s)
+    }
+
+    fn queued(s: &Spool) -> QueueId {
+        let id = QueueId::parse(&Draft::create(s).unwrap().commit().unwrap()).unwrap();
+        s.pickup(&id).unwrap();
+        id
+    }
+
+    /// `--all` in passes of 3 names: every message once, oldest first, also while the
+    /// operation moves each one out of the directories it scans.
+    #[test]
+    fn all_in_passes_hands_each_message_once_while_they_move() {
+        let (_d, s) = spool();
+        let mut queue: Vec<String> = (0..10).map(|_| queued(&s).to_string()).collect();
+        let held: Vec<String> = (0..3)
+            .map(|_| {
+                let id = queued(&s);
+                s.transition(&id, Queue::Active, Queue::Hold).unwrap();
+                id.to_string()
+            })
+            .collect();
+        queue.sort();
+        let scope = Scope {
+            owner: s.owner(),
+            only: None,
+        };
+        let all = ["--all".to_string()];
+        let mut seen = Vec::new();
+        each_target_by(&s, Op::Hold, &all, scope, 3, |id| {
+            let qid = QueueId::parse(id).unwrap();
+            s.transition(&qid, Queue::Active, Queue::Hold).unwrap();
+            seen.push(id.to_string());
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(
+            seen, queue,
+            "hold --all: the queued ones, each once, in order"
+        );
+        let mut every = [queue, held].concat();
+        every.sort();
+        let mut seen = Vec::new();
+        each_target_by(&s, Op::Delete, &all, scope, 3, |id| {
+            seen.push(id.to_string());
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(seen, every);
+        // The first error stops it.
+        let mut n = 0;
+        let r = each_target_by(&s, Op::Release, &all, scope, 3, |_| {
+            n += 1;
+            if n == 4 { Err("stop") } else { Ok(()) }
+        });
+        assert_eq!((r, n), (Err("stop"), 4));
+        // Named IDs are handed as given (checked later, one by one).
+        let mut seen = Vec::new();
+        each_target_by(
+            &s,
+            Op::Hold,
+            &["x".into(), "--raw".into()],
+            scope,
+            3,
+            |id| {
+                seen.push(id.to_string());
+                Ok::<(), ()>(())
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, ["x"]);
+    }
 }

@@ -59,6 +59,7 @@ impl Daemon {
             if self.sched.flush_parked(|id| ids.contains(id)) > 0 {
                 self.refill();
             }
+            self.grow_workers();
             self.ctx.cv.notify_all();
         }
     }
@@ -69,6 +70,7 @@ impl Daemon {
             return;
         };
         self.ctx.shared.lock().expect("lock").ready.push_back(job);
+        self.grow_workers();
         self.ctx.cv.notify_all();
     }
 
