@@ -163,15 +163,10 @@ fn users_list_only_their_own_mail_oldest_first() {
 /// with exit 0 (not SIGPIPE's 141) before the listing is done.
 #[test]
 fn listing_a_hundred_thousand_costs_the_daemon_bounded_memory() {
-    let Some(env) = env_for_nobody() else { return };
     const N: usize = 100_000;
-    let base = relayq::daemon::now() - 3_600;
-    // Held: the daemon reads none of them by itself, so its peak before the listing is
-    // its own.
-    for i in 0..N {
-        write_message(&env, "hold", i, base + (i / 30) as u64, NOBODY);
-    }
-    let d = DaemonGuard(env.daemon_listening());
+    let Some((env, d)) = held_by_nobody(N) else {
+        return;
+    };
     let hwm = || {
         let s = std::fs::read_to_string(format!("/proc/{}/status", d.0.id())).unwrap();
         s.lines()
@@ -200,6 +195,64 @@ fn listing_a_hundred_thousand_costs_the_daemon_bounded_memory() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
     assert_eq!(stderr(&o), "");
+}
+
+/// A listing the daemon does not finish (killed while the reader stalls) is an error for
+/// the user (exit 75, one line), never a shorter listing that looks complete.
+#[test]
+fn a_listing_cut_off_by_the_daemon_is_an_error() {
+    const N: usize = 20_000;
+    let Some((env, d)) = held_by_nobody(N) else {
+        return;
+    };
+    // The listing (about 2 MB) fills the pipe nobody reads and the socket behind it, and the
+    // daemon waits to write; then it dies.
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "env"])
+        .arg(format!("RELAYQ_CONFIG={}", env.cfg.display()))
+        .arg(env.path().join("mailq"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.0.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    let err = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    let status = wait_exit(&mut child, std::time::Duration::from_secs(60), "mailq");
+    let (ids, last) = listed(&out);
+    assert!(
+        ids.len() < N,
+        "the listing was not cut off: {} listed",
+        ids.len()
+    );
+    assert!(
+        !last.starts_with("-- "),
+        "a cut-off listing ended with a summary: {last}"
+    );
+    assert_eq!(status.code(), Some(75), "{err}");
+    assert!(
+        err.starts_with("mailq: the relayq daemon's listing broke off") && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+/// `n` messages of nobody's, held (the daemon reads none of them by itself, so its memory
+/// before a listing is its own), and the daemon running. Not root: None.
+fn held_by_nobody(n: usize) -> Option<(Env, DaemonGuard)> {
+    let env = env_for_nobody()?;
+    let base = relayq::daemon::now() - 3_600;
+    for i in 0..n {
+        write_message(&env, "hold", i, base + (i / 30) as u64, NOBODY);
+    }
+    let d = DaemonGuard(env.daemon_listening());
+    Some((env, d))
 }
 
 /// The daemon, stopped when the test ends (also when it fails).

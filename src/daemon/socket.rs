@@ -9,6 +9,7 @@ use super::worker::Ctx;
 use crate::cli::QueueFilter;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::sink::ChunkWriter;
 use crate::spool::{Draft, Envelope, Layout, Queue, Spool};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -231,14 +232,23 @@ fn handle_client(
     let mut verb = [0u8; 4];
     (&*s).read_exact(&mut verb).map_err(|e| e.to_string())?;
     let reply = match &verb {
-        b"LIST" | b"LSTJ" => {
-            // Streamed as it is read, in bounded memory; the closed connection ends it.
+        b"LIST" | b"LSTJ" | b"LSTC" | b"LSCJ" => {
+            // Streamed as it is read, in bounded memory. LSTC/LSCJ in chunks whose end chunk
+            // tells the client the listing is whole; LIST/LSTJ (clients before them) plain,
+            // ended by the closed connection.
             let _turn = Listings::turn()?;
             peer.allow(LISTING_DEADLINE);
             let mut w = std::io::BufWriter::with_capacity(64 * 1024, s);
             let only = (cred.uid != 0).then_some(cred.uid);
-            w.write_all(b"OK\n")
-                .and_then(|()| crate::queue::write_to(&ctx.spool, only, &verb == b"LSTJ", &mut w))
+            let json = matches!(&verb, b"LSTJ" | b"LSCJ");
+            w.write_all(b"OK\n").map_err(|e| e.to_string())?;
+            let written = if matches!(&verb, b"LSTC" | b"LSCJ") {
+                let mut c = ChunkWriter::new(&mut w);
+                crate::queue::write_to(&ctx.spool, only, json, &mut c).and_then(|()| c.finish())
+            } else {
+                crate::queue::write_to(&ctx.spool, only, json, &mut w)
+            };
+            written
                 .and_then(|()| w.flush())
                 .map_err(|e| e.to_string())?;
             return Ok(None);

@@ -114,8 +114,7 @@ fn password_of<'a>(r: &'a RelaySpec, notes: &mut Vec<String>) -> Option<&'a str>
 /// file `password_file` when it has one.
 fn relay_keys(
     r: &RelaySpec,
-    url: &str,
-    plaintext: bool,
+    (url, plaintext): &(String, bool),
     key: &str,
     password_file: Option<&Path>,
     toml: &mut String,
@@ -134,7 +133,7 @@ fn relay_keys(
         ),
         None => put("url", quote(url), None),
     }
-    if plaintext {
+    if *plaintext {
         put("allow_plaintext", "true".into(), None);
     }
     if let Some(u) = &r.username {
@@ -187,8 +186,8 @@ pub(super) fn render(
     let mut extra_secrets = Vec::new();
     let mut n_relays = 0;
     for r in &imp.relays {
-        let (url, plaintext) = relay_url(r, &mut notes);
-        if let Err(e) = crate::provider::parse_url(&url, plaintext) {
+        let url = relay_url(r, &mut notes);
+        if let Err(e) = crate::provider::parse_url(&url.0, url.1) {
             if n_relays == 0 {
                 return Err(format!("{}: {e}", r.origin));
             }
@@ -220,21 +219,13 @@ pub(super) fn render(
             }
             None => None,
         };
-        relay_keys(
-            r,
-            &url,
-            plaintext,
-            &key,
-            pw.as_deref(),
-            &mut toml,
-            &mut carried,
-        );
+        relay_keys(r, &url, &key, pw.as_deref(), &mut toml, &mut carried);
     }
     // Relays by sender: each with its own secrets file beside the first.
     for (n, s) in imp.sender_relays.iter().enumerate() {
         let r = &s.relay;
-        let (url, plaintext) = relay_url(r, &mut notes);
-        if let Err(e) = crate::provider::parse_url(&url, plaintext) {
+        let url = relay_url(r, &mut notes);
+        if let Err(e) = crate::provider::parse_url(&url.0, url.1) {
             notes.push(format!("{}: {e}: this relay is skipped", r.origin));
             continue;
         }
@@ -254,15 +245,7 @@ pub(super) fn render(
             extra_secrets.push((path.clone(), p.to_string()));
             path
         });
-        relay_keys(
-            r,
-            &url,
-            plaintext,
-            &key,
-            pw.as_deref(),
-            &mut toml,
-            &mut carried,
-        );
+        relay_keys(r, &url, &key, pw.as_deref(), &mut toml, &mut carried);
     }
     if n_relays == 0 {
         return Err("no usable relay found".into());

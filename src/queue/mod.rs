@@ -71,7 +71,7 @@ pub fn list(layout: &Layout, as_json: bool, out: &mut dyn io::Write) -> Result<(
         let spool = Spool::open_as_owner(layout)?;
         write_to(&spool, None, as_json, out)
     } else {
-        copy_answer(&mut from_daemon(layout, as_json)?, out)?
+        copy_answer(&mut listing_from_daemon(layout, as_json)?, out)?
     };
     match written.and_then(|()| out.flush()) {
         // The reader has all it wanted (`mailq | head`): not an error.
@@ -102,11 +102,31 @@ fn copy_answer(r: &mut impl BufRead, out: &mut dyn io::Write) -> Result<io::Resu
     }
 }
 
-/// Ordinary users: the daemon lists their own messages (it knows the peer's uid). The
-/// answer, past its first line `OK` (an `ERR` line is the error).
+/// Ordinary users: the daemon lists their own messages (it knows the peer's uid). Asked
+/// for in chunks (`LSTC`, `LSCJ`: `sink::ChunkWriter`'s framing), so a listing the daemon
+/// cut off (stopped, or past its deadline) is an error here, not a shorter listing. A daemon
+/// of an earlier version answers `ERR unknown request`; it is asked again the old way, a
+/// plain stream that the closed connection ends.
+fn listing_from_daemon(layout: &Layout, as_json: bool) -> Result<Box<dyn BufRead>> {
+    let verb: &[u8; 4] = if as_json { b"LSCJ" } else { b"LSTC" };
+    match from_daemon(layout, verb) {
+        Ok(r) => Ok(Box::new(io::BufReader::with_capacity(
+            64 * 1024,
+            crate::sink::ChunkReader::new(r),
+        ))),
+        Err(e) if e.msg == "unknown request" => {
+            let verb: &[u8; 4] = if as_json { b"LSTJ" } else { b"LIST" };
+            Ok(Box::new(from_daemon(layout, verb)?))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A listing request to the daemon: the answer past its first line `OK` (an `ERR` line is
+/// the error).
 fn from_daemon(
     layout: &Layout,
-    as_json: bool,
+    verb: &[u8; 4],
 ) -> Result<io::BufReader<std::os::unix::net::UnixStream>> {
     use std::io::{Read, Write};
     let mut s = std::os::unix::net::UnixStream::connect(layout.socket()).map_err(|e| {
@@ -126,7 +146,7 @@ fn from_daemon(
             )),
         }
     })?;
-    if let Err(e) = s.write_all(if as_json { b"LSTJ" } else { b"LIST" }) {
+    if let Err(e) = s.write_all(verb) {
         return Err(crate::sink::refusal(&s).unwrap_or_else(|| Error::temp(e.to_string())));
     }
     let mut r = io::BufReader::with_capacity(64 * 1024, s);
