@@ -251,27 +251,25 @@ fn default_sigpipe() {
 /// Run a companion program installed beside this one (`relayq doctor` is relayq-doctor), with
 /// `-C config` first when given. Only returns on failure.
 fn exec_beside(prog: &str, config: Option<&std::path::Path>, args: &[OsString]) -> Result<i32> {
-    use std::os::unix::process::CommandExt;
-    let path = beside(prog)?;
-    let mut c = std::process::Command::new(&path);
+    let mut all: Vec<OsString> = Vec::new();
     if let Some(cfg) = config {
-        c.arg("-C").arg(cfg);
+        all.extend([OsString::from("-C"), cfg.as_os_str().to_os_string()]);
     }
-    let e = c.args(args).exec();
-    Err(Error::new(
-        crate::error::Class::Unavailable,
-        format!(
-            "cannot run {}: {e} (it is installed beside relayq; reinstall relayq)",
-            path.display()
-        ),
-    ))
+    all.extend_from_slice(args);
+    exec_as(prog, OsString::from(prog), &all)
 }
 
-/// The front end's hand-over: `relayq` beside it runs this argv, as `sendmail` (argv[0]
-/// kept, so its messages and personality are sendmail's). Only returns on failure.
+/// The front end's hand-over: `relayq` beside it runs this argv, as `argv0` (so its
+/// messages and personality are sendmail's or mailq's). Only returns on failure.
 fn exec_full(argv0: &OsString, args: &[OsString]) -> Result<i32> {
+    exec_as("relayq", argv0.clone(), args)
+}
+
+/// Exec `prog` from this program's directory with `argv0` and `args`; the error if it
+/// cannot run.
+fn exec_as(prog: &str, argv0: OsString, args: &[OsString]) -> Result<i32> {
     use std::os::unix::process::CommandExt;
-    let path = beside("relayq")?;
+    let path = beside(prog)?;
     let e = std::process::Command::new(&path)
         .arg0(argv0)
         .args(args)
@@ -279,7 +277,7 @@ fn exec_full(argv0: &OsString, args: &[OsString]) -> Result<i32> {
     Err(Error::new(
         crate::error::Class::Unavailable,
         format!(
-            "cannot run {}: {e} (it is installed beside relayq-sendmail; reinstall relayq)",
+            "cannot run {}: {e} (relayq installs it beside this program; reinstall relayq)",
             path.display()
         ),
     ))
